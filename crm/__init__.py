@@ -1,0 +1,1 @@
+"""The CRM database: models, sessions, queries, migrations, audit log and ledger."""

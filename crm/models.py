@@ -1,0 +1,394 @@
+"""The CRM schema: SQLAlchemy 2 typed models.
+
+Internal keys are integers; the operator's own ids (``customer_id`` in the CSV)
+live in ``external_id`` columns and are what users see. Money columns use
+:class:`~crm.types.Money` (exact), times use :class:`~crm.types.UTCDateTime`.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from crm.types import Money, UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+TIERS: tuple[str, ...] = ("silver", "gold", "platinum", "diamond")
+"""Tiers in ascending order; ``tier_rank`` is the index in this tuple."""
+CUSTOMER_STATUSES = ("active", "suspended", "closed")
+TASK_KINDS = ("callback", "plan_fit", "grace_followup", "birthday")
+TASK_STATUSES = ("awaiting_notice", "ready", "done", "cancelled")
+TASK_OUTCOMES = ("reached", "no_answer", "declined", "plan_changed", "wrong_number")
+MESSAGE_STATUSES = (
+    "queued",
+    "sending",
+    "sent",
+    "delivered",
+    "undelivered",
+    "failed",
+    "suppressed",
+)
+MESSAGE_CHANNELS = ("sms", "voice")
+MESSAGE_CATEGORIES = ("service", "marketing")
+GRACE_STATUSES = ("open", "repaid", "suspended")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {Decimal: Money(2), datetime: UTCDateTime()}
+
+
+class Plan(Base):
+    __tablename__ = "plans"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    monthly_fee: Mapped[Decimal] = mapped_column(Money(2))
+    voice_minutes: Mapped[int] = mapped_column(Integer)
+    data_mb: Mapped[int] = mapped_column(Integer)
+    sms: Mapped[int] = mapped_column(Integer)
+    voice_overage_per_min: Mapped[Decimal] = mapped_column(Money(4))
+    data_overage_per_mb: Mapped[Decimal] = mapped_column(Money(4))
+    sms_overage: Mapped[Decimal] = mapped_column(Money(4))
+
+    tiers: Mapped[list[PlanTier]] = relationship(
+        back_populates="plan", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+    __table_args__ = (
+        CheckConstraint("voice_minutes >= 0 AND data_mb >= 0 AND sms >= 0", name="allowances"),
+    )
+
+    @property
+    def tier_names(self) -> list[str]:
+        return sorted((t.tier for t in self.tiers), key=TIERS.index)
+
+
+class PlanTier(Base):
+    """Which customer tiers may take a plan (``tiers`` column of the CSV)."""
+
+    __tablename__ = "plan_tiers"
+
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"), primary_key=True)
+    tier: Mapped[str] = mapped_column(String(16), primary_key=True)
+    plan: Mapped[Plan] = relationship(back_populates="tiers")
+
+    __table_args__ = (
+        CheckConstraint(_in("tier", TIERS), name="tier"),
+        Index("ix_plan_tiers_tier", "tier", "plan_id"),
+    )
+
+
+class Manager(Base):
+    """A dedicated account manager (专属客户经理)."""
+
+    __tablename__ = "managers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    phone: Mapped[str] = mapped_column(String(20))
+    email: Mapped[str | None] = mapped_column(String(254))
+    daily_call_capacity: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (CheckConstraint("daily_call_capacity >= 0", name="capacity"),)
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    phone: Mapped[str] = mapped_column(String(20))
+    locale: Mapped[str] = mapped_column(String(16), default="zh-CN")
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
+    birthday: Mapped[date | None] = mapped_column(Date)
+    birth_mmdd: Mapped[int | None] = mapped_column(
+        SmallInteger, doc="month*100+day of the birthday, so that 'born on 02-28' is an index seek"
+    )
+    tier: Mapped[str] = mapped_column(String(16))
+    tier_rank: Mapped[int] = mapped_column(SmallInteger, doc="index of tier in TIERS")
+    plan_id: Mapped[int | None] = mapped_column(ForeignKey("plans.id"))
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("managers.id"))
+    balance: Mapped[Decimal] = mapped_column(Money(2), default=Decimal("0.00"))
+    balance_as_of: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    credit_limit: Mapped[Decimal] = mapped_column(Money(2), default=Decimal("0.00"))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    sms_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    do_not_call: Mapped[bool] = mapped_column(Boolean, default=False)
+    joined_on: Mapped[date | None] = mapped_column(Date)
+    last_contact_on: Mapped[date | None] = mapped_column(Date)
+
+    plan: Mapped[Plan | None] = relationship(lazy="joined")
+    manager: Mapped[Manager | None] = relationship(lazy="joined")
+    clubs: Mapped[list[CustomerClub]] = relationship(
+        back_populates="customer", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+    __table_args__ = (
+        CheckConstraint(_in("tier", TIERS), name="tier"),
+        CheckConstraint("tier_rank BETWEEN 0 AND 3", name="tier_rank"),
+        CheckConstraint(_in("status", CUSTOMER_STATUSES), name="status"),
+        Index("ix_customers_birth_mmdd", "birth_mmdd"),
+        Index("ix_customers_status_tier", "status", "tier_rank"),
+        Index("ix_customers_balance", "balance"),
+        Index("ix_customers_manager", "manager_id"),
+        Index("ix_customers_plan", "plan_id"),
+    )
+
+    @property
+    def club_names(self) -> list[str]:
+        return sorted(c.club for c in self.clubs)
+
+
+class CustomerClub(Base):
+    """Interest-club membership (music, games, film, health, ...)."""
+
+    __tablename__ = "customer_clubs"
+
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    club: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer: Mapped[Customer] = relationship(back_populates="clubs")
+
+    __table_args__ = (Index("ix_customer_clubs_club", "club", "customer_id"),)
+
+
+class MonthlyUsage(Base):
+    """One customer's usage in one calendar month (``month`` is its first day)."""
+
+    __tablename__ = "monthly_usage"
+
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    voice_minutes: Mapped[int] = mapped_column(Integer)
+    data_mb: Mapped[int] = mapped_column(Integer)
+    sms: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        CheckConstraint("voice_minutes >= 0 AND data_mb >= 0 AND sms >= 0", name="non_negative"),
+        Index("ix_monthly_usage_month", "month", "customer_id"),
+    )
+
+
+class JourneyOccurrence(Base):
+    """The idempotence key of every journey decision: (journey, customer, occurrence).
+
+    A journey inserts its decision row first; the unique constraint makes a
+    rerun, a crash-and-retry or a second scheduler a no-op.
+    """
+
+    __tablename__ = "journey_occurrences"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    journey: Mapped[str] = mapped_column(String(32))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    occurrence: Mapped[str] = mapped_column(String(64))
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    as_of: Mapped[date] = mapped_column(Date)
+    rule_id: Mapped[str] = mapped_column(String(64))
+    rule_hash: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        UniqueConstraint("journey", "customer_id", "occurrence"),
+        Index("ix_journey_occurrences_customer", "customer_id", "journey"),
+    )
+
+
+class OutboundMessage(Base):
+    """The outbox: one SMS or voice notice and where it is in its life."""
+
+    __tablename__ = "outbound_messages"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(8), default="sms")
+    category: Mapped[str] = mapped_column(String(16))
+    template: Mapped[str] = mapped_column(String(64))
+    journey: Mapped[str] = mapped_column(String(32))
+    occurrence: Mapped[str] = mapped_column(String(64))
+    locale: Mapped[str] = mapped_column(String(16))
+    to_phone: Mapped[str] = mapped_column(String(20))
+    body: Mapped[str] = mapped_column(Text)
+    scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status_reason: Mapped[str | None] = mapped_column(String(500))
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    provider: Mapped[str | None] = mapped_column(String(32))
+    provider_message_id: Mapped[str | None] = mapped_column(String(64))
+    attempt_id: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    rule_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sending_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("journey", "customer_id", "occurrence", "template"),
+        CheckConstraint(_in("status", MESSAGE_STATUSES), name="status"),
+        CheckConstraint(_in("channel", MESSAGE_CHANNELS), name="channel"),
+        CheckConstraint(_in("category", MESSAGE_CATEGORIES), name="category"),
+        Index("ix_outbound_messages_due", "status", "scheduled_for"),
+        Index("ix_outbound_messages_customer", "customer_id", "created_at"),
+        Index("ix_outbound_messages_provider_id", "provider_message_id"),
+    )
+
+
+class CallTask(Base):
+    """A call an account manager should make, and why."""
+
+    __tablename__ = "call_tasks"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("managers.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    journey: Mapped[str] = mapped_column(String(32))
+    occurrence: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(24), default="awaiting_notice")
+    priority: Mapped[int] = mapped_column(SmallInteger, default=0)
+    due_on: Mapped[date] = mapped_column(Date)
+    scheduled_on: Mapped[date] = mapped_column(Date, doc="the day within manager capacity")
+    no_notice: Mapped[bool] = mapped_column(Boolean, default=False)
+    notice_message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("outbound_messages.id", ondelete="SET NULL")
+    )
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    attempt: Mapped[int] = mapped_column(SmallInteger, default=1)
+    outcome: Mapped[str | None] = mapped_column(String(24))
+    satisfaction: Mapped[int | None] = mapped_column(SmallInteger)
+    note: Mapped[str | None] = mapped_column(Text)
+    rule_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("journey", "customer_id", "occurrence", "kind"),
+        CheckConstraint(_in("status", TASK_STATUSES), name="status"),
+        CheckConstraint(_in("kind", TASK_KINDS), name="kind"),
+        CheckConstraint(
+            "satisfaction IS NULL OR satisfaction BETWEEN 1 AND 5", name="satisfaction"
+        ),
+        Index("ix_call_tasks_manager_day", "manager_id", "scheduled_on", "status"),
+        Index("ix_call_tasks_customer", "customer_id", "kind", "status"),
+        Index("ix_call_tasks_status", "status", "due_on"),
+    )
+
+
+class CreditLedger(Base):
+    """Every credit or debit vipcare applied to a balance; append-only."""
+
+    __tablename__ = "credit_ledger"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    amount: Mapped[Decimal] = mapped_column(Money(2))
+    balance_after: Mapped[Decimal] = mapped_column(Money(2))
+    kind: Mapped[str] = mapped_column(String(32))
+    journey: Mapped[str] = mapped_column(String(32))
+    occurrence: Mapped[str] = mapped_column(String(64))
+    rule_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("journey", "customer_id", "occurrence", "kind"),
+        Index("ix_credit_ledger_customer", "customer_id", "created_at"),
+    )
+
+
+class GracePeriod(Base):
+    """A grace credit's life: open → repaid | suspended."""
+
+    __tablename__ = "grace_periods"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    occurrence: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[Decimal] = mapped_column(Money(2))
+    granted_on: Mapped[date] = mapped_column(Date)
+    deadline: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    closed_on: Mapped[date | None] = mapped_column(Date)
+    rule_hash: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        UniqueConstraint("customer_id", "occurrence"),
+        CheckConstraint(_in("status", GRACE_STATUSES), name="status"),
+        Index("ix_grace_periods_open", "status", "deadline"),
+    )
+
+
+class AuditHead(Base):
+    """Single-row table holding the chain head; updating it serialises appends."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditLog(Base):
+    """Append-only, hash-chained record of every decision and action."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[int | None] = mapped_column(Integer)
+    customer_ref: Mapped[str | None] = mapped_column(String(64), doc="external id at the time")
+    entity: Mapped[str | None] = mapped_column(String(64))
+    rule_id: Mapped[str | None] = mapped_column(String(64))
+    rule_hash: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[str] = mapped_column(Text, doc="canonical JSON, exactly as hashed")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_audit_log_customer", "customer_ref", "seq"),
+        Index("ix_audit_log_action", "action", "seq"),
+    )

@@ -1,0 +1,25 @@
+"""The ``vipcare`` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from vipcare.cli import audit_cmds, care_cmds, crm_cmds, rules_cmds, system_cmds
+
+app = typer.Typer(
+    name="vipcare",
+    help="VIP customer-care automation for telecom operators.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+system_cmds.register(app)
+crm_cmds.register(app)
+audit_cmds.register(app)
+rules_cmds.register(app)
+care_cmds.register(app)
+
+
+def main() -> None:
+    app()

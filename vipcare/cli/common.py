@@ -1,0 +1,142 @@
+"""What every CLI command shares: settings, the engine, output and exit codes.
+
+Exit status: 0 success, 1 an error in the input (bad file, unknown id), 2 a usage
+error (Typer/Click's own). Heavy modules (Prefect above all) are imported inside
+the commands that need them, never here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from functools import wraps
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import Engine
+
+from vipcare.settings import Settings, get_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class InputError(Exception):
+    """A problem with what the user gave us; exits 1 with the message."""
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def input_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn every package's deliberate errors into exit status 1 with a clear message."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        from crm.errors import CrmError
+
+        handled: tuple[type[BaseException], ...] = (InputError, CrmError)
+        try:
+            from rules.errors import RulesError
+
+            handled += (RulesError,)
+        except ImportError:  # pragma: no cover - rules package always ships
+            pass
+        try:
+            from notifications.errors import NotificationError
+
+            handled += (NotificationError,)
+        except ImportError:  # pragma: no cover
+            pass
+        try:
+            return func(*args, **kwargs)
+        except handled as exc:
+            fail(str(exc))
+
+    return wrapper
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+def engine() -> Engine:
+    from crm.db import make_engine
+
+    return make_engine(settings().database_url)
+
+
+def parse_date(value: str | None, option: str = "--date") -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        fail(f"{option}: {value!r} is not a date; expected YYYY-MM-DD", code=2)
+
+
+def parse_instant(value: str | None, option: str = "--at") -> datetime | None:
+    """An ISO time; a naive one is read in the operator's time zone."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"{option}: {value!r} is not an ISO 8601 time", code=2)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=settings().tz)
+    return parsed.astimezone(UTC)
+
+
+def now_utc() -> datetime:
+    """The CLI is the edge of the system: the only place that reads the wall clock."""
+    return datetime.now(UTC)
+
+
+def today_local() -> date:
+    return now_utc().astimezone(settings().tz).date()
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def print_json(rows: Any) -> None:
+    sys.stdout.write(json.dumps(jsonable(rows), ensure_ascii=False, indent=2) + "\n")
+
+
+def print_table(
+    title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], empty: str = "nothing to show"
+) -> None:
+    table = Table(title=title, header_style="bold cyan", title_justify="left")
+    for col in columns:
+        justify = "right" if col in {"balance", "amount", "monthly_fee", "credit_limit"} else "left"
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    count = 0
+    for row in rows:
+        table.add_row(*("" if v is None else str(jsonable(v)) for v in row))
+        count += 1
+    if count == 0:
+        console.print(f"[dim]{title}: {empty}[/]")
+    else:
+        console.print(table)

@@ -1,0 +1,102 @@
+"""Runtime settings, read from ``VIPCARE_*`` environment variables and a ``.env`` file.
+
+Secrets are ``SecretStr`` so that printing a settings object never shows them;
+:func:`Settings.redacted_summary` is what the CLI prints.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure, with safe embedded defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VIPCARE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    database_url: str = Field(
+        default="sqlite:///vipcare.db",
+        description="SQLAlchemy URL; a SQLite file in the working directory by default.",
+    )
+    timezone: str = Field(default="Asia/Shanghai", description="The operator's time zone.")
+    rules_dir: Path = Field(default=DEFAULT_RULES_DIR)
+    sms_backend: Literal["mock", "twilio"] = "mock"
+    voice_backend: Literal["mock", "twilio"] = "mock"
+    public_url: str = Field(default="", description="Public base URL for provider callbacks.")
+    twilio_api_base: str = Field(default="", description="Point the Twilio client elsewhere.")
+    send_rate_per_second: float = Field(default=10.0, gt=0)
+    dispatch_concurrency: int = Field(default=4, ge=1, le=64)
+    batch_size: int = Field(default=5000, ge=100)
+
+    twilio_account_sid: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID", "VIPCARE_TWILIO_ACCOUNT_SID")
+    )
+    twilio_auth_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN", "VIPCARE_TWILIO_AUTH_TOKEN")
+    )
+    twilio_from_number: str | None = Field(
+        default=None, validation_alias=AliasChoices("TWILIO_FROM_NUMBER", "VIPCARE_TWILIO_FROM_NUMBER")
+    )
+    twilio_messaging_service_sid: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "TWILIO_MESSAGING_SERVICE_SID", "VIPCARE_TWILIO_MESSAGING_SERVICE_SID"
+        ),
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def redacted_summary(self) -> dict[str, str]:
+        """The configuration as strings, with every secret and URL password hidden."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                out[name] = "********" if value.get_secret_value() else ""
+            elif value is None:
+                out[name] = ""
+            elif name == "database_url":
+                out[name] = redact_url(str(value))
+            else:
+                out[name] = str(value)
+        return out
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a database URL."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL must still never leak
+        return "<unparseable url>"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own ``Settings`` instead."""
+    return Settings()
