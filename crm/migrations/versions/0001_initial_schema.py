@@ -2,7 +2,6 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 23:01:13.471270
 """
 from alembic import op
 import sqlalchemy as sa
