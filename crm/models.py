@@ -347,6 +347,7 @@ class GracePeriod(Base):
     occurrence: Mapped[str] = mapped_column(String(64))
     amount: Mapped[Decimal] = mapped_column(Money(2))
     granted_on: Mapped[date] = mapped_column(Date)
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deadline: Mapped[date] = mapped_column(Date)
     status: Mapped[str] = mapped_column(String(16), default="open")
     closed_on: Mapped[date | None] = mapped_column(Date)

@@ -146,6 +146,7 @@ def upgrade() -> None:
     sa.Column('occurrence', sa.String(length=64), nullable=False),
     sa.Column('amount', crm.types.Money(), nullable=False),
     sa.Column('granted_on', sa.Date(), nullable=False),
+    sa.Column('granted_at', crm.types.UTCDateTime(), nullable=False),
     sa.Column('deadline', sa.Date(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('closed_on', sa.Date(), nullable=True),

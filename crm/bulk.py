@@ -1,0 +1,42 @@
+"""Dialect-aware bulk writes: the few statements SQLite and PostgreSQL spell differently."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+
+def insert_ignoring_conflicts(
+    session: Session,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    returning: str,
+) -> set[Any]:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING ``returning``; the values actually inserted.
+
+    This is the idempotence gate: of two racing writers, only one gets each row back.
+    """
+    if not rows:
+        return set()
+    dialect = session.get_bind().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(table).on_conflict_do_nothing().returning(table.c[returning])
+    won: set[Any] = set()
+    for start in range(0, len(rows), 2000):
+        won.update(session.execute(stmt, list(rows[start : start + 2000])).scalars().all())
+    return won
+
+
+def insert_returning_ids(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Bulk INSERT returning the new primary keys in the order of ``rows``."""
+    if not rows:
+        return []
+    stmt = table.insert().returning(table.c.id, sort_by_parameter_order=True)
+    ids: list[int] = []
+    for start in range(0, len(rows), 2000):
+        ids.extend(session.execute(stmt, list(rows[start : start + 2000])).scalars().all())
+    return ids

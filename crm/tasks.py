@@ -1,0 +1,219 @@
+"""Call tasks: the guarded state machine and what a manager's outcome sets in motion.
+
+``awaiting_notice → ready → done``; ``awaiting_notice | ready → cancelled``. A
+manager completes a ``ready`` task with an outcome (and a 1–5 satisfaction
+score when the customer was reached); reaching the customer sets
+``last_contact_on``; a ``no_answer`` callback comes back after the rule's retry
+days, up to its maximum number of tries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from crm import audit
+from crm.audit import Actor, AuditEntry
+from crm.errors import CrmError, InvalidTransition, NotFound
+from crm.models import TASK_OUTCOMES, CallTask, Customer, Manager
+
+TRANSITIONS: dict[str, dict[str, str | None]] = {
+    "awaiting_notice": {
+        "ready": None,
+        "cancelled": None,
+        "done": "the pre-call SMS has not gone out yet (or its lead time has not passed); "
+        "wait for the task to be ready",
+    },
+    "ready": {"done": None, "cancelled": None},
+    "done": {},
+    "cancelled": {},
+}
+REACHED = frozenset({"reached", "declined", "plan_changed"})
+"""Outcomes in which the customer was actually spoken to."""
+
+
+def check_transition(task_id: int, current: str, target: str) -> None:
+    allowed = TRANSITIONS.get(current, {})
+    if target not in allowed:
+        reason = f"a {current} task is closed" if not allowed else f"allowed from {current}: {', '.join(sorted(allowed))}"
+        raise InvalidTransition(f"task {task_id}", current, target, reason)
+    why = allowed[target]
+    if why is not None:
+        raise InvalidTransition(f"task {task_id}", current, target, why)
+
+
+class TaskInputError(CrmError):
+    pass
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """From the callback rule: when and how often a no-answer call comes back."""
+
+    retry_days: int = 2
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class Completion:
+    task_id: int
+    outcome: str
+    last_contact_on: date | None
+    retry_task_id: int | None
+
+
+def complete(
+    session: Session,
+    task_id: int,
+    outcome: str,
+    at: datetime,
+    today: date,
+    actor: Actor,
+    satisfaction: int | None = None,
+    note: str | None = None,
+    retry: RetryPolicy | None = None,
+    manager_ref: str | None = None,
+) -> Completion:
+    """Record a manager's outcome; refuses illegal moves with the reason."""
+    if outcome not in TASK_OUTCOMES:
+        raise TaskInputError(f"unknown outcome {outcome!r}; expected one of {', '.join(TASK_OUTCOMES)}")
+    if satisfaction is not None and not 1 <= satisfaction <= 5:
+        raise TaskInputError(f"satisfaction must be 1 to 5, got {satisfaction}")
+    if satisfaction is not None and outcome not in REACHED:
+        raise TaskInputError(f"a satisfaction score needs a reached customer, not {outcome!r}")
+    task = session.execute(
+        select(CallTask).where(CallTask.id == task_id).with_for_update()
+    ).scalar_one_or_none()
+    if task is None:
+        raise NotFound(f"no task with id {task_id}")
+    customer = session.get(Customer, task.customer_id)
+    assert customer is not None
+    if manager_ref is not None:
+        manager = session.get(Manager, task.manager_id) if task.manager_id else None
+        if manager is None or manager.external_id != manager_ref:
+            raise TaskInputError(f"task {task_id} belongs to another manager's customer")
+    check_transition(task.id, task.status, "done")
+    task.status = "done"
+    task.outcome = outcome
+    task.satisfaction = satisfaction
+    task.note = note
+    task.completed_at = at
+    last_contact = None
+    if outcome in REACHED:
+        if customer.last_contact_on is None or customer.last_contact_on < today:
+            customer.last_contact_on = today
+        last_contact = customer.last_contact_on
+    entries = [
+        AuditEntry(
+            action="task.done",
+            details={
+                "task_id": task.id,
+                "kind": task.kind,
+                "outcome": outcome,
+                "satisfaction": satisfaction,
+                "note": note,
+                "attempt": task.attempt,
+                "last_contact_on": last_contact,
+            },
+            customer_id=customer.id,
+            customer_ref=customer.external_id,
+            entity=f"task:{task.id}",
+            rule_id=task.journey,
+            rule_hash=task.rule_hash,
+        )
+    ]
+    retry_id = None
+    policy = retry or RetryPolicy()
+    if outcome == "no_answer" and task.kind == "callback" and task.attempt < policy.max_attempts:
+        again = today + timedelta(days=policy.retry_days)
+        retry_task = CallTask(
+            customer_id=task.customer_id,
+            manager_id=task.manager_id,
+            kind=task.kind,
+            journey=task.journey,
+            occurrence=f"{task.occurrence.split('#', 1)[0]}#{task.attempt + 1}",
+            status="ready",
+            priority=task.priority,
+            due_on=again,
+            scheduled_on=again,
+            no_notice=True,
+            ready_at=at,
+            details={**(task.details or {}), "retry_of": task.id, "notice": "retry of an unanswered call"},
+            attempt=task.attempt + 1,
+            rule_hash=task.rule_hash,
+            created_at=at,
+        )
+        session.add(retry_task)
+        session.flush()
+        retry_id = retry_task.id
+        entries.append(
+            AuditEntry(
+                action="task.retry_scheduled",
+                details={"task_id": retry_id, "retry_of": task.id, "attempt": task.attempt + 1, "due_on": again},
+                customer_id=customer.id,
+                customer_ref=customer.external_id,
+                entity=f"task:{retry_id}",
+                rule_id=task.journey,
+                rule_hash=task.rule_hash,
+            )
+        )
+    audit.append(session, actor, at, entries)
+    return Completion(task.id, outcome, last_contact, retry_id)
+
+
+def cancel_open_tasks(session: Session, customer_ids: list[int], reason: str, at: datetime, actor: Actor) -> int:
+    """Cancel a customer's open tasks (e.g. they asked not to be called)."""
+    rows = session.execute(
+        select(CallTask.id, CallTask.customer_id, Customer.external_id)
+        .join(Customer, Customer.id == CallTask.customer_id)
+        .where(CallTask.customer_id.in_(customer_ids), CallTask.status.in_(("awaiting_notice", "ready")))
+    ).all()
+    if not rows:
+        return 0
+    session.execute(
+        update(CallTask)
+        .where(CallTask.id.in_([r.id for r in rows]))
+        .values(status="cancelled", completed_at=at, note=reason),
+        execution_options={"synchronize_session": False},
+    )
+    audit.append(
+        session,
+        actor,
+        at,
+        [
+            AuditEntry(
+                action="task.cancelled",
+                details={"task_id": r.id, "reason": reason},
+                customer_id=r.customer_id,
+                customer_ref=r.external_id,
+                entity=f"task:{r.id}",
+            )
+            for r in rows
+        ],
+    )
+    return len(rows)
+
+
+def task_view(task: CallTask, customer_ref: str, manager_ref: str | None, notice_status: str | None) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "customer_id": customer_ref,
+        "manager_id": manager_ref,
+        "kind": task.kind,
+        "status": task.status,
+        "priority": task.priority,
+        "due_on": task.due_on,
+        "scheduled_on": task.scheduled_on,
+        "ready_at": task.ready_at,
+        "no_notice": task.no_notice,
+        "notice_status": notice_status,
+        "attempt": task.attempt,
+        "details": task.details,
+        "outcome": task.outcome,
+        "satisfaction": task.satisfaction,
+        "completed_at": task.completed_at,
+    }

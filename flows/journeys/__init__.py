@@ -1,0 +1,1 @@
+"""Prefect-free journey logic: candidates in SQL, decisions in Python, bulk writes."""

@@ -1,0 +1,235 @@
+"""Plan-fit suggestion: cost recent usage under every eligible plan, suggest a cheaper one.
+
+The last ``months`` full calendar months of usage are costed under the current
+plan and under every plan open to the customer's tier: monthly fee plus voice,
+data and SMS overage. When the cheapest alternative saves at least the share and
+the amount per month that the rule asks for, a ``plan_fit`` call task is created
+(preceded by the pre-call SMS). Arithmetic is exact: integer units of 0.0001,
+and the thresholds are compared on totals so no division ever rounds a decision.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crm.models import CallTask, Customer, MonthlyUsage, Plan, PlanTier
+from crm.types import to_minor
+from flows.journeys.base import (
+    Decision,
+    MessageIntent,
+    RunContext,
+    TaskIntent,
+    action_applies,
+    common_variables,
+    customer_select,
+    iter_candidates,
+    no_open_task,
+    occurrence_absent,
+    when_columns,
+)
+from rules.compiler import compile_condition
+from rules.models import CreateTask, PlanFitRule, SendSms, SendVoice
+
+SCALE = 4
+CENT = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class PlanCost:
+    """A plan's price list in units of 0.0001."""
+
+    id: int
+    code: str
+    name: str
+    fee: int
+    voice: int
+    data: int
+    sms: int
+    voice_rate: int
+    data_rate: int
+    sms_rate: int
+    tiers: frozenset[str]
+
+    def month_cost(self, voice: int, data: int, sms: int) -> int:
+        return (
+            self.fee
+            + max(0, voice - self.voice) * self.voice_rate
+            + max(0, data - self.data) * self.data_rate
+            + max(0, sms - self.sms) * self.sms_rate
+        )
+
+
+def full_months_before(as_of: date, count: int) -> list[date]:
+    """The first days of the ``count`` full calendar months before ``as_of``'s month."""
+    months = []
+    day = as_of.replace(day=1)
+    for _ in range(count):
+        day = (day - timedelta(days=1)).replace(day=1)
+        months.append(day)
+    return sorted(months)
+
+
+def load_plans(session: Session) -> dict[int, PlanCost]:
+    tiers: dict[int, set[str]] = defaultdict(set)
+    for plan_id, tier in session.execute(select(PlanTier.plan_id, PlanTier.tier)):
+        tiers[plan_id].add(tier)
+    return {
+        p.id: PlanCost(
+            id=p.id,
+            code=p.code,
+            name=p.name,
+            fee=to_minor(p.monthly_fee, SCALE),
+            voice=p.voice_minutes,
+            data=p.data_mb,
+            sms=p.sms,
+            voice_rate=to_minor(p.voice_overage_per_min, SCALE),
+            data_rate=to_minor(p.data_overage_per_mb, SCALE),
+            sms_rate=to_minor(p.sms_overage, SCALE),
+            tiers=frozenset(tiers[p.id]),
+        )
+        for p in session.scalars(select(Plan))
+    }
+
+
+def to_money(units: int | Decimal, divisor: int = 1) -> Decimal:
+    return (Decimal(units) / Decimal(divisor)).scaleb(-SCALE).quantize(CENT, ROUND_HALF_EVEN)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    plan: PlanCost
+    current_total: int
+    suggested_total: int
+    months: int
+
+    @property
+    def saving_total(self) -> int:
+        return self.current_total - self.suggested_total
+
+    def details(self, current: PlanCost) -> dict[str, object]:
+        return {
+            "current_plan": current.code,
+            "current_plan_name": current.name,
+            "suggested_plan": self.plan.code,
+            "suggested_plan_name": self.plan.name,
+            "current_monthly_cost": to_money(self.current_total, self.months),
+            "suggested_monthly_cost": to_money(self.suggested_total, self.months),
+            "monthly_saving": to_money(self.saving_total, self.months),
+            "months": self.months,
+        }
+
+
+def best_alternative(
+    current: PlanCost,
+    tier: str,
+    usage: list[tuple[int, int, int]],
+    plans: list[PlanCost],
+    min_share: Decimal,
+    min_amount: Decimal,
+) -> Suggestion | None:
+    """The cheapest eligible plan, if it beats the thresholds; exact integer comparisons."""
+    months = len(usage)
+    current_total = sum(current.month_cost(*u) for u in usage)
+    needed = to_minor(min_amount, SCALE) * months
+    best: Suggestion | None = None
+    for plan in plans:
+        if plan.id == current.id or tier not in plan.tiers:
+            continue
+        if plan.fee * months > current_total - needed:  # cannot possibly save enough
+            continue
+        total = sum(plan.month_cost(*u) for u in usage)
+        if best is None or total < best.suggested_total:
+            best = Suggestion(plan, current_total, total, months)
+    if best is None:
+        return None
+    saving = best.saving_total
+    if saving < needed or Decimal(saving) < min_share * Decimal(current_total):
+        return None
+    return best
+
+
+def decide(session: Session, ctx: RunContext, rule: PlanFitRule) -> Iterator[list[Decision]]:
+    trigger = rule.trigger
+    months = full_months_before(ctx.as_of, trigger.months)
+    occurrence = f"plan_fit:{ctx.as_of.year:04d}-{ctx.as_of.month:02d}"
+    plans = load_plans(session)
+    plan_list = sorted(plans.values(), key=lambda p: p.fee)
+    actions = rule.action_list
+    cooldown_from = ctx.at - timedelta(days=rule.limits.cooldown_after_decline_days)
+    recently_declined = (
+        select(CallTask.id)
+        .where(
+            CallTask.customer_id == Customer.id,
+            CallTask.kind == "plan_fit",
+            CallTask.outcome == "declined",
+            CallTask.completed_at >= cooldown_from,
+        )
+        .exists()
+    )
+    stmt = customer_select(Customer.plan_id.label("plan_id"), *when_columns(actions, ctx.as_of)).where(
+        compile_condition(rule.audience, ctx.as_of),
+        Customer.plan_id.is_not(None),
+        Customer.do_not_call.is_(False),
+        no_open_task("plan_fit"),
+        ~recently_declined,
+        occurrence_absent(rule.journey, occurrence),
+    )
+    for batch in iter_candidates(session, stmt, ctx):
+        usage: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+        ids = [c.id for c in batch]
+        for cid, _month, voice, data, sms in session.execute(
+            select(
+                MonthlyUsage.customer_id,
+                MonthlyUsage.month,
+                MonthlyUsage.voice_minutes,
+                MonthlyUsage.data_mb,
+                MonthlyUsage.sms,
+            )
+            .where(MonthlyUsage.customer_id.in_(ids), MonthlyUsage.month.in_(months))
+            .order_by(MonthlyUsage.customer_id, MonthlyUsage.month)
+        ):
+            usage[cid].append((voice, data, sms))
+        decisions = []
+        for c in batch:
+            history = usage.get(c.id, [])
+            current = plans.get(c.extra["plan_id"])
+            if current is None or len(history) < len(months):
+                continue  # not enough usage to judge fairly
+            best = best_alternative(
+                current, c.tier, history, plan_list, trigger.min_saving_share, trigger.min_saving_amount
+            )
+            if best is None:
+                continue
+            details = best.details(current)
+            d = Decision(customer=c, occurrence=occurrence, details=details)
+            variables = {
+                **common_variables(ctx, c),
+                "current_plan": current.name,
+                "suggested_plan": best.plan.name,
+                "saving": str(details["monthly_saving"]),
+                "current_cost": str(details["current_monthly_cost"]),
+                "suggested_cost": str(details["suggested_monthly_cost"]),
+            }
+            for index, action in enumerate(actions):
+                if not action_applies(c, actions, index):
+                    continue
+                if isinstance(action, CreateTask):
+                    d.tasks.append(
+                        TaskIntent(
+                            kind=action.kind,
+                            due_on=ctx.as_of,
+                            priority=action.priority,
+                            details={"reason": "plan_fit", **details},
+                        )
+                    )
+                elif isinstance(action, SendSms | SendVoice):
+                    d.messages.append(MessageIntent(action.template, variables))
+            decisions.append(d)
+        yield decisions

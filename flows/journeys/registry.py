@@ -1,0 +1,109 @@
+"""Run or preview a journey by id: the one entry point flows, the CLI and preview use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from crm.db import session_factory
+from flows.journeys import birthday, callback, grace_credit, plan_fit
+from flows.journeys.base import CapacityPlanner, Decision, JourneyReport, RunContext, apply_decisions
+from rules.templates import render
+
+Decide = Callable[[Session, RunContext, Any], Iterator[list[Decision]]]
+
+DECIDERS: dict[str, Decide] = {
+    "grace_credit": grace_credit.decide,
+    "birthday": birthday.decide,
+    "plan_fit": plan_fit.decide,
+    "callback": callback.decide,
+}
+RUN_ORDER: tuple[str, ...] = ("grace_credit", "birthday", "plan_fit", "callback", "precall_notice")
+"""Grace first (money and suspension are urgent), callbacks last (they fill what capacity is left).
+``precall_notice`` has no audience of its own: it runs inside every task-creating journey."""
+
+
+def run_journey(engine: Engine, ctx: RunContext, journey: str, dry_run: bool = False) -> JourneyReport:
+    """Decide and write one journey, a batch per transaction; a rerun is a no-op."""
+    report = JourneyReport(journey)
+    rule = ctx.rule(journey)
+    if not rule.enabled or journey not in DECIDERS:
+        return report
+    make_session = session_factory(engine)
+    with make_session() as session:
+        if journey == "grace_credit":
+            grace_credit.close_graces(session, ctx, rule, report)
+            _finish(session, dry_run)
+        if journey == "callback":
+            callback.escalate_overdue(session, ctx, rule, report)
+            _finish(session, dry_run)
+        planner = CapacityPlanner(session, ctx.as_of)
+        after = grace_credit.grace_rows(ctx, rule) if journey == "grace_credit" else None
+        for decisions in DECIDERS[journey](session, ctx, rule):
+            report.candidates += len(decisions)
+            apply_decisions(session, ctx, rule, decisions, report, after_insert=after, planner=planner)
+            _finish(session, dry_run)
+    return report
+
+
+def _finish(session: Session, dry_run: bool) -> None:
+    if dry_run:
+        session.rollback()
+    else:
+        session.commit()
+
+
+def care_day_instant(as_of: date, operator_tz: ZoneInfo, at: time = time(9, 0)) -> datetime:
+    """The instant a care day's run acts as of, when none is given: 09:00 operator time."""
+    return datetime.combine(as_of, at, tzinfo=operator_tz).astimezone(UTC)
+
+
+def preview(
+    session: Session,
+    ruleset: Any,
+    journey_id: str,
+    as_of: date,
+    limit: int = 20,
+    operator_tz: str = "Asia/Shanghai",
+) -> list[dict[str, Any]]:
+    """Who the journey would hit on ``as_of`` and what it would do; writes nothing."""
+    rule = ruleset.journeys[journey_id]
+    if journey_id not in DECIDERS:
+        return []
+    tz = ZoneInfo(operator_tz)
+    ctx = RunContext(
+        as_of=as_of,
+        at=care_day_instant(as_of, tz),
+        run_id="preview",
+        ruleset=ruleset,
+        operator_tz=tz,
+        batch_size=max(limit, 2000),
+    )
+    out: list[dict[str, Any]] = []
+    for decisions in DECIDERS[journey_id](session, ctx, rule):
+        for d in decisions:
+            texts = {
+                m.template: render(rule, m.template, d.customer.locale, m.variables) for m in d.messages
+            }
+            actions = [f"send {m.template}" for m in d.messages]
+            actions += [f"grant credit {c.amount}" for c in d.credits]
+            actions += [f"call task {t.kind}" for t in d.tasks]
+            out.append(
+                {
+                    "customer_id": d.customer.external_id,
+                    "name": d.customer.name,
+                    "tier": d.customer.tier,
+                    "occurrence": d.occurrence,
+                    "actions": actions,
+                    "texts": texts,
+                    "details": d.summary()["details"],
+                }
+            )
+            if len(out) >= limit:
+                return out
+    return out
