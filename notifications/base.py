@@ -160,7 +160,12 @@ class ChannelBackend(ABC):
                 )
                 self.sleep(wait)
                 if exc.maybe_accepted:
-                    previous = self.find_previous_attempt(msg)
+                    try:
+                        previous = self.find_previous_attempt(msg)
+                    except TransientSendError:
+                        # Cannot tell whether it went out: never guess, hand the
+                        # ambiguous error to the dispatcher to reconcile later.
+                        raise exc from None
                     if previous is not None:
                         log.info(
                             "%s: message %s was accepted despite the error (%s); not resending",

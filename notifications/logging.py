@@ -1,0 +1,91 @@
+"""A logging filter that masks phone numbers and hides secrets in every record it sees.
+
+Attach it to a *handler* to cover everything that handler writes (the CLI and
+the webhook server do), or to a *logger* to cover records created on that
+logger (the Twilio adapter does this for the client's request log, which would
+otherwise print recipient numbers in query strings).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+from crm.phones import mask
+
+REDACTED = "********"
+
+# A phone is "+" (or URL-encoded %2B) and 7-15 digits, or a bare run of 11-15
+# digits standing alone. Digits inside words (SIDs, hashes), dates and paths
+# ("2010-04-01") are left alone, unlike crm.phones.mask_in_text, so log lines
+# stay readable.
+_PHONE = re.compile(r"(\+|%2[Bb])(\d{7,15})(?!\d)|(?<![\w%+\-/.:])(\d{11,15})(?![\w])")
+
+
+def mask_phones(text: str) -> str:
+    """Mask every phone number in ``text``: ``+8613812345678`` → ``+86138****5678``."""
+
+    def _sub(match: re.Match[str]) -> str:
+        prefix, digits, bare = match.group(1), match.group(2), match.group(3)
+        if bare is not None:
+            return mask(bare)
+        return prefix + mask("+" + digits)[1:]
+
+    return _PHONE.sub(_sub, text)
+
+
+class MaskingFilter(logging.Filter):
+    """Rewrites each record's message (and traceback) with phones masked and secrets redacted.
+
+    Never drops a record. Secrets shorter than 6 characters are ignored:
+    redacting them would shred ordinary words and hide nothing worth hiding.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._secrets: set[str] = set()
+        self.add_secrets(secrets)
+
+    def add_secrets(self, secrets: Iterable[str]) -> None:
+        self._secrets.update(s for s in secrets if s and len(s) >= 6)
+
+    def scrub(self, text: str) -> str:
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, REDACTED)
+        return mask_phones(text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a bad format string must not lose the record
+            message = f"{record.msg!r} {record.args!r}"
+        record.msg = self.scrub(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.scrub(record.stack_info)
+        return True
+
+
+def install_masking(
+    target: logging.Logger | logging.Handler, secrets: Iterable[str] = ()
+) -> MaskingFilter:
+    """Attach a :class:`MaskingFilter` to ``target`` once; later calls add secrets to it."""
+    for existing in target.filters:
+        if isinstance(existing, MaskingFilter):
+            existing.add_secrets(secrets)
+            return existing
+    masking = MaskingFilter(secrets)
+    target.addFilter(masking)
+    return masking
+
+
+def install_on_root(secrets: Iterable[str] = ()) -> None:
+    """Mask every handler of the root logger (call at a process edge, after logging is set up)."""
+    wanted = list(secrets)
+    for handler in logging.getLogger().handlers:
+        install_masking(handler, wanted)

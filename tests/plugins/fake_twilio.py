@@ -1,0 +1,40 @@
+"""Pytest plugin: a fake Twilio server per test, and settings that point vipcare at it.
+
+Use from a test module with ``pytest_plugins = ["plugins.fake_twilio"]`` (the
+``tests`` folder is on ``sys.path`` under pytest's default import mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+
+from notifications.fake_twilio import FakeTwilio
+from vipcare.settings import Settings
+
+FROM_NUMBER = "+15005550006"
+PUBLIC_URL = "https://care.example.com"
+
+
+@pytest.fixture
+def fake_twilio() -> Iterator[FakeTwilio]:
+    """A fresh fake Twilio on 127.0.0.1 and a random port, stopped after the test."""
+    with FakeTwilio() as fake:
+        yield fake
+
+
+@pytest.fixture
+def twilio_settings(fake_twilio: FakeTwilio) -> Settings:
+    """Settings selecting the Twilio backend, aimed at the fake."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        sms_backend="twilio",
+        voice_backend="twilio",
+        public_url=PUBLIC_URL,
+        twilio_api_base=fake_twilio.base_url,
+        twilio_account_sid=SecretStr(fake_twilio.account_sid),
+        twilio_auth_token=SecretStr(fake_twilio.auth_token),
+        twilio_from_number=FROM_NUMBER,
+    )
