@@ -1,0 +1,81 @@
+"""Errors of the rules package; every one derives from :class:`RulesError`.
+
+Modelled on rule-engine's errors: an error about a name someone typed carries a
+``suggestion`` ("did you mean 'tier'?") so the person editing the file can act
+on it without reading code.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+class RulesError(Exception):
+    """Base of every error the rules package raises on purpose."""
+
+
+def did_you_mean(word: object, choices: Iterable[str]) -> str | None:
+    """``"did you mean 'tier'?"`` for the closest choice, or None when nothing is close."""
+    if not isinstance(word, str):
+        return None
+    options = list(dict.fromkeys(choices))
+    match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if not match:
+        lowered = {o.lower(): o for o in options}
+        match = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+        match = [lowered[m] for m in match]
+    return f"did you mean {match[0]!r}?" if match else None
+
+
+@dataclass(frozen=True)
+class RuleIssue:
+    """One problem in one rule file: where it is, what was expected, and a fix if we know one.
+
+    ``line`` and ``column`` are 1-based, as editors show them.
+    """
+
+    file: str
+    line: int
+    column: int
+    message: str
+    suggestion: str | None = None
+
+    def __str__(self) -> str:
+        hint = f" ({self.suggestion})" if self.suggestion else ""
+        return f"{self.file}:{self.line}:{self.column}: {self.message}{hint}"
+
+
+class RulesValidationError(RulesError):
+    """The rule files are invalid; ``issues`` lists every problem in every file."""
+
+    def __init__(self, issues: Sequence[RuleIssue]) -> None:
+        self.issues = sorted(issues, key=lambda i: (i.file, i.line, i.column, i.message))
+        count = len(self.issues)
+        lines = [f"{count} problem{'s' if count != 1 else ''} in the rule files:"]
+        lines += [str(i) for i in self.issues]
+        super().__init__("\n".join(lines))
+
+
+class UnknownNameError(RulesError):
+    """A journey, template or customer name that does not exist."""
+
+    def __init__(self, kind: str, name: str, choices: Iterable[str]) -> None:
+        self.kind = kind
+        self.name = name
+        self.suggestion = did_you_mean(name, choices)
+        hint = f" ({self.suggestion})" if self.suggestion else ""
+        super().__init__(f"unknown {kind} {name!r}{hint}")
+
+
+class TemplateRenderError(RulesError):
+    """A template could not be rendered with the variables given."""
+
+
+class ConditionError(RulesError):
+    """A condition given in code (not from a file) is malformed."""
+
+    def __init__(self, message: str, suggestion: str | None = None) -> None:
+        self.suggestion = suggestion
+        super().__init__(message + (f" ({suggestion})" if suggestion else ""))

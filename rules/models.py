@@ -1,0 +1,605 @@
+"""Typed rule files: one pydantic model per journey (discriminated by ``journey``) and the
+contact policy.
+
+These models are the vocabulary: a rule file can only say what a model has a
+field for. Everything is ``extra="forbid"`` so a typo is an error, never a
+silently ignored key. Cross-field checks that need the contact policy (the
+unsubscribe wording) or the position in the file live in :mod:`rules.loader`.
+"""
+
+from __future__ import annotations
+
+from datetime import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    PrivateAttr,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from crm.models import TASK_KINDS, TIERS
+from rules.conditions import EVERYONE, All, AnyOf, Compare, Condition, Not, parse, to_data
+from rules.errors import ConditionError, UnknownNameError
+from rules.values import LOCALE_RE, parse_money
+
+JOURNEY_IDS: tuple[str, ...] = (
+    "birthday",
+    "plan_fit",
+    "grace_credit",
+    "precall_notice",
+    "callback",
+)
+REQUIRED_LOCALES: tuple[str, ...] = ("zh-CN", "en")
+FALLBACK_LOCALE = "zh-CN"
+
+COMMON_VARIABLES: tuple[str, ...] = (
+    "name",
+    "tier",
+    "manager_name",
+    "manager_phone",
+    "hotline",
+    "date",
+)
+JOURNEY_VARIABLES: dict[str, tuple[str, ...]] = {
+    "birthday": (*COMMON_VARIABLES, "perk_amount"),
+    "plan_fit": (
+        *COMMON_VARIABLES,
+        "current_plan",
+        "suggested_plan",
+        "saving",
+        "current_cost",
+        "suggested_cost",
+    ),
+    "grace_credit": (*COMMON_VARIABLES, "amount", "deadline"),
+    "precall_notice": (*COMMON_VARIABLES, "task_kind"),
+    "callback": COMMON_VARIABLES,
+}
+"""The only variables a journey's templates may use; journeys pass them as text."""
+
+SAMPLE_VARIABLES: dict[str, str] = {
+    "name": "Wang Fang",
+    "tier": "diamond",
+    "manager_name": "Li Na",
+    "manager_phone": "+8613800138000",
+    "hotline": "10086",
+    "date": "2026-11-21",
+    "perk_amount": "20.00",
+    "amount": "10.00",
+    "deadline": "2026-11-24",
+    "current_plan": "VIP-198",
+    "suggested_plan": "VIP-128",
+    "saving": "70.00",
+    "current_cost": "198.00",
+    "suggested_cost": "128.00",
+    "task_kind": "callback",
+}
+"""The sample customer every template must render for, in every locale."""
+
+
+def locale_chain(locale: str) -> list[str]:
+    """``en-US`` → ``["en-US", "en", "zh-CN"]``: the order in which texts are tried."""
+    chain = [locale]
+    base = locale.split("-", 1)[0]
+    if base != locale:
+        chain.append(base)
+    if FALLBACK_LOCALE not in chain:
+        chain.append(FALLBACK_LOCALE)
+    return chain
+
+
+# --- value types --------------------------------------------------------------------------
+
+
+def _money(value: object) -> Decimal:
+    return parse_money(value)
+
+
+def _positive(value: Decimal) -> Decimal:
+    if value <= 0:
+        raise ValueError(f"expected an amount greater than 0.00, got {value}")
+    return value
+
+
+def _locale(value: str) -> str:
+    if not LOCALE_RE.match(value):
+        raise ValueError(f"{value!r} is not a locale; expected a locale such as zh-CN or en")
+    return value
+
+
+def _require_locales(value: dict[str, str]) -> dict[str, str]:
+    missing = [loc for loc in REQUIRED_LOCALES if loc not in value]
+    if missing:
+        raise ValueError(f"missing the required locale(s): {', '.join(missing)}")
+    return value
+
+
+def _condition(value: object) -> Condition:
+    try:
+        return parse(value)
+    except ConditionError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+MONEY_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "string", "pattern": r"^[+-]?\d+(\.\d{1,2})?$"}, {"type": "integer"}],
+    "description": 'An amount in yuan with at most 2 decimals, written as text: "10.00".',
+}
+
+Money: TypeAlias = Annotated[
+    Decimal,
+    PlainValidator(_money),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema(MONEY_SCHEMA),
+]
+PositiveMoney: TypeAlias = Annotated[Money, AfterValidator(_positive)]
+Share: TypeAlias = Annotated[
+    Decimal,
+    Field(ge=0, le=1),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "pattern": r"^(0(\.\d+)?|1(\.0+)?)$"}, {"type": "number"}],
+            "description": 'A share between 0 and 1, e.g. "0.15" for 15%.',
+        }
+    ),
+]
+Tier: TypeAlias = Literal["silver", "gold", "platinum", "diamond"]
+Locale: TypeAlias = Annotated[str, AfterValidator(_locale)]
+TemplateName: TypeAlias = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+ConditionField: TypeAlias = Annotated[
+    Condition,
+    PlainValidator(_condition),
+    PlainSerializer(to_data, return_type=dict),
+    WithJsonSchema({"$ref": "#/$defs/Condition"}),
+]
+ANY_CONDITION = (All, AnyOf, Not, Compare)
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors; values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- templates ----------------------------------------------------------------------------
+
+
+class Template(StrictModel):
+    """One message text per locale; at least zh-CN and en."""
+
+    category: Literal["service", "marketing"] = Field(
+        description="marketing texts must carry the unsubscribe wording of the contact policy"
+    )
+    channel: Literal["sms", "voice"] = "sms"
+    text: dict[Locale, Annotated[str, Field(min_length=1)]] = Field(
+        description="Jinja2 text per locale, e.g. zh-CN: '尊敬的{{ name }}……'"
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _required_locales(cls, value: dict[str, str]) -> dict[str, str]:
+        return _require_locales(value)
+
+    def text_for(self, locale: str) -> tuple[str, str]:
+        """(locale actually used, text), following :func:`locale_chain`."""
+        for candidate in locale_chain(locale):
+            if candidate in self.text:
+                return candidate, self.text[candidate]
+        first = next(iter(self.text))  # pragma: no cover - zh-CN is required
+        return first, self.text[first]
+
+
+# --- actions ------------------------------------------------------------------------------
+
+
+class _Conditional(StrictModel):
+    when: ConditionField | None = Field(
+        default=None, description="only for customers matching this condition"
+    )
+
+    def applies_to_all(self) -> bool:
+        return self.when is None
+
+
+class SendSms(_Conditional):
+    """Queue an SMS with a named template."""
+
+    type: ClassVar[str] = "send_sms"
+    template: TemplateName
+
+
+class SendVoice(_Conditional):
+    """Queue a voice notice with a named template."""
+
+    type: ClassVar[str] = "send_voice"
+    template: TemplateName
+
+
+class CreateTask(_Conditional):
+    """Create a call task for the customer's account manager."""
+
+    type: ClassVar[str] = "create_task"
+    kind: Literal["callback", "plan_fit", "grace_followup", "birthday"]
+    priority: int = Field(default=0, ge=0, le=9, description="0 normal … 9 most urgent")
+
+
+class GrantCredit(_Conditional):
+    """Add a credit to the balance (recorded in the ledger).
+
+    Birthday: ``amount`` or ``amount_by_tier``. Grace credit: neither; the amount
+    is the trigger's ``amount_by_tier``.
+    """
+
+    type: ClassVar[str] = "grant_credit"
+    amount: PositiveMoney | None = None
+    amount_by_tier: dict[Tier, PositiveMoney] | None = None
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> GrantCredit:
+        if self.amount is not None and self.amount_by_tier is not None:
+            raise ValueError("give either amount or amount_by_tier, not both")
+        return self
+
+    def amount_for(
+        self, tier: str, trigger_amounts: dict[str, Decimal] | None = None
+    ) -> Decimal | None:
+        """The credit for a customer of ``tier``; None when this tier gets none."""
+        if self.amount is not None:
+            return self.amount
+        if self.amount_by_tier is not None:
+            return {str(k): v for k, v in self.amount_by_tier.items()}.get(tier)
+        return (trigger_amounts or {}).get(tier)
+
+
+class Suspend(_Conditional):
+    """Suspend the line (grace credit, on the deadline only)."""
+
+    type: ClassVar[str] = "suspend"
+
+
+Action: TypeAlias = SendSms | SendVoice | CreateTask | GrantCredit | Suspend
+ACTION_TYPES: dict[str, type[_Conditional]] = {
+    "send_sms": SendSms,
+    "send_voice": SendVoice,
+    "create_task": CreateTask,
+    "grant_credit": GrantCredit,
+    "suspend": Suspend,
+}
+
+
+class ActionEntry(StrictModel):
+    """One list item under ``actions``: exactly one of the action keys."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"minProperties": 1, "maxProperties": 1},
+    )
+
+    send_sms: SendSms | None = None
+    send_voice: SendVoice | None = None
+    create_task: CreateTask | None = None
+    grant_credit: GrantCredit | None = None
+    suspend: Suspend | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_no_options(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: ({} if v is None and k in ACTION_TYPES else v) for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ActionEntry:
+        chosen = [name for name in ACTION_TYPES if getattr(self, name) is not None]
+        if len(chosen) != 1:
+            raise ValueError(
+                "each action is exactly one of: "
+                + ", ".join(ACTION_TYPES)
+                + (f"; got {', '.join(chosen)}" if chosen else "")
+            )
+        return self
+
+    @property
+    def name(self) -> str:
+        return next(n for n in ACTION_TYPES if getattr(self, n) is not None)
+
+    @property
+    def action(self) -> Action:
+        value: Action = getattr(self, self.name)
+        return value
+
+
+# --- triggers and limits ------------------------------------------------------------------
+
+
+class BirthdayTrigger(StrictModel):
+    offset_days: int = Field(
+        default=0, ge=-30, le=30, description="days before (negative) or after the birthday"
+    )
+    feb29_in_common_years: Literal["feb28", "mar1"] = Field(
+        default="feb28", description="when to greet 29 February birthdays in non-leap years"
+    )
+
+
+class PlanFitTrigger(StrictModel):
+    months: int = Field(default=3, ge=1, le=12, description="full months of usage to cost")
+    min_saving_share: Share = Field(description="minimum monthly saving as a share of today's cost")
+    min_saving_amount: Money = Field(description="minimum monthly saving in yuan")
+
+
+class GraceCreditTrigger(StrictModel):
+    threshold: Money = Field(
+        default=Decimal("0.00"), description="suspension threshold: balance below this"
+    )
+    amount_by_tier: dict[Tier, PositiveMoney] = Field(
+        min_length=1, description="grace credit per tier; tiers not listed get none"
+    )
+    topup_days: int = Field(ge=1, le=60, description="days the customer has to top up")
+
+
+class PrecallNoticeTrigger(StrictModel):
+    lead_time_hours: int = Field(
+        ge=0, le=72, description="hours between the notice SMS and the call becoming ready"
+    )
+
+
+class CallbackTrigger(StrictModel):
+    cadence_days: dict[Tier, Annotated[int, Field(ge=1, le=3650)]] = Field(
+        min_length=1, description="days between callbacks, counted from the last contact"
+    )
+    escalate_after_days: int = Field(ge=1, le=365)
+    no_answer_retry_days: int = Field(ge=1, le=60)
+    max_attempts: int = Field(ge=1, le=10)
+
+
+class Limits(StrictModel):
+    cooldown_days: int = Field(default=0, ge=0, le=3650, description="quiet days after a firing")
+
+
+class BirthdayLimits(Limits):
+    once_per: Literal["year"] = "year"
+
+
+class PlanFitLimits(Limits):
+    max_open_tasks: int = Field(default=1, ge=1, le=10)
+    cooldown_after_decline_days: int = Field(default=90, ge=0, le=3650)
+
+
+class GraceCreditLimits(Limits):
+    once_per: Literal["month", "cycle"] = Field(
+        default="month", description="a billing cycle is a calendar month"
+    )
+
+
+class PrecallNoticeLimits(Limits):
+    pass
+
+
+class CallbackLimits(Limits):
+    max_open_tasks: int = Field(default=1, ge=1, le=10)
+
+
+# --- journeys -----------------------------------------------------------------------------
+
+
+class JourneyBase(StrictModel):
+    """What every journey file has; the loader sets ``content_hash`` and ``source``."""
+
+    allowed_actions: ClassVar[tuple[str, ...]] = ()
+    task_kinds: ClassVar[tuple[str, ...]] = ()
+
+    journey: str
+    description: str = Field(min_length=1)
+    enabled: bool = True
+    audience: ConditionField = Field(default=EVERYONE, description="who the journey is for")
+    actions: list[ActionEntry] = Field(min_length=1)
+    templates: dict[TemplateName, Template] = Field(default_factory=dict)
+
+    _content_hash: str = PrivateAttr(default="")
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def rule_id(self) -> str:
+        return self.journey
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 hex of the rule file's bytes: traces every intent to the exact text."""
+        return self._content_hash
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return JOURNEY_VARIABLES[self.journey]
+
+    @property
+    def action_list(self) -> list[Action]:
+        return [entry.action for entry in self.actions]
+
+    def actions_of(self, kind: type[_Conditional]) -> list[Any]:
+        return [a for a in self.action_list if isinstance(a, kind)]
+
+    def template(self, name: str) -> Template:
+        try:
+            return self.templates[name]
+        except KeyError:
+            raise UnknownNameError("template", name, self.templates) from None
+
+    def stamp(self, content_hash: str, source: Path | None) -> None:
+        """Record where the rule came from (loader only)."""
+        self._content_hash = content_hash
+        self._source = source
+
+
+class BirthdayRule(JourneyBase):
+    allowed_actions = ("send_sms", "send_voice", "grant_credit", "create_task")
+    task_kinds = ("birthday",)
+    journey: Literal["birthday"]
+    trigger: BirthdayTrigger = Field(default_factory=BirthdayTrigger)
+    limits: BirthdayLimits = Field(default_factory=BirthdayLimits)
+
+
+class PlanFitRule(JourneyBase):
+    allowed_actions = ("send_sms", "send_voice", "create_task")
+    task_kinds = ("plan_fit",)
+    journey: Literal["plan_fit"]
+    trigger: PlanFitTrigger
+    limits: PlanFitLimits = Field(default_factory=PlanFitLimits)
+
+
+class GraceCreditRule(JourneyBase):
+    allowed_actions = ("grant_credit", "send_sms", "send_voice")
+    deadline_actions: ClassVar[tuple[str, ...]] = (
+        "suspend",
+        "create_task",
+        "send_sms",
+        "send_voice",
+    )
+    task_kinds = ("grace_followup",)
+    journey: Literal["grace_credit"]
+    trigger: GraceCreditTrigger
+    on_deadline: list[ActionEntry] = Field(
+        default_factory=list,
+        description="what happens when the balance is still below the threshold at the deadline",
+    )
+    limits: GraceCreditLimits = Field(default_factory=GraceCreditLimits)
+
+    @property
+    def deadline_action_list(self) -> list[Action]:
+        return [entry.action for entry in self.on_deadline]
+
+
+class PrecallNoticeRule(JourneyBase):
+    """The notice before every call task. Fixed behaviour (not configurable): a customer who
+    opted out of SMS gets the task marked ``no_notice``; a do-not-call customer gets no task."""
+
+    allowed_actions = ("send_sms", "send_voice")
+    journey: Literal["precall_notice"]
+    trigger: PrecallNoticeTrigger
+    limits: PrecallNoticeLimits = Field(default_factory=PrecallNoticeLimits)
+
+
+class CallbackRule(JourneyBase):
+    allowed_actions = ("create_task", "send_sms", "send_voice")
+    task_kinds = ("callback",)
+    journey: Literal["callback"]
+    trigger: CallbackTrigger
+    limits: CallbackLimits = Field(default_factory=CallbackLimits)
+
+
+JourneyRule: TypeAlias = Annotated[
+    BirthdayRule | PlanFitRule | GraceCreditRule | PrecallNoticeRule | CallbackRule,
+    Field(discriminator="journey"),
+]
+JOURNEY_MODELS: dict[str, type[JourneyBase]] = {
+    "birthday": BirthdayRule,
+    "plan_fit": PlanFitRule,
+    "grace_credit": GraceCreditRule,
+    "precall_notice": PrecallNoticeRule,
+    "callback": CallbackRule,
+}
+assert set(TASK_KINDS) == {k for m in JOURNEY_MODELS.values() for k in m.task_kinds}
+assert set(TIERS) == set(Tier.__args__)  # type: ignore[attr-defined]
+
+
+# --- contact policy -----------------------------------------------------------------------
+
+
+class SendWindow(StrictModel):
+    start: time = Field(description='earliest local send time, "09:00"')
+    end: time = Field(description='latest local send time, "20:00"')
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SendWindow:
+        if self.start >= self.end:
+            raise ValueError(f"send_window start {self.start} must be before end {self.end}")
+        return self
+
+
+class CategoryCaps(StrictModel):
+    per_day: int = Field(ge=0, le=100)
+    per_week: int = Field(ge=0, le=700)
+
+    @model_validator(mode="after")
+    def _week_covers_day(self) -> CategoryCaps:
+        if self.per_week < self.per_day:
+            raise ValueError(
+                f"per_week ({self.per_week}) must be at least per_day ({self.per_day})"
+            )
+        return self
+
+
+class Categories(StrictModel):
+    service: CategoryCaps
+    marketing: CategoryCaps
+
+
+class ContactPolicy(StrictModel):
+    """The one contact policy every message goes through (see notifications)."""
+
+    send_window: SendWindow
+    categories: Categories
+    opt_out_keywords: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    opt_in_keywords: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    unsubscribe_text: dict[Locale, Annotated[str, Field(min_length=1)]]
+    hotline: str = Field(default="", description="the VIP hotline, the {{ hotline }} variable")
+
+    _content_hash: str = PrivateAttr(default="")
+    _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("unsubscribe_text")
+    @classmethod
+    def _required_locales(cls, value: dict[str, str]) -> dict[str, str]:
+        return _require_locales(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ContactPolicy:
+        both = {k.casefold() for k in self.opt_out_keywords} & {
+            k.casefold() for k in self.opt_in_keywords
+        }
+        if both:
+            raise ValueError(f"keywords both opt out and opt in: {', '.join(sorted(both))}")
+        return self
+
+    @property
+    def rule_id(self) -> str:
+        return "contact_policy"
+
+    @property
+    def content_hash(self) -> str:
+        return self._content_hash
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    def stamp(self, content_hash: str, source: Path | None) -> None:
+        self._content_hash = content_hash
+        self._source = source
+
+    def unsubscribe_for(self, locale: str) -> str:
+        for candidate in locale_chain(locale):
+            if candidate in self.unsubscribe_text:
+                return self.unsubscribe_text[candidate]
+        return self.unsubscribe_text[FALLBACK_LOCALE]  # pragma: no cover - required
+
+    def is_opt_out(self, text: str) -> bool:
+        """An inbound SMS that is just an opt-out keyword (case and spaces ignored)."""
+        return text.strip().casefold() in {k.casefold() for k in self.opt_out_keywords}
+
+    def is_opt_in(self, text: str) -> bool:
+        return text.strip().casefold() in {k.casefold() for k in self.opt_in_keywords}
