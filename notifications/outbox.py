@@ -667,10 +667,11 @@ def write_back(
     result.lost = sorted({mid for mid, _ in pairs} - mine)
     for mid in result.lost:
         log.warning("message %s is no longer ours to write back (moved by another process)", mid)
-    sent = [o for o in sent if o.message.id in mine]
-    retried = [o for o in retried if o.message.id in mine]
-    failed = [o for o in failed if o.message.id in mine]
-    requeued = [m for m in requeued if m.id in mine]
+    # In message order, so the audit trail does not depend on thread timing.
+    sent = sorted((o for o in sent if o.message.id in mine), key=lambda o: o.message.id)
+    retried = sorted((o for o in retried if o.message.id in mine), key=lambda o: o.message.id)
+    failed = sorted((o for o in failed if o.message.id in mine), key=lambda o: o.message.id)
+    requeued = sorted((m for m in requeued if m.id in mine), key=lambda m: m.id)
     entries: list[AuditEntry] = []
 
     guard = and_(_T.c.id == bindparam("m_id"), _T.c.status == SENDING)

@@ -141,8 +141,9 @@ def add_message(
     }
     values.update(extra)
     return int(
-        conn.execute(insert(OutboundMessage).values(**values).returning(OutboundMessage.id))
-        .scalar_one()
+        conn.execute(
+            insert(OutboundMessage).values(**values).returning(OutboundMessage.id)
+        ).scalar_one()
     )
 
 
@@ -197,8 +198,7 @@ def message(engine: Engine, message_id: int) -> Any:
 def statuses(engine: Engine) -> dict[int, str]:
     with engine.connect() as conn:
         return {
-            r.id: r.status
-            for r in conn.execute(select(OutboundMessage.id, OutboundMessage.status))
+            r.id: r.status for r in conn.execute(select(OutboundMessage.id, OutboundMessage.status))
         }
 
 

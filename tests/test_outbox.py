@@ -7,13 +7,6 @@ from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, select
-
-from crm import audit
-from crm.audit import Actor
-from crm.db import transaction
-from crm.errors import InvalidTransition, NotFound
-from crm.models import AuditLog
-from notifications import outbox
 from test_dispatcher_support import (
     add_customer,
     add_message,
@@ -22,6 +15,13 @@ from test_dispatcher_support import (
     message,
     task,
 )
+
+from crm import audit
+from crm.audit import Actor
+from crm.db import transaction
+from crm.errors import InvalidTransition, NotFound
+from crm.models import AuditLog
+from notifications import outbox
 
 OPERATOR = Actor("cli", "test")
 
@@ -101,14 +101,18 @@ def test_move_refuses_illegal_and_changes_nothing(engine: Engine, now: datetime)
 def test_provider_status_moves_forward_and_ignores_late_reports(
     engine: Engine, now: datetime
 ) -> None:
-    _, mid = _one(engine, now, status="sent", provider="mock", provider_message_id="SM1", sent_at=now)
+    _, mid = _one(
+        engine, now, status="sent", provider="mock", provider_message_id="SM1", sent_at=now
+    )
     later = now + timedelta(minutes=1)
     with transaction(engine) as s:
         got = outbox.apply_provider_status(s, "SM1", "delivered", None, later)
         assert got.id == mid
     with transaction(engine) as s:  # duplicate and out-of-order callbacks: no-ops
         assert outbox.apply_provider_status(s, "SM1", "sent", None, later).status == "delivered"
-        assert outbox.apply_provider_status(s, "SM1", "delivered", None, later).status == "delivered"
+        assert (
+            outbox.apply_provider_status(s, "SM1", "delivered", None, later).status == "delivered"
+        )
         assert outbox.apply_provider_status(s, "SM1", "queued", None, later).status == "delivered"
     row = message(engine, mid)
     assert (row.status, row.delivered_at) == ("delivered", later)
@@ -123,7 +127,10 @@ def test_provider_status_unknown_id_and_never_sent(engine: Engine, now: datetime
         outbox.apply_provider_status(s, "SM-nope", "delivered", None, now)
     with pytest.raises(InvalidTransition, match="never accepted"), transaction(engine) as s:
         outbox.apply_provider_status(s, "SMX", "delivered", None, now)
-    with pytest.raises(InvalidTransition, match="unknown provider status"), transaction(engine) as s:
+    with (
+        pytest.raises(InvalidTransition, match="unknown provider status"),
+        transaction(engine) as s,
+    ):
         outbox.apply_provider_status(s, "SMX", "read", None, now)
     assert message(engine, mid).status == "suppressed"
 

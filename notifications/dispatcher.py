@@ -1,0 +1,479 @@
+"""The dispatcher: drains the outbox through the contact policy and the channel backends.
+
+One run (:func:`dispatch`):
+
+1. **Reconcile** rows stuck in ``sending`` by a crashed run: ask the provider
+   whether it has the attempt (``find_previous_attempt``). Accepted → ``sent``;
+   not accepted → ``queued`` (sent again below); provider unreachable → left
+   for the next run. Only rows whose ``sending_at`` is older than
+   ``reconcile_grace`` (5 minutes) are touched, so a second dispatcher that is
+   still working on its rows is left alone; ``reconcile_all`` takes every
+   ``sending`` row (use it only when no other dispatcher runs).
+2. **Claim** due rows in chunks (``FOR UPDATE SKIP LOCKED`` on PostgreSQL;
+   a serialised ``BEGIN IMMEDIATE`` transaction on SQLite), re-check the
+   contact policy for each (suppress / defer / send), and mark the rest
+   ``sending`` with a fresh attempt id, **committed before any provider call**.
+3. **Send** with bounded concurrency (a thread pool of
+   ``settings.dispatch_concurrency``) under an exact per-sender rate limit
+   (``settings.send_rate_per_second``), and write the outcomes back in bulk
+   (guarded by status and attempt id), with one audit append per flush.
+4. **Promote** pre-call tasks whose lead time has passed.
+
+Time: ``at`` is the dispatch instant; later instants are ``at`` plus the
+elapsed time of the injected monotonic ``clock``, so a test with a fake clock
+is fully deterministic and the code never reads the wall clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from crm.audit import Actor
+from crm.db import transaction
+from crm.phones import mask
+from notifications import outbox
+from notifications.base import ChannelBackend, OutgoingMessage, SendResult
+from notifications.errors import (
+    NotificationError,
+    OptedOutError,
+    PermanentSendError,
+    TransientSendError,
+)
+from notifications.outbox import (
+    DueMessage,
+    FailedOutcome,
+    RetryOutcome,
+    SentOutcome,
+    WriteBack,
+)
+from notifications.policy import (
+    WEEK,
+    CapCounter,
+    Recipient,
+    policy_of,
+    policy_ref,
+    precheck,
+)
+from notifications.ratelimit import SenderLimits
+from vipcare.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DISPATCHER = Actor("system", "dispatcher")
+RECONCILE_MARGIN = timedelta(minutes=5)
+"""How far before ``sending_at`` the provider is searched when reconciling."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """The dispatcher's *long* retry: exponential backoff with equal jitter, bounded.
+
+    Try n (1-based) that failed transiently is retried after
+    ``min(cap, base * 2**(n-1))`` seconds, jittered into ``[d/2, d]``, and at
+    least the provider's ``Retry-After``. After ``max_attempts`` tries the
+    message is ``failed``.
+    """
+
+    max_attempts: int = 5
+    base: timedelta = timedelta(seconds=60)
+    cap: timedelta = timedelta(hours=1)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+
+    def delay(self, attempts: int, retry_after: float | None, rng: random.Random) -> timedelta:
+        ceiling = min(self.cap.total_seconds(), self.base.total_seconds() * 2 ** (attempts - 1))
+        seconds = ceiling / 2 + rng.uniform(0, ceiling / 2)
+        if retry_after is not None:
+            seconds = max(seconds, retry_after)
+        return timedelta(seconds=seconds)
+
+
+@dataclass
+class DispatchSummary:
+    """What one dispatch run did; every count is of rows actually moved."""
+
+    sent: int = 0
+    failed: int = 0
+    suppressed: int = 0
+    deferred: int = 0
+    retried: int = 0
+    reconciled: int = 0
+    """Stuck ``sending`` rows resolved (``reconciled_sent`` + ``reconciled_requeued``)."""
+    reconciled_sent: int = 0
+    reconciled_requeued: int = 0
+    unresolved: int = 0
+    """Rows left in ``sending`` because the outcome is unknown (provider unreachable)."""
+    lost: int = 0
+    """Rows another process moved while this one held them (not written back)."""
+    tasks_ready: int = 0
+    claimed: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    suppressed_reasons: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------
+# Outcomes of one provider call (built in worker threads, written by the main one)
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Unknown:
+    message: DueMessage
+    reason: str
+
+
+_Outcome = SentOutcome | RetryOutcome | FailedOutcome | _Unknown
+
+
+class _Run:
+    """State of one dispatch run; keeps :func:`dispatch` readable."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        policy: Any,
+        at: datetime,
+        backends: Mapping[str, ChannelBackend] | None,
+        lead_time: timedelta,
+        sleep: Callable[[float], None],
+        clock: Callable[[], int],
+        backoff: Backoff,
+        rng: random.Random,
+        actor: Actor,
+        limits: SenderLimits | None,
+        chunk_size: int | None,
+    ) -> None:
+        if at.tzinfo is None:
+            raise ValueError("dispatch time must be timezone-aware")
+        self.engine = engine
+        self.settings = settings
+        self.policy = policy_of(policy)
+        self.policy_ref = policy_ref(self.policy)
+        self.at = at
+        self.lead_time = lead_time
+        self.clock = clock
+        self.t0 = clock()
+        self.backoff = backoff
+        self.rng = rng
+        self.actor = actor
+        self.limits = limits or SenderLimits(
+            settings.send_rate_per_second, clock_ns=clock, sleep=sleep
+        )
+        self._backends: dict[str, ChannelBackend] = dict(backends or {})
+        rate = settings.send_rate_per_second
+        # A chunk is about a minute of sending, so rows never sit in 'sending'
+        # for long and a claim's window check stays true while it is sent.
+        self.chunk = chunk_size or min(
+            settings.batch_size, max(settings.dispatch_concurrency, math.ceil(rate * 60))
+        )
+        self.flush_every = max(1, min(self.chunk, 100))
+        base = settings.public_url.rstrip("/")
+        self.status_callback = f"{base}/twilio/status" if base else None
+        self.summary = DispatchSummary(started_at=at)
+
+    def now(self) -> datetime:
+        return self.at + timedelta(microseconds=(self.clock() - self.t0) // 1000)
+
+    def backend(self, channel: str) -> ChannelBackend:
+        found = self._backends.get(channel)
+        if found is None:
+            from notifications.backends import get_backend
+
+            found = get_backend(self.settings, channel)
+            self._backends[channel] = found
+        return found
+
+    def outgoing(self, m: DueMessage) -> OutgoingMessage:
+        assert m.attempt_id is not None
+        return OutgoingMessage(
+            message_id=m.id,
+            channel=m.channel,  # type: ignore[arg-type]
+            to=m.to_phone,
+            body=m.body,
+            locale=m.locale,
+            attempt_id=m.attempt_id,
+            status_callback=self.status_callback,
+        )
+
+    # -- 1. reconcile ---------------------------------------------------------
+    def reconcile(self, pool: ThreadPoolExecutor, reconcile_all: bool, grace: timedelta) -> None:
+        after = 0
+        while True:
+            older_than = None if reconcile_all else self.now() - grace
+            with transaction(self.engine) as session:
+                stuck = outbox.stuck_sending(session, older_than, self.chunk, after)
+            if not stuck:
+                return
+            after = stuck[-1].id
+            found = list(pool.map(self._lookup, stuck))
+            sent: list[SentOutcome] = []
+            requeued: list[DueMessage] = []
+            for m, result in zip(stuck, found, strict=True):
+                if isinstance(result, SendResult):
+                    sent.append(
+                        SentOutcome(
+                            m,
+                            result.provider,
+                            result.provider_message_id,
+                            m.sending_at or self.now(),
+                            via="reconcile",
+                        )
+                    )
+                elif result is None:
+                    requeued.append(m)
+                else:
+                    self.summary.unresolved += 1
+                    log.warning("message %s left in sending: %s", m.id, result)
+            with transaction(self.engine) as session:
+                done = outbox.write_back(
+                    session,
+                    self.now(),
+                    self.actor,
+                    sent=sent,
+                    requeued=requeued,
+                    lead_time=self.lead_time,
+                )
+            moved_sent = done.sent
+            moved_requeued = len(requeued) - len(set(done.lost) & {m.id for m in requeued})
+            self.summary.reconciled_sent += moved_sent
+            self.summary.reconciled_requeued += moved_requeued
+            self.summary.reconciled += moved_sent + moved_requeued
+            self.summary.lost += len(done.lost)
+
+    def _lookup(self, m: DueMessage) -> SendResult | str | None:
+        """The provider's record of ``m``'s attempt, ``None``, or why we cannot tell."""
+        since = (m.sending_at or self.now()) - RECONCILE_MARGIN
+        try:
+            return self.backend(m.channel).find_previous_attempt(self.outgoing(m), since=since)
+        except TransientSendError as exc:
+            return f"provider could not be asked: {exc.reason}"
+        except NotImplementedError:
+            return "backend cannot look up previous attempts"
+
+    # -- 2. claim ---------------------------------------------------------------
+    def claim(self, limit: int) -> tuple[int, list[DueMessage]]:
+        """One claim transaction: policy decisions, suppress/defer, mark the rest sending.
+
+        Returns how many due rows were taken and those now ``sending`` (ours to send).
+        """
+        claim_at = self.now()
+        with transaction(self.engine) as session:
+            due = outbox.claim_due(session, claim_at, limit)
+            if not due:
+                return 0, []
+            history = outbox.accepted_counts(
+                session, (m.customer_id for m in due), claim_at - WEEK - timedelta(days=1)
+            )
+            caps = CapCounter(self.policy, history)
+            to_send: list[DueMessage] = []
+            suppressed: list[tuple[DueMessage, str]] = []
+            deferred: list[tuple[DueMessage, datetime, str]] = []
+            for m in due:
+                r = Recipient(
+                    customer_id=m.customer_id,
+                    channel=m.channel,
+                    category=m.category,
+                    locale=m.locale,
+                    body=m.body,
+                    timezone=m.timezone,
+                    sms_opt_out=m.sms_opt_out,
+                    do_not_call=m.do_not_call,
+                )
+                decision = precheck(self.policy, r, claim_at)
+                if decision.kind == "send":
+                    decision = caps.decide(r, claim_at)
+                if decision.kind == "send":
+                    to_send.append(m)
+                elif decision.kind == "defer":
+                    assert decision.until is not None
+                    deferred.append((m, decision.until, decision.text))
+                else:
+                    suppressed.append((m, decision.text))
+                    reasons = self.summary.suppressed_reasons
+                    reasons[decision.code] = reasons.get(decision.code, 0) + 1
+            self.summary.suppressed += outbox.suppress(
+                session, suppressed, claim_at, self.actor, self.policy_ref
+            )
+            self.summary.deferred += outbox.defer(session, deferred, claim_at, self.actor)
+            sending = outbox.begin_sending(session, to_send, uuid.uuid4().hex, claim_at)
+        self.summary.claimed += len(due)
+        return len(due), sending
+
+    # -- 3. send ------------------------------------------------------------------
+    def attempt(self, m: DueMessage) -> _Outcome:
+        """One provider call for ``m`` (runs in a worker thread; no database here)."""
+        backend = self.backend(m.channel)
+        limiter = self.limits.for_sender(m.channel)
+        msg = self.outgoing(m)
+        limiter.acquire()
+        try:
+            result = backend.send(msg)
+        except OptedOutError as exc:
+            return FailedOutcome(m, exc.code, exc.reason, backend.provider, opted_out=True)
+        except PermanentSendError as exc:
+            return FailedOutcome(m, exc.code, exc.reason, backend.provider)
+        except TransientSendError as exc:
+            if exc.retry_after:
+                limiter.pause(exc.retry_after)
+            if exc.maybe_accepted:
+                # It may have reached the provider: ask before ever sending it again.
+                since = (m.sending_at or self.now()) - RECONCILE_MARGIN
+                try:
+                    previous = backend.find_previous_attempt(msg, since=since)
+                except TransientSendError as again:
+                    return _Unknown(m, f"{exc.reason}; and the provider cannot say: {again.reason}")
+                if previous is not None:
+                    return SentOutcome(
+                        m,
+                        previous.provider,
+                        previous.provider_message_id,
+                        self.now(),
+                        via="reconcile",
+                    )
+            return self._transient(m, exc)
+        except NotificationError as exc:  # configuration trouble: nothing was sent
+            return self._transient(m, TransientSendError(str(exc), provider=backend.provider))
+        except Exception as exc:
+            log.exception(
+                "message %s to %s: unexpected error from %s",
+                m.id,
+                mask(m.to_phone),
+                backend.provider,
+            )
+            return _Unknown(m, f"unexpected {type(exc).__name__} from the backend")
+        return SentOutcome(m, result.provider, result.provider_message_id, self.now())
+
+    def _transient(self, m: DueMessage, exc: TransientSendError) -> RetryOutcome | FailedOutcome:
+        if m.attempts >= self.backoff.max_attempts:
+            return FailedOutcome(
+                m,
+                "retries_exhausted",
+                f"gave up after {m.attempts} attempts; last error: {exc.reason}",
+                exc.provider or None,
+            )
+        delay = self.backoff.delay(m.attempts, exc.retry_after, self.rng)
+        return RetryOutcome(m, self.now() + delay, f"attempt {m.attempts} failed: {exc.reason}")
+
+    def send_all(self, pool: ThreadPoolExecutor, messages: Sequence[DueMessage]) -> None:
+        pending: set[Future[_Outcome]] = {pool.submit(self.attempt, m) for m in messages}
+        buffer: list[_Outcome] = []
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            buffer.extend(f.result() for f in done)
+            if len(buffer) >= self.flush_every or not pending:
+                self.flush(buffer)
+                buffer = []
+
+    def flush(self, outcomes: Iterable[_Outcome]) -> None:
+        sent: list[SentOutcome] = []
+        retried: list[RetryOutcome] = []
+        failed: list[FailedOutcome] = []
+        for o in outcomes:
+            if isinstance(o, SentOutcome):
+                sent.append(o)
+            elif isinstance(o, RetryOutcome):
+                retried.append(o)
+            elif isinstance(o, FailedOutcome):
+                failed.append(o)
+            else:
+                self.summary.unresolved += 1
+                log.warning(
+                    "message %s left in sending for reconciliation: %s", o.message.id, o.reason
+                )
+        if not (sent or retried or failed):
+            return
+        with transaction(self.engine) as session:
+            done: WriteBack = outbox.write_back(
+                session,
+                self.now(),
+                self.actor,
+                sent=sent,
+                retried=retried,
+                failed=failed,
+                lead_time=self.lead_time,
+            )
+        self.summary.sent += done.sent
+        self.summary.retried += done.retried
+        self.summary.failed += done.failed
+        self.summary.lost += len(done.lost)
+
+
+def dispatch(
+    engine: Engine,
+    settings: Settings,
+    policy: Any,
+    at: datetime,
+    backends: Mapping[str, ChannelBackend] | None = None,
+    limit: int | None = None,
+    lead_time: timedelta = outbox.DEFAULT_LEAD_TIME,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], int] = time.monotonic_ns,
+    *,
+    reconcile_all: bool = False,
+    reconcile_grace: timedelta = timedelta(minutes=5),
+    backoff: Backoff | None = None,
+    rng: random.Random | None = None,
+    actor: Actor = DISPATCHER,
+    limits: SenderLimits | None = None,
+    chunk_size: int | None = None,
+) -> DispatchSummary:
+    """Send what is due at ``at``; see the module docstring for the steps.
+
+    ``policy`` is a contact policy or a ``RuleSet`` (its ``contact_policy`` is
+    used). ``backends`` maps channel → backend (default: from settings).
+    ``limit`` caps how many due rows this run claims. ``sleep``/``clock``
+    (monotonic nanoseconds) drive the rate limiter and the run's notion of
+    elapsed time. Safe to run concurrently with another dispatcher.
+    """
+    run = _Run(
+        engine,
+        settings,
+        policy,
+        at,
+        backends,
+        lead_time,
+        sleep,
+        clock,
+        backoff or Backoff(),
+        rng or random.Random(),
+        actor,
+        limits,
+        chunk_size,
+    )
+    with ThreadPoolExecutor(
+        max_workers=settings.dispatch_concurrency, thread_name_prefix="dispatch"
+    ) as pool:
+        run.reconcile(pool, reconcile_all, reconcile_grace)
+        remaining = limit
+        while remaining is None or remaining > 0:
+            n = run.chunk if remaining is None else min(run.chunk, remaining)
+            taken, to_send = run.claim(n)
+            if not taken:
+                break
+            if remaining is not None:
+                remaining -= taken
+            if to_send:
+                run.send_all(pool, to_send)
+    with transaction(engine) as session:
+        run.summary.tasks_ready += outbox.promote_ready_tasks(session, run.now(), actor)
+    run.summary.finished_at = run.now()
+    log.info("dispatch finished: %s", {k: v for k, v in run.summary.as_dict().items() if v})
+    return run.summary
