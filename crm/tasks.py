@@ -217,3 +217,43 @@ def task_view(task: CallTask, customer_ref: str, manager_ref: str | None, notice
         "satisfaction": task.satisfaction,
         "completed_at": task.completed_at,
     }
+
+
+def list_tasks(
+    session: Session,
+    manager_ref: str | None = None,
+    status: str | None = None,
+    kind: str | None = None,
+    on_or_before: date | None = None,
+    limit: int = 500,
+) -> list[dict[str, Any]]:
+    """A manager's work list: most urgent first (day, priority, age)."""
+    from sqlalchemy.orm import aliased
+
+    from crm.models import OutboundMessage
+    from crm.phones import mask
+
+    notice = aliased(OutboundMessage)
+    stmt = (
+        select(CallTask, Customer.external_id, Customer.name, Customer.phone, Customer.tier,
+               Manager.external_id, notice.status)
+        .join(Customer, Customer.id == CallTask.customer_id)
+        .outerjoin(Manager, Manager.id == CallTask.manager_id)
+        .outerjoin(notice, notice.id == CallTask.notice_message_id)
+        .order_by(CallTask.scheduled_on, CallTask.priority.desc(), CallTask.id)
+        .limit(limit)
+    )
+    if manager_ref is not None:
+        stmt = stmt.where(Manager.external_id == manager_ref)
+    if status is not None:
+        stmt = stmt.where(CallTask.status == status)
+    if kind is not None:
+        stmt = stmt.where(CallTask.kind == kind)
+    if on_or_before is not None:
+        stmt = stmt.where(CallTask.scheduled_on <= on_or_before)
+    out = []
+    for task, ref, name, phone, tier, manager_ref_, notice_status in session.execute(stmt):
+        view = task_view(task, ref, manager_ref_, notice_status)
+        view.update(customer_name=name, customer_phone=mask(phone), tier=tier)
+        out.append(view)
+    return out

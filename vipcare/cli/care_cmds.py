@@ -1,9 +1,240 @@
-"""CLI commands (module owned by one feature; see vipcare/cli/__init__.py)."""
+"""The care day: ``vipcare run``, ``vipcare tasks ...``, ``vipcare ledger list``, ``vipcare demo``."""
 
 from __future__ import annotations
 
+import os
+from datetime import date
+from typing import Any
+
 import typer
+
+from crm.models import TASK_KINDS, TASK_OUTCOMES, TASK_STATUSES
+from vipcare.cli.common import (
+    InputError,
+    console,
+    engine,
+    fail,
+    input_errors,
+    now_utc,
+    parse_date,
+    parse_instant,
+    print_json,
+    print_table,
+    settings,
+    today_local,
+)
+
+tasks_app = typer.Typer(help="Account managers' call tasks.", no_args_is_help=True)
+ledger_app = typer.Typer(help="The credit ledger.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Attach this module's commands to the main app."""
+    app.command("run")(run)
+    app.command("demo")(demo)
+    app.add_typer(tasks_app, name="tasks")
+    app.add_typer(ledger_app, name="ledger")
+
+
+def _quiet_prefect() -> None:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+
+
+def run_care_day(
+    as_of: date,
+    at: Any = None,
+    journeys: list[str] | None = None,
+    dry_run: bool = False,
+    dispatch: bool = True,
+    shards: int = 1,
+) -> dict[str, Any]:
+    """Run the Prefect flow ``daily_care`` (imports Prefect only now: it is slow to import)."""
+    _quiet_prefect()
+    from flows.daily import DailyCareParams, daily_care
+
+    cfg = settings()
+    params = DailyCareParams(
+        as_of=as_of,
+        at=at,
+        database_url=cfg.database_url,
+        rules_dir=str(cfg.rules_dir),
+        operator_tz=cfg.timezone,
+        journeys=journeys or [],
+        dry_run=dry_run,
+        dispatch=dispatch,
+        shards=shards,
+        batch_size=cfg.batch_size,
+    )
+    result: dict[str, Any] = daily_care(params)
+    return result
+
+
+def _print_run(result: dict[str, Any]) -> None:
+    journeys = [j for j in result["journeys"] if j.get("candidates") or len(j) > 4]
+    keys = sorted({k for j in journeys for k in j if k != "journey"})
+    print_table(
+        f"care day {result['as_of']}: what each journey decided",
+        ["", *(j["journey"] for j in journeys)],
+        ([key, *(j.get(key, 0) for j in journeys)] for key in keys),
+    )
+    if result.get("dispatch"):
+        sent = result["dispatch"]
+        print_table("dispatch", ["outcome", "count"], ((k, v) for k, v in sent.items() if isinstance(v, int) and v))
+
+
+@input_errors
+def run(
+    on: str | None = typer.Option(None, "--date", help="Care day YYYY-MM-DD (default: today, operator time)."),
+    at: str | None = typer.Option(None, "--at", help="Act as of this ISO time (default 09:00 of --date, or now)."),
+    journey: list[str] = typer.Option([], "--journey", help="Only this journey (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Decide and count, write nothing."),
+    no_dispatch: bool = typer.Option(False, "--no-dispatch", help="Queue messages without sending."),
+    shards: int = typer.Option(1, "--shards", min=1, max=64, help="Split customers into N shards."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+) -> None:
+    """Run the daily care flow: every enabled journey, then dispatch what is due."""
+    from rules import load_rules
+
+    load_rules(settings().rules_dir)  # fail fast, with file:line errors, before Prefect starts
+    as_of = parse_date(on)
+    instant = parse_instant(at)
+    if as_of is None:
+        as_of = instant.astimezone(settings().tz).date() if instant else today_local()
+        instant = instant or now_utc()
+    result = run_care_day(as_of, instant, journey, dry_run, not no_dispatch, shards)
+    if as_json:
+        print_json(result)
+    else:
+        _print_run(result)
+
+
+@tasks_app.command("list")
+@input_errors
+def tasks_list(
+    manager: str | None = typer.Option(None, "--manager", help="Only this manager's tasks (manager_id)."),
+    status: str | None = typer.Option(None, "--status", help=f"One of {', '.join(TASK_STATUSES)}."),
+    kind: str | None = typer.Option(None, "--kind", help=f"One of {', '.join(TASK_KINDS)}."),
+    due: str | None = typer.Option(None, "--until", help="Only tasks scheduled on or before YYYY-MM-DD."),
+    limit: int = typer.Option(500, "--limit", min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array."),
+) -> None:
+    """List call tasks, most urgent first."""
+    from crm.db import transaction
+    from crm.tasks import list_tasks
+
+    if status is not None and status not in TASK_STATUSES:
+        fail(f"--status: unknown status {status!r}; expected one of {', '.join(TASK_STATUSES)}", code=2)
+    if kind is not None and kind not in TASK_KINDS:
+        fail(f"--kind: unknown kind {kind!r}; expected one of {', '.join(TASK_KINDS)}", code=2)
+    with transaction(engine()) as session:
+        rows = list_tasks(session, manager, status, kind, parse_date(due, "--until"), limit)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        "call tasks",
+        ["id", "scheduled_on", "prio", "kind", "status", "customer_id", "name", "tier", "why", "pre-call SMS"],
+        (
+            [
+                r["id"],
+                r["scheduled_on"],
+                r["priority"],
+                r["kind"],
+                r["status"],
+                r["customer_id"],
+                r["customer_name"],
+                r["tier"],
+                _why(r),
+                "no notice" if r["no_notice"] else (r["notice_status"] or "-"),
+            ]
+            for r in rows
+        ),
+    )
+
+
+def _why(task: dict[str, Any]) -> str:
+    d = task.get("details") or {}
+    if task["kind"] == "plan_fit":
+        return f"{d.get('current_plan')} → {d.get('suggested_plan')}, saves {d.get('monthly_saving')}/month"
+    if task["kind"] == "callback":
+        return f"callback due {d.get('due_on')}" + (f" (try {task['attempt']})" if task["attempt"] > 1 else "")
+    if task["kind"] == "grace_followup":
+        return f"balance {d.get('balance')} after grace"
+    if task["kind"] == "birthday":
+        return f"birthday {d.get('birthday_on')}"
+    return str(d.get("reason", ""))
+
+
+@tasks_app.command("done")
+@input_errors
+def tasks_done(
+    task_id: int = typer.Argument(..., help="The task id (from tasks list)."),
+    outcome: str = typer.Option(..., "--outcome", help=f"One of {', '.join(TASK_OUTCOMES)}."),
+    satisfaction: int | None = typer.Option(None, "--satisfaction", min=1, max=5, help="1–5, when reached."),
+    note: str | None = typer.Option(None, "--note", help="Free text."),
+    manager: str | None = typer.Option(None, "--manager", help="Refuse unless the task is this manager's."),
+) -> None:
+    """Complete a call task with its outcome (audited)."""
+    from crm.audit import Actor
+    from crm.db import transaction
+    from crm.tasks import RetryPolicy, complete
+    from rules import load_rules
+
+    if outcome not in TASK_OUTCOMES:
+        fail(f"--outcome: unknown outcome {outcome!r}; expected one of {', '.join(TASK_OUTCOMES)}", code=2)
+    rule = load_rules(settings().rules_dir).journeys.get("callback")
+    retry = (
+        RetryPolicy(rule.trigger.no_answer_retry_days, rule.trigger.max_attempts)  # type: ignore[attr-defined]
+        if rule is not None
+        else RetryPolicy()
+    )
+    actor = Actor("manager", manager) if manager else Actor("cli", os.environ.get("USER", "operator"))
+    with transaction(engine()) as session:
+        result = complete(
+            session, task_id, outcome, now_utc(), today_local(), actor, satisfaction, note, retry, manager
+        )
+    console.print(f"task {result.task_id} done: [bold]{result.outcome}[/]")
+    if result.last_contact_on:
+        console.print(f"last contact set to {result.last_contact_on}")
+    if result.retry_task_id:
+        console.print(f"no answer: retry scheduled as task {result.retry_task_id}")
+
+
+@ledger_app.command("list")
+@input_errors
+def ledger_list(
+    customer: str | None = typer.Option(None, "--customer", help="Customer id (external)."),
+    limit: int = typer.Option(500, "--limit", min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array."),
+) -> None:
+    """List credits vipcare granted (grace credits, birthday perks)."""
+    from crm.db import transaction
+    from crm.ledger import list_entries
+
+    with transaction(engine()) as session:
+        rows = list_entries(session, customer, limit)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        "credit ledger",
+        ["id", "created_at", "customer_id", "kind", "amount", "balance_after", "occurrence"],
+        ([r["id"], r["created_at"], r["customer_id"], r["kind"], r["amount"], r["balance_after"], r["occurrence"]] for r in rows),
+    )
+
+
+@input_errors
+def demo(
+    customers: int = typer.Option(3000, "--customers", min=50, help="How many demo customers to seed."),
+    seed_value: int = typer.Option(7, "--seed", help="Random seed: the same seed gives the same data."),
+    on: str | None = typer.Option(None, "--date", help="Care day (default: today, operator time)."),
+    reset: bool = typer.Option(False, "--reset", help="Delete the SQLite database first."),
+) -> None:
+    """Init, seed demo customers and run a care day on mock SMS/voice; print what happened."""
+    from vipcare.demo import run_demo
+
+    if settings().sms_backend != "mock" or settings().voice_backend != "mock":
+        raise InputError("the demo only runs on the mock SMS/voice backends (VIPCARE_SMS_BACKEND=mock)")
+    as_of = parse_date(on) or today_local()
+    run_demo(settings(), as_of, customers, seed_value, reset)

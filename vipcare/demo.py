@@ -1,0 +1,136 @@
+"""``vipcare demo``: a whole care day on the embedded default, told as a story.
+
+init → seed → the daily care flow at 09:00 (journeys, then dispatch through the
+mock SMS/voice backends) → a second dispatch at 11:05, when the pre-call notices'
+lead time has passed → a summary with examples and what to try next.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from rich.panel import Panel
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from crm.db import make_engine, transaction
+from crm.models import CallTask, CreditLedger, Customer, OutboundMessage
+from crm.phones import mask
+from vipcare.cli.common import console, print_table
+from vipcare.settings import Settings
+
+
+def _reset_sqlite(url: str) -> None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        raise ValueError("--reset only deletes a SQLite database; drop other databases yourself")
+    for suffix in ("", "-wal", "-shm"):
+        Path(parsed.database + suffix).unlink(missing_ok=True)
+
+
+def run_demo(cfg: Settings, as_of: date, customers: int, seed_value: int, reset: bool) -> None:
+    from crm.schema import upgrade
+    from flows.journeys.registry import care_day_instant
+    from seed import generate
+    from vipcare.cli.care_cmds import _print_run, run_care_day
+
+    if reset:
+        _reset_sqlite(cfg.database_url)
+    engine = make_engine(cfg.database_url)
+    console.rule("[bold]vipcare demo")
+    before, after = upgrade(engine)
+    console.print(f"1. database ready at revision {after} ({cfg.database_url.split('?')[0]})")
+    with transaction(engine) as session:
+        existing = session.scalar(select(func.count()).select_from(Customer)) or 0
+    if existing:
+        console.print(f"2. {existing} customers already here: not seeding again (use --reset to start over)")
+    else:
+        summary = generate(engine, customers, seed_value, as_of, operator_tz=cfg.timezone)
+        console.print(
+            f"2. seeded {summary.customers} customers, {summary.managers_created} account managers, "
+            f"{summary.plans_created} plans and {summary.usage_rows} months of usage (seed {seed_value})"
+        )
+    morning = care_day_instant(as_of, cfg.tz)
+    console.print(f"3. running the daily care flow for {as_of} at 09:00 {cfg.timezone} (Prefect)…")
+    result = run_care_day(as_of, morning)
+    _print_run(result)
+    later = morning + timedelta(hours=2, minutes=5)
+    console.print("4. dispatching again at 11:05, after the pre-call notices' 2-hour lead time…")
+    _dispatch(cfg, later)
+    _story(engine, as_of)
+    _next_steps()
+
+
+def _dispatch(cfg: Settings, at: datetime) -> dict[str, Any]:
+    from notifications.dispatcher import dispatch
+    from rules import load_rules
+
+    ruleset = load_rules(cfg.rules_dir)
+    summary = dispatch(make_engine(cfg.database_url), cfg, ruleset.contact_policy, at)
+    result: dict[str, Any] = summary.as_dict()
+    return result
+
+
+def _story(engine: Any, as_of: date) -> None:
+    with transaction(engine) as session:
+        by_status = dict(
+            session.execute(select(OutboundMessage.status, func.count()).group_by(OutboundMessage.status)).all()
+        )
+        tasks = dict(session.execute(select(CallTask.kind, func.count()).group_by(CallTask.kind)).all())
+        ready = session.scalar(select(func.count()).where(CallTask.status == "ready")) or 0
+        credits = session.execute(select(func.count(), func.sum(CreditLedger.amount))).one()
+        samples = session.execute(
+            select(OutboundMessage.template, OutboundMessage.to_phone, OutboundMessage.body, OutboundMessage.status)
+            .where(OutboundMessage.status.in_(("sent", "delivered")))
+            .order_by(OutboundMessage.id)
+            .limit(40)
+        ).all()
+        plan_fit = session.execute(
+            select(CallTask.details, Customer.external_id, Customer.name)
+            .join(Customer, Customer.id == CallTask.customer_id)
+            .where(CallTask.kind == "plan_fit")
+            .order_by(CallTask.id)
+            .limit(1)
+        ).first()
+    total_credit = credits[1] or Decimal("0.00")
+    console.rule("[bold]what happened")
+    console.print(
+        f"messages: {json.dumps(by_status)}\ncall tasks: {json.dumps(tasks)} ({ready} ready for managers now)\n"
+        f"credits granted: {credits[0]} totalling {total_credit}"
+    )
+    seen: set[str] = set()
+    rows = []
+    for template, phone, body, status in samples:
+        if template in seen:
+            continue
+        seen.add(template)
+        rows.append([template, mask(phone), status, body])
+    print_table("example messages sent (mock SMS)", ["template", "to", "status", "text"], rows)
+    if plan_fit is not None:
+        details, ref, name = plan_fit
+        console.print(
+            Panel(
+                f"{name} ({ref}) pays about {details.get('current_monthly_cost')}/month on "
+                f"{details.get('current_plan')}; {details.get('suggested_plan')} would cost "
+                f"{details.get('suggested_monthly_cost')}: a saving of {details.get('monthly_saving')}/month.",
+                title="example plan-fit call",
+            )
+        )
+
+
+def _next_steps() -> None:
+    console.rule("[bold]try next")
+    console.print(
+        "vipcare tasks list --status ready          # the managers' work list\n"
+        "vipcare tasks done ID --outcome reached --satisfaction 5\n"
+        "vipcare messages list --status sent --json\n"
+        "vipcare ledger list\n"
+        "vipcare rules preview birthday --date YYYY-MM-DD\n"
+        "vipcare rules explain grace_credit CUSTOMER_ID --date YYYY-MM-DD\n"
+        "vipcare run                                # run the care day again: nothing is duplicated\n"
+        "vipcare audit verify                       # the hash-chained audit log"
+    )
