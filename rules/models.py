@@ -9,6 +9,7 @@ unsubscribe wording) or the position in the file live in :mod:`rules.loader`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import time
 from decimal import Decimal
 from pathlib import Path
@@ -130,6 +131,9 @@ def _condition(value: object) -> Condition:
         raise ValueError(str(exc)) from exc
 
 
+CONDITION_MARK = "x-vipcare-condition"
+"""Placeholder in the generated JSON Schema; rules.schema swaps in the Condition $ref."""
+
 MONEY_SCHEMA: dict[str, Any] = {
     "anyOf": [{"type": "string", "pattern": r"^[+-]?\d+(\.\d{1,2})?$"}, {"type": "integer"}],
     "description": 'An amount in yuan with at most 2 decimals, written as text: "10.00".',
@@ -160,7 +164,7 @@ ConditionField: TypeAlias = Annotated[
     Condition,
     PlainValidator(_condition),
     PlainSerializer(to_data, return_type=dict),
-    WithJsonSchema({"$ref": "#/$defs/Condition"}),
+    WithJsonSchema({CONDITION_MARK: True}),
 ]
 ANY_CONDITION = (All, AnyOf, Not, Compare)
 
@@ -251,14 +255,14 @@ class GrantCredit(_Conditional):
         return self
 
     def amount_for(
-        self, tier: str, trigger_amounts: dict[str, Decimal] | None = None
+        self, tier: str, trigger_amounts: Mapping[Any, Decimal] | None = None
     ) -> Decimal | None:
         """The credit for a customer of ``tier``; None when this tier gets none."""
         if self.amount is not None:
             return self.amount
         if self.amount_by_tier is not None:
             return {str(k): v for k, v in self.amount_by_tier.items()}.get(tier)
-        return (trigger_amounts or {}).get(tier)
+        return dict(trigger_amounts or {}).get(tier)
 
 
 class Suspend(_Conditional):

@@ -1,9 +1,237 @@
-"""CLI commands (module owned by one feature; see vipcare/cli/__init__.py)."""
+"""``vipcare rules ...``: check, schema, explain and preview the rule files.
+
+No Prefect here: these commands must start fast and work without a flow server.
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from vipcare.cli.common import (
+    console,
+    engine,
+    err_console,
+    input_errors,
+    parse_date,
+    print_json,
+    print_table,
+    settings,
+    today_local,
+)
+
+rules_app = typer.Typer(
+    help="Check, explain and preview the rule files marketing ops edit.",
+    no_args_is_help=True,
+)
+
+RULES_OPTION = typer.Option(
+    None, "--rules", help="Rules directory (default: the configured rules_dir)."
+)
 
 
 def register(app: typer.Typer) -> None:
-    """Attach this module's commands to the main app."""
+    """Attach ``vipcare rules`` to the main app."""
+    app.add_typer(rules_app, name="rules")
+
+
+def _rules_dir(path: Path | None) -> Path:
+    return path if path is not None else settings().rules_dir
+
+
+@rules_app.command("check")
+def check(
+    path: Path | None = typer.Argument(
+        None, help="A rules directory or one rule file (default: the configured rules_dir)."
+    ),
+) -> None:
+    """Validate the rule files; exit 1 listing every problem as file:line:col: message."""
+    from rules.errors import RulesError, RulesValidationError
+    from rules.loader import load_rules
+
+    target = _rules_dir(path)
+    try:
+        ruleset = load_rules(target)
+    except RulesValidationError as exc:
+        for issue in exc.issues:
+            sys.stdout.write(f"{issue}\n")
+        count = len(exc.issues)
+        err_console.print(
+            f"[bold red]error:[/] {count} problem{'s' if count != 1 else ''} in {target}",
+            highlight=False,
+        )
+        raise typer.Exit(1) from None
+    except RulesError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    rows = [
+        (rule.rule_id, rule.source, "yes" if rule.enabled else "no", rule.content_hash[:16])
+        for rule in ruleset.journeys.values()
+    ]
+    policy = ruleset.contact_policy
+    rows.append((policy.rule_id, policy.source, "-", policy.content_hash[:16]))
+    print_table("rule files", ["rule_id", "file", "enabled", "sha256"], rows)
+    console.print(
+        f"[green]ok[/]: {len(ruleset.journeys)} journey(s) and the contact policy are valid",
+        highlight=False,
+    )
+
+
+@rules_app.command("schema")
+def schema(
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write the JSON Schema to this file (default: print it)."
+    ),
+) -> None:
+    """Write the JSON Schema of rule files, for editor autocompletion (see docs/rules.md)."""
+    from rules.schema import json_schema_text
+
+    text = json_schema_text()
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.write_text(text, encoding="utf-8")
+    console.print(f"JSON Schema written to {output}", highlight=False, markup=False)
+
+
+@rules_app.command("explain")
+@input_errors
+def explain(
+    journey: str = typer.Argument(..., help="Journey id, e.g. birthday."),
+    customer_id: str = typer.Argument(..., help="The customer's id (as in the CRM import)."),
+    date_: str | None = typer.Option(
+        None, "--date", help="As-of date YYYY-MM-DD (default: today)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    rules_dir: Path | None = RULES_OPTION,
+) -> None:
+    """Condition by condition: why a customer is in or out of a journey's audience."""
+    from crm.db import transaction
+    from rules.evaluate import explain as explain_condition
+    from rules.evaluate import facts_for
+    from rules.loader import load_rules
+    from rules.preview import describe_action
+
+    as_of = parse_date(date_) or today_local()
+    ruleset = load_rules(_rules_dir(rules_dir))
+    rule = ruleset.journey(journey)
+    with transaction(engine()) as session:
+        facts = facts_for(session, customer_id)
+    audience = explain_condition(rule.audience, facts, as_of)
+    actions: list[dict[str, Any]] = []
+    deadline = list(getattr(rule, "deadline_action_list", []))
+    for stage, items in (("actions", rule.action_list), ("on_deadline", deadline)):
+        for action in items:
+            verdict = explain_condition(action.when, facts, as_of) if action.when else None
+            actions.append(
+                {
+                    "stage": stage,
+                    "action": describe_action(rule, action, facts.tier),
+                    "applies": audience.passed and (verdict is None or verdict.passed),
+                    "when": verdict.to_dict() if verdict else None,
+                    "_verdict": verdict,
+                }
+            )
+    if as_json:
+        print_json(
+            {
+                "journey": rule.journey,
+                "customer_id": facts.customer_id,
+                "as_of": as_of,
+                "rule_hash": rule.content_hash,
+                "enabled": rule.enabled,
+                "in_audience": audience.passed,
+                "audience": audience.to_dict(),
+                "actions": [{k: v for k, v in a.items() if k != "_verdict"} for a in actions],
+            }
+        )
+        return
+    verdict_text = "[green]IN[/]" if audience.passed else "[red]OUT[/]"
+    console.print(
+        f"[bold]{rule.journey}[/] for customer [bold]{facts.customer_id}[/] as of {as_of}:"
+        f" {verdict_text} the audience",
+        highlight=False,
+    )
+    console.print(
+        f"rule file {rule.source} (sha256 {rule.content_hash[:16]}…)"
+        + ("" if rule.enabled else " [yellow](journey disabled)[/]"),
+        highlight=False,
+    )
+    console.print("[bold]audience[/]", highlight=False)
+    _print_explanation(audience, 1)
+    console.print("[bold]actions[/]", highlight=False)
+    for a in actions:
+        mark = "[green]✔[/]" if a["applies"] else "[red]✘[/]"
+        stage = "on deadline: " if a["stage"] == "on_deadline" else ""
+        when = "" if a["_verdict"] is None else " when:"
+        console.print(f"  {mark} {stage}{a['action']}{when}", highlight=False, markup=True)
+        if a["_verdict"] is not None:
+            _print_explanation(a["_verdict"], 2)
+    console.print(
+        "[dim]The audience says who the journey considers; its trigger (birthday date,"
+        " balance threshold, usage, cadence) and limits are applied when it runs.[/]",
+        highlight=False,
+    )
+
+
+def _print_explanation(node: Any, depth: int) -> None:
+    from rich.markup import escape
+
+    for level, item in node.lines():
+        mark = "[green]✔[/]" if item.passed else "[red]✘[/]"
+        actual = f"  [dim](actual: {escape(str(item.actual))})[/]" if item.leaf else ""
+        console.print(
+            f"{'  ' * (depth + level)}{mark} {escape(item.condition)}{actual}", highlight=False
+        )
+
+
+@rules_app.command("preview")
+@input_errors
+def preview(
+    journey: str = typer.Argument(..., help="Journey id, e.g. birthday."),
+    date_: str | None = typer.Option(
+        None, "--date", help="As-of date YYYY-MM-DD (default: today)."
+    ),
+    limit: int = typer.Option(20, "--limit", min=0, max=10_000, help="Customers to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    rules_dir: Path | None = RULES_OPTION,
+) -> None:
+    """Who the journey would hit on a date and what it would send. Changes nothing."""
+    from rules.loader import load_rules
+    from rules.preview import run_preview
+
+    as_of = parse_date(date_) or today_local()
+    ruleset = load_rules(_rules_dir(rules_dir))
+    result = run_preview(engine(), ruleset, journey, as_of, limit)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    state = "" if result.enabled else " [yellow](journey disabled: it would not run)[/]"
+    console.print(
+        f"[bold]{result.journey}[/] as of {as_of}: [bold]{result.count}[/] customer(s) in the"
+        f" audience{state}",
+        highlight=False,
+    )
+    console.print(f"[dim]{result.note}[/]", highlight=False)
+    print_table(
+        f"first {len(result.customers)} customer(s)",
+        ["customer_id", "name", "tier", "locale", "actions"],
+        (
+            (
+                c.get("customer_id"),
+                c.get("name", ""),
+                c.get("tier", ""),
+                c.get("locale", ""),
+                "; ".join(str(a) for a in c.get("actions", [])),
+            )
+            for c in result.customers
+        ),
+        empty="nobody matches",
+    )
+    for name, texts in result.texts.items():
+        console.print(f"[bold]template {name}[/]", highlight=False)
+        for locale, text in texts.items():
+            console.print(f"  {locale}: {text}", highlight=False, markup=False)
