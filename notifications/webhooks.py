@@ -1,0 +1,259 @@
+"""The Twilio webhooks: delivery status callbacks and inbound SMS (STOP / TD / 退订 / START).
+
+A small Starlette app. Every request must carry a valid ``X-Twilio-Signature``
+computed over the *public* URL Twilio called (``VIPCARE_PUBLIC_URL`` + path +
+query) and the form parameters; anything else gets 403 before the database is
+touched. Bad input answers 4xx with a short reason, never 500: Twilio logs
+those and an operator can read them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from sqlalchemy import Engine, select, update
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import ImmutableMultiDict
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from twilio.request_validator import RequestValidator
+
+from crm import audit
+from crm.audit import Actor, AuditEntry
+from crm.db import transaction
+from crm.errors import InvalidTransition, NotFound
+from crm.models import Customer
+from crm.phones import InvalidPhone, mask, to_e164
+from notifications.backends.twilio import STATUS_CALLBACK_PATH, normalise_twilio_status
+from notifications.errors import ConfigurationError, WebhookError
+from notifications.inbound import DEFAULT_OPT_IN, DEFAULT_OPT_OUT, KeywordMatcher
+from notifications.logging import install_masking
+from vipcare.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INBOUND_PATH = "/twilio/inbound"
+WEBHOOK_ACTOR = Actor("webhook", "twilio")
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+MAX_BODY = 64 * 1024
+OPTED_OUT_CODE = "21610"
+
+
+@dataclass(frozen=True)
+class _Form:
+    params: ImmutableMultiDict[str, str]
+
+    def get(self, name: str) -> str | None:
+        value = self.params.get(name)
+        return value if value not in (None, "") else None
+
+
+class _Webhooks:
+    """The handlers, with their injected engine, settings and clock."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        clock: Callable[[], datetime],
+        keywords: KeywordMatcher,
+    ) -> None:
+        token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
+        if not token:
+            raise ConfigurationError("webhooks need TWILIO_AUTH_TOKEN to check X-Twilio-Signature")
+        if not settings.public_url:
+            raise ConfigurationError(
+                "webhooks need VIPCARE_PUBLIC_URL: signatures are over the public URL Twilio calls"
+            )
+        self.engine = engine
+        self.public_url = settings.public_url.rstrip("/")
+        self.validator = RequestValidator(token)
+        self.clock = clock
+        self.keywords = keywords
+        install_masking(log, [token])
+
+    # -- shared request handling -----------------------------------------------
+    async def _verified_form(self, request: Request) -> _Form:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            raise WebhookError(415, "expected an application/x-www-form-urlencoded body")
+        raw = await request.body()
+        if len(raw) > MAX_BODY:
+            raise WebhookError(413, "request body too large")
+        try:
+            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise WebhookError(400, "malformed form body") from exc
+        params: ImmutableMultiDict[str, str] = ImmutableMultiDict(pairs)
+        signature = request.headers.get("x-twilio-signature")
+        url = self.public_url + request.url.path
+        if request.url.query:
+            url += "?" + request.url.query
+        if not signature or not self.validator.validate(url, params, signature):
+            log.warning(
+                "rejected %s %s: %s X-Twilio-Signature",
+                request.method,
+                request.url.path,
+                "invalid" if signature else "missing",
+            )
+            raise WebhookError(403, "invalid or missing X-Twilio-Signature")
+        return _Form(params)
+
+    async def _handle(self, request: Request, work: Callable[[_Form], Response]) -> Response:
+        try:
+            form = await self._verified_form(request)
+            return await run_in_threadpool(work, form)
+        except WebhookError as exc:
+            return PlainTextResponse(exc.reason, status_code=exc.status_code)
+
+    # -- POST /twilio/status ---------------------------------------------------
+    async def status(self, request: Request) -> Response:
+        return await self._handle(request, self._apply_status)
+
+    def _apply_status(self, form: _Form) -> Response:
+        if form.get("MessageSid") and form.get("MessageStatus"):
+            sid, word, channel = form.get("MessageSid"), form.get("MessageStatus"), "sms"
+        elif form.get("CallSid") and form.get("CallStatus"):
+            sid, word, channel = form.get("CallSid"), form.get("CallStatus"), "voice"
+        else:
+            raise WebhookError(
+                400, "expected MessageSid and MessageStatus (or CallSid and CallStatus)"
+            )
+        assert sid is not None and word is not None
+        try:
+            status = normalise_twilio_status(word, channel)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise WebhookError(400, str(exc)) from exc
+        error_code = form.get("ErrorCode")
+        if error_code is not None and not error_code.isdigit():
+            raise WebhookError(400, f"ErrorCode must be numeric, got {error_code[:20]!r}")
+        from notifications import outbox
+
+        at = self.clock()
+        try:
+            with transaction(self.engine) as session:
+                message = outbox.apply_provider_status(
+                    session, sid, status, error_code, at, actor=WEBHOOK_ACTOR
+                )
+                if error_code == OPTED_OUT_CODE:
+                    _set_opt_out(
+                        session,
+                        select(Customer.id).where(Customer.id == message.customer_id),
+                        True,
+                        at,
+                        {
+                            "source": "provider",
+                            "error_code": error_code,
+                            "provider_message_id": sid,
+                        },
+                    )
+                final = message.status
+        except NotFound as exc:
+            raise WebhookError(404, f"unknown message {sid[:40]}") from exc
+        except InvalidTransition as exc:
+            raise WebhookError(409, exc.reason) from exc
+        log.info("status callback: %s → %s (message now %s)", sid, status, final)
+        return PlainTextResponse("", status_code=200)
+
+    # -- POST /twilio/inbound --------------------------------------------------
+    async def inbound(self, request: Request) -> Response:
+        return await self._handle(request, self._apply_inbound)
+
+    def _apply_inbound(self, form: _Form) -> Response:
+        sender, body = form.get("From"), form.params.get("Body")
+        if sender is None or body is None:
+            raise WebhookError(400, "expected From and Body")
+        try:
+            phone = to_e164(sender)
+        except InvalidPhone as exc:
+            raise WebhookError(400, f"From is not a phone number: {mask(sender)}") from exc
+        wanted = self.keywords.classify(body)
+        if wanted is None:
+            log.info("inbound SMS from %s is not a keyword; nothing to do", mask(phone))
+            return _twiml()
+        details = {
+            "source": "inbound_sms",
+            "keyword": body.strip()[:32],
+            "provider_message_id": (form.get("MessageSid") or "")[:64],
+        }
+        with transaction(self.engine) as session:
+            changed = _set_opt_out(
+                session,
+                select(Customer.id).where(Customer.phone == phone),
+                wanted,
+                at=self.clock(),
+                details=details,
+            )
+        log.info(
+            "inbound %s from %s: %d customer(s) %s",
+            "opt-out" if wanted else "opt-in",
+            mask(phone),
+            changed,
+            "opted out" if wanted else "opted back in",
+        )
+        return _twiml()
+
+
+def _twiml() -> Response:
+    return Response(EMPTY_TWIML, status_code=200, media_type="text/xml")
+
+
+def _set_opt_out(session: Any, who: Any, value: bool, at: datetime, details: dict[str, Any]) -> int:
+    """Set ``sms_opt_out`` on the customers ``who`` selects where it changes; audit each one."""
+    rows = session.execute(
+        select(Customer.id, Customer.external_id).where(
+            Customer.id.in_(who), Customer.sms_opt_out.is_(not value)
+        )
+    ).all()
+    if not rows:
+        return 0
+    ids = [r.id for r in rows]
+    session.execute(update(Customer).where(Customer.id.in_(ids)).values(sms_opt_out=value))
+    action = "customer.sms_opt_out" if value else "customer.sms_opt_in"
+    audit.append(
+        session,
+        WEBHOOK_ACTOR,
+        at,
+        [
+            AuditEntry(
+                action=action,
+                details={"sms_opt_out": value, **details},
+                customer_id=r.id,
+                customer_ref=r.external_id,
+                entity=f"customer:{r.external_id}",
+            )
+            for r in rows
+        ],
+    )
+    return len(rows)
+
+
+def create_app(
+    engine: Engine,
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime],
+    opt_out_keywords: Iterable[str] = DEFAULT_OPT_OUT,
+    opt_in_keywords: Iterable[str] = DEFAULT_OPT_IN,
+) -> Starlette:
+    """The webhook ASGI app. ``clock`` gives aware UTC instants (the CLI passes the wall clock).
+
+    Keywords normally come from ``ruleset.contact_policy``; the defaults are
+    STOP/TD/退订 and START. Raises :class:`ConfigurationError` without an auth
+    token or public URL: an app that cannot check signatures must not start.
+    """
+    hooks = _Webhooks(engine, settings, clock, KeywordMatcher(opt_out_keywords, opt_in_keywords))
+    routes: Sequence[Route] = [
+        Route(STATUS_CALLBACK_PATH, hooks.status, methods=["POST"]),
+        Route(INBOUND_PATH, hooks.inbound, methods=["POST"]),
+    ]
+    app = Starlette(routes=list(routes))
+    app.state.webhooks = hooks
+    return app
