@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
@@ -81,9 +82,9 @@ def run_preview(
         session = Session(bind=conn, join_transaction_mode="create_savepoint")
         try:
             result = audience_preview(session, ruleset, rule, as_of, limit)
-            hook = _registry_preview()
-            if hook is not None:
-                rows = hook(session, ruleset, journey_id, as_of, limit)
+            hook = _registry_preview(journey_id)
+            rows = None if hook is None else hook(session, ruleset, journey_id, as_of, limit)
+            if rows is not None:
                 result.mode = "journey"
                 result.customers = [dict(r) for r in rows]
                 result.note = (
@@ -96,14 +97,20 @@ def run_preview(
             outer.rollback()
 
 
-def _registry_preview() -> Any:
-    try:
-        spec = importlib.util.find_spec(REGISTRY_MODULE)
-    except ModuleNotFoundError:
+def _registry_preview(journey_id: str) -> Any:
+    """The journeys' own preview function, or None (module missing, or journey not covered)."""
+    module = sys.modules.get(REGISTRY_MODULE)
+    if module is None:
+        try:
+            spec = importlib.util.find_spec(REGISTRY_MODULE)
+        except ModuleNotFoundError:
+            return None
+        if spec is None:
+            return None
+        module = importlib.import_module(REGISTRY_MODULE)
+    covered = getattr(module, "DECIDERS", None)
+    if isinstance(covered, dict) and journey_id not in covered:
         return None
-    if spec is None:
-        return None
-    module = importlib.import_module(REGISTRY_MODULE)
     return getattr(module, "preview", None)
 
 

@@ -231,7 +231,13 @@ def preview(
         ),
         empty="nobody matches",
     )
-    for name, texts in result.texts.items():
+    texts = result.texts
+    if result.mode == "journey":
+        texts = {}
+        for row in result.customers[:3]:
+            for name, text in (row.get("texts") or {}).items():
+                texts.setdefault(name, {})[str(row.get("customer_id"))] = str(text)
+    for name, by_key in texts.items():
         console.print(f"[bold]template {name}[/]", highlight=False)
-        for locale, text in texts.items():
-            console.print(f"  {locale}: {text}", highlight=False, markup=False)
+        for key, text in by_key.items():
+            console.print(f"  {key}: {text}", highlight=False, markup=False)
