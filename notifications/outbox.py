@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, select, update
+from sqlalchemy import String, Table, and_, bindparam, func, literal, select, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
 from crm import audit
@@ -462,14 +463,20 @@ def claim_due(session: Session, at: datetime, limit: int) -> list[DueMessage]:
     return [_due_from_row(r, customers) for r in rows]
 
 
-def begin_sending(
-    session: Session, messages: Sequence[DueMessage], attempt_id: str, at: datetime
-) -> list[DueMessage]:
-    """``queued → sending`` for ``messages`` with a fresh ``attempt_id``; returns those moved.
+def attempt_id_for(token: str, message_id: int) -> str:
+    """The per-row attempt id of a claim: the providers match on it, so it must be unique."""
+    return f"{token}:{message_id}"
 
-    One conditional ``UPDATE ... WHERE status='queued' AND id IN (...)``, then
-    the rows are selected back by the attempt id: a row another dispatcher took
-    in between is simply not returned. Commit before calling the provider.
+
+def begin_sending(
+    session: Session, messages: Sequence[DueMessage], token: str, at: datetime
+) -> list[DueMessage]:
+    """``queued → sending`` for ``messages`` with fresh attempt ids; returns those moved.
+
+    One conditional ``UPDATE ... WHERE status='queued' AND id IN (...)`` sets
+    ``attempt_id = token:id`` (unique per row and per try), then the rows are
+    selected back by it: a row another dispatcher took in between is simply not
+    returned. Commit before calling the provider.
     """
     if not messages:
         return []
@@ -479,23 +486,23 @@ def begin_sending(
         .where(_T.c.id.in_(ids), _T.c.status == QUEUED)
         .values(
             status=SENDING,
-            attempt_id=attempt_id,
+            attempt_id=literal(f"{token}:", String) + sql_cast(_T.c.id, String),
             sending_at=at,
             updated_at=at,
             attempts=_T.c.attempts + 1,
         )
     )
-    moved = set(
-        session.scalars(
-            select(_T.c.id).where(
-                _T.c.id.in_(ids), _T.c.attempt_id == attempt_id, _T.c.status == SENDING
-            )
+    moved = {
+        r.id
+        for r in session.execute(
+            select(_T.c.id, _T.c.attempt_id).where(_T.c.id.in_(ids), _T.c.status == SENDING)
         )
-    )
+        if r.attempt_id == attempt_id_for(token, r.id)
+    }
     out: list[DueMessage] = []
     for m in messages:
         if m.id in moved:
-            m.attempt_id = attempt_id
+            m.attempt_id = attempt_id_for(token, m.id)
             m.sending_at = at
             m.attempts += 1
             out.append(m)
