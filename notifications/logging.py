@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from crm.phones import mask
 
@@ -56,12 +56,14 @@ class MaskingFilter(logging.Filter):
         return mask_phones(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError):  # a bad format string must not lose the record
-            message = f"{record.msg!r} {record.args!r}"
-        record.msg = self.scrub(message)
-        record.args = None
+        # Scrub the format string and each argument separately, keeping the
+        # args' shape: formatters such as uvicorn's unpack them.
+        if isinstance(record.msg, str):
+            record.msg = self.scrub(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._scrub_arg(a) for a in record.args)
+        elif isinstance(record.args, Mapping):
+            record.args = {k: self._scrub_arg(v) for k, v in record.args.items()}
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -69,6 +71,11 @@ class MaskingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = self.scrub(record.stack_info)
         return True
+
+    def _scrub_arg(self, value: object) -> object:
+        if value is None or isinstance(value, bool | int | float):
+            return value  # keeps %d / %.2f working; vipcare logs phones as E.164 strings
+        return self.scrub(value if isinstance(value, str) else str(value))
 
 
 def install_masking(
