@@ -101,6 +101,16 @@ class Backoff:
         return timedelta(seconds=seconds)
 
 
+def lead_time_of(ruleset: object) -> timedelta:
+    """The pre-call lead time of a ``RuleSet`` (``precall_notice.trigger.lead_time_hours``)."""
+    journeys = getattr(ruleset, "journeys", None)
+    rule = journeys.get("precall_notice") if isinstance(journeys, Mapping) else None
+    hours = getattr(getattr(rule, "trigger", None), "lead_time_hours", None)
+    if isinstance(hours, int | float) and hours >= 0:
+        return timedelta(hours=hours)
+    return outbox.DEFAULT_LEAD_TIME
+
+
 @dataclass
 class DispatchSummary:
     """What one dispatch run did; every count is of rows actually moved."""
@@ -423,7 +433,7 @@ def dispatch(
     at: datetime,
     backends: Mapping[str, ChannelBackend] | None = None,
     limit: int | None = None,
-    lead_time: timedelta = outbox.DEFAULT_LEAD_TIME,
+    lead_time: timedelta | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], int] = time.monotonic_ns,
     *,
@@ -441,7 +451,9 @@ def dispatch(
     used). ``backends`` maps channel → backend (default: from settings).
     ``limit`` caps how many due rows this run claims. ``sleep``/``clock``
     (monotonic nanoseconds) drive the rate limiter and the run's notion of
-    elapsed time. Safe to run concurrently with another dispatcher.
+    elapsed time. ``lead_time`` (pre-call task readiness after the notice) defaults
+    to the ``precall_notice`` rule's ``lead_time_hours`` when ``policy`` is a
+    ``RuleSet``, else 2 hours. Safe to run concurrently with another dispatcher.
     """
     run = _Run(
         engine,
@@ -449,7 +461,7 @@ def dispatch(
         policy,
         at,
         backends,
-        lead_time,
+        lead_time if lead_time is not None else lead_time_of(policy),
         sleep,
         clock,
         backoff or Backoff(),

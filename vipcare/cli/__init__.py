@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from vipcare.cli import audit_cmds, care_cmds, crm_cmds, rules_cmds, system_cmds, web_cmds
+from vipcare.cli import (
+    audit_cmds,
+    care_cmds,
+    crm_cmds,
+    messages_cmds,
+    rules_cmds,
+    system_cmds,
+    web_cmds,
+)
 
 app = typer.Typer(
     name="vipcare",
@@ -20,6 +28,7 @@ audit_cmds.register(app)
 rules_cmds.register(app)
 care_cmds.register(app)
 web_cmds.register(app)
+messages_cmds.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,159 @@
+"""``vipcare dispatch`` and ``vipcare messages list``: drain and inspect the outbox."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+import typer
+
+from vipcare.cli.common import (
+    console,
+    engine,
+    input_errors,
+    now_utc,
+    parse_instant,
+    print_json,
+    print_table,
+    settings,
+)
+
+messages_app = typer.Typer(help="The outbox: SMS and voice notices.", no_args_is_help=True)
+
+
+class Status(StrEnum):
+    queued = "queued"
+    sending = "sending"
+    sent = "sent"
+    delivered = "delivered"
+    undelivered = "undelivered"
+    failed = "failed"
+    suppressed = "suppressed"
+
+
+def register(app: typer.Typer) -> None:
+    """Attach this module's commands to the main app."""
+    app.command("dispatch")(dispatch)
+    app.add_typer(messages_app, name="messages")
+
+
+def _ruleset() -> Any:
+    """The loaded rules (contact policy + pre-call lead time); the defaults if none ship."""
+    from rules import load_rules
+
+    return load_rules(settings().rules_dir)
+
+
+@input_errors
+def dispatch(
+    at: str | None = typer.Option(
+        None, "--at", help="Dispatch as of this ISO time (naive = operator time zone); default now."
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Claim at most this many rows."),
+    reconcile_all: bool = typer.Option(
+        False,
+        "--reconcile-all",
+        help="Reconcile every row stuck in 'sending', not only those older than 5 minutes. "
+        "Only when no other dispatcher is running.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Send what is due through the contact policy, the rate limit and the channel backend.
+
+    Reconciles rows a crashed run left in 'sending' first; safe to run while
+    another dispatcher runs.
+    """
+    from crm.audit import Actor
+    from notifications.dispatcher import dispatch as run_dispatch
+
+    when = parse_instant(at) or now_utc()
+    summary = run_dispatch(
+        engine(),
+        settings(),
+        _ruleset(),
+        when,
+        limit=limit,
+        reconcile_all=reconcile_all,
+        actor=Actor("cli", "dispatch"),
+    )
+    data = summary.as_dict()
+    if as_json:
+        print_json(data)
+        return
+    console.print(f"[bold]dispatch[/] as of {when.isoformat().replace('+00:00', 'Z')}")
+    rows = [
+        (key, data[key])
+        for key in (
+            "sent",
+            "failed",
+            "suppressed",
+            "deferred",
+            "retried",
+            "reconciled",
+            "unresolved",
+            "tasks_ready",
+        )
+    ]
+    rows += [(f"  suppressed: {code}", n) for code, n in sorted(summary.suppressed_reasons.items())]
+    print_table("dispatch summary", ["outcome", "messages"], rows)
+    if summary.unresolved:
+        console.print(
+            f"[yellow]{summary.unresolved} message(s) left in 'sending': the provider could not "
+            "say whether it has them; the next dispatch reconciles them.[/]"
+        )
+
+
+@messages_app.command("list")
+@input_errors
+def list_(
+    customer: str | None = typer.Option(None, "--customer", help="Customer id (external)."),
+    status: Status | None = typer.Option(None, "--status", help="Only this status."),
+    limit: int = typer.Option(200, "--limit", min=1, help="Newest N messages."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON array."),
+) -> None:
+    """List outbox messages, newest first. Phone numbers are masked."""
+    from crm.db import transaction
+    from notifications.outbox import list_messages
+
+    with transaction(engine()) as session:
+        rows = [
+            m.as_dict()
+            for m in list_messages(
+                session,
+                customer_ref=customer,
+                status=status.value if status else None,
+                limit=limit,
+            )
+        ]
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        "messages",
+        [
+            "id",
+            "customer_id",
+            "channel",
+            "template",
+            "status",
+            "scheduled_for",
+            "sent_at",
+            "to",
+            "reason",
+        ],
+        (
+            (
+                r["id"],
+                r["customer_id"],
+                r["channel"],
+                r["template"],
+                r["status"],
+                r["scheduled_for"],
+                r["sent_at"],
+                r["to"],
+                r["status_reason"] or r["error_code"] or "",
+            )
+            for r in rows
+        ),
+        empty="no messages",
+    )
