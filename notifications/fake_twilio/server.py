@@ -156,6 +156,7 @@ class FakeTwilio:
         self._state = _State()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> FakeTwilio:
@@ -248,6 +249,14 @@ class FakeTwilio:
             for hold in self._state.holds:
                 hold.event.set()
             self._state = _State()
+
+    def join_callbacks(self, timeout: float = 10.0) -> bool:
+        """Wait for the automatic callbacks posted so far; True when all have finished."""
+        with self._lock:
+            workers = list(self._workers)
+        for worker in workers:
+            worker.join(timeout)
+        return not any(w.is_alive() for w in workers)
 
     # -- inspection ------------------------------------------------------------
     @property
@@ -436,9 +445,11 @@ class FakeTwilio:
         self._state.messages[sid] = record
         if self.auto_deliver and record["_status_callback"]:
             code = self._state.delivery_codes.get(to)
-            threading.Thread(
+            worker = threading.Thread(
                 target=self._auto_deliver, args=(sid, code), name="fake-twilio-cb", daemon=True
-            ).start()
+            )
+            self._workers.append(worker)
+            worker.start()
         return 201, _public(record)
 
     def _auto_deliver(self, sid: str, code: int | None) -> None:
