@@ -26,6 +26,8 @@ def did_you_mean(word: object, choices: Iterable[str]) -> str | None:
         lowered = {o.lower(): o for o in options}
         match = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
         match = [lowered[m] for m in match]
+    if not match and len(word) >= 3:
+        match = [o for o in options if o.lower().startswith(word.lower())][:1]
     return f"did you mean {match[0]!r}?" if match else None
 
 

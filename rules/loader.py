@@ -345,6 +345,8 @@ def pydantic_issues(exc: ValidationError, model: type[BaseModel]) -> list[PathIs
             message = f"{name or 'this'}: expected a mapping (key: value lines), got {show(value)}"
         elif etype == "list_type":
             message = f"{name}: expected a list (lines starting with '- '), got {show(value)}"
+        elif etype == "string_too_short":
+            message = f"{name}: must not be empty"
         elif etype == "too_short":
             if ctx.get("field_type") == "List":
                 message = f"{name}: needs at least {ctx.get('min_length', 1)} item(s)"
