@@ -69,8 +69,16 @@ class Issues:
     def __bool__(self) -> bool:
         return self.total > 0
 
-    def sorted(self) -> list[RowIssue]:
-        return sorted(self.kept, key=lambda i: i.line)
+    def sorted(self, columns: Sequence[str] = ()) -> list[RowIssue]:
+        """By line, then in header order (row-level problems first).
+
+        Header problems (line 1) keep the order they were found in.
+        """
+        order = {name: i for i, name in enumerate(columns)}
+        return sorted(
+            self.kept,
+            key=lambda i: (i.line, order.get(i.column or "", -1) if i.line > 1 else 0),
+        )
 
 
 def suggest(value: str, choices: Collection[str]) -> str:
@@ -126,9 +134,24 @@ def read_rows(
                     continue
                 yield line, {name: cells[i].strip() for name, i in positions}
     except UnicodeDecodeError:
-        issues.add(line + 1, None, "file is not UTF-8 text (expected UTF-8, with or without BOM)")
+        # Text files decode a block at a time; find the physical line that is bad.
+        issues.add(
+            _first_undecodable_line(path),
+            None,
+            "file is not UTF-8 text (expected UTF-8, with or without BOM)",
+        )
     except csv.Error as exc:
         issues.add(line + 1, None, f"malformed CSV: {exc} (expected RFC 4180 quoting)")
+
+
+def _first_undecodable_line(path: Path) -> int:
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 1  # pragma: no cover - only called after a decode error
 
 
 def _check_header(names: list[str], header: Sequence[str], issues: Issues) -> bool:

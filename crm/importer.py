@@ -186,7 +186,7 @@ def import_csv(
             conn.rollback()
             report.rows = _validate(conn, handler, source, ctx, spool)
         if issues:
-            raise ImportFileError(display, issues.sorted(), issues.total)
+            raise ImportFileError(display, issues.sorted(HEADERS[kind]), issues.total)
         spool.seek(0)
         try:
             with transaction(engine) as session:
@@ -644,13 +644,10 @@ class _Usage(_CustomerRefs):
     ) -> None:
         ids = list({r[0] for r in chunk})
         months = list({r[3] for r in chunk})
-        existing = set(
-            session.execute(
-                select(MonthlyUsage.customer_id, MonthlyUsage.month).where(
-                    MonthlyUsage.customer_id.in_(ids), MonthlyUsage.month.in_(months)
-                )
-            ).tuples()
+        stmt = select(MonthlyUsage.customer_id, MonthlyUsage.month).where(
+            MonthlyUsage.customer_id.in_(ids), MonthlyUsage.month.in_(months)
         )
+        existing = {(cid, month) for cid, month in session.execute(stmt)}
         rows = [
             {"customer_id": cid, "month": month, "voice_minutes": v, "data_mb": d, "sms": s}
             for cid, _line, _ref, month, v, d, s in chunk

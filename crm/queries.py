@@ -264,15 +264,12 @@ def list_plans(session: Session) -> list[PlanRow]:
 
 def list_managers(session: Session) -> list[ManagerRow]:
     """Every account manager with how many customers they hold, by manager id."""
-    counts = dict(
-        session.execute(
-            select(Customer.manager_id, func.count())
-            .where(Customer.manager_id.is_not(None))
-            .group_by(Customer.manager_id)
-        )
-        .tuples()
-        .all()
+    stmt = (
+        select(Customer.manager_id, func.count())
+        .where(Customer.manager_id.is_not(None))
+        .group_by(Customer.manager_id)
     )
+    counts: dict[int, int] = {mid: n for mid, n in session.execute(stmt)}
     managers = session.execute(select(Manager.__table__).order_by(Manager.external_id)).all()
     return [
         ManagerRow(

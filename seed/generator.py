@@ -211,7 +211,7 @@ def _next_seed_index(session: Any) -> int:
 
 def _ensure_plans(session: Any) -> tuple[int, dict[str, int]]:
     """Insert the catalogue plans that are missing; existing plans are left untouched."""
-    have = dict(session.execute(select(Plan.code, Plan.id)).tuples().all())
+    have = {code: pid for code, pid in session.execute(select(Plan.code, Plan.id))}
     missing = [p for p in PLANS if p.code not in have]
     if missing:
         session.execute(
@@ -231,7 +231,7 @@ def _ensure_plans(session: Any) -> tuple[int, dict[str, int]]:
                 for p in missing
             ],
         )
-        have = dict(session.execute(select(Plan.code, Plan.id)).tuples().all())
+        have = {code: pid for code, pid in session.execute(select(Plan.code, Plan.id))}
         session.execute(
             insert(PlanTier),
             [{"plan_id": have[p.code], "tier": t} for p in missing for t in p.tiers],
