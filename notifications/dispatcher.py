@@ -36,6 +36,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy import Engine
 
@@ -71,6 +72,8 @@ from vipcare.settings import Settings
 log = logging.getLogger(__name__)
 
 DISPATCHER = Actor("system", "dispatcher")
+STATUS_PATH = "/twilio/status"
+"""Where ``notifications.webhooks`` takes status callbacks (below ``settings.public_url``)."""
 RECONCILE_MARGIN = timedelta(minutes=5)
 """How far before ``sending_at`` the provider is searched when reconciling."""
 
@@ -196,7 +199,7 @@ class _Run:
         )
         self.flush_every = max(1, min(self.chunk, 100))
         base = settings.public_url.rstrip("/")
-        self.status_callback = f"{base}/twilio/status" if base else None
+        self.status_callback_base = f"{base}{STATUS_PATH}" if base else None
         self.summary = DispatchSummary(started_at=at)
 
     def now(self) -> datetime:
@@ -220,8 +223,15 @@ class _Run:
             body=m.body,
             locale=m.locale,
             attempt_id=m.attempt_id,
-            status_callback=self.status_callback,
+            status_callback=self.status_callback(m),
         )
+
+    def status_callback(self, m: DueMessage) -> str | None:
+        """The callback URL, naming the row and attempt: a callback may beat our write-back."""
+        if self.status_callback_base is None or m.attempt_id is None:
+            return None
+        query = urlencode({"message_id": m.id, "attempt_id": m.attempt_id})
+        return f"{self.status_callback_base}?{query}"
 
     # -- 1. reconcile ---------------------------------------------------------
     def reconcile(self, pool: ThreadPoolExecutor, reconcile_all: bool, grace: timedelta) -> None:

@@ -218,6 +218,8 @@ def apply_provider_status(
     *,
     reason: str | None = None,
     actor: Actor = WEBHOOK,
+    message_id: int | None = None,
+    attempt_id: str | None = None,
 ) -> OutboundMessage:
     """Apply a provider's delivery report (status callback) to the message it names.
 
@@ -228,6 +230,11 @@ def apply_provider_status(
     is. Unknown ``provider_message_id`` raises :class:`NotFound`; a report for
     a message that never reached a provider (queued, suppressed) or an unknown
     status raises :class:`InvalidTransition`.
+
+    A callback can beat the dispatcher's own write-back of the provider id. The
+    dispatcher therefore puts ``message_id`` and ``attempt_id`` in the status
+    callback URL's query; pass them here and a row still ``sending`` under that
+    attempt is found (and gets the provider id) even before the write-back.
     """
     msg = session.scalar(
         select(OutboundMessage)
@@ -236,6 +243,18 @@ def apply_provider_status(
         .limit(1)
         .with_for_update()
     )
+    if msg is None and message_id is not None and attempt_id:
+        msg = session.scalar(
+            select(OutboundMessage)
+            .where(
+                OutboundMessage.id == message_id,
+                OutboundMessage.attempt_id == attempt_id,
+                OutboundMessage.status == SENDING,
+            )
+            .with_for_update()
+        )
+        if msg is not None:
+            msg.provider_message_id = provider_message_id
     if msg is None:
         raise NotFound(f"no message with provider id {provider_message_id!r}")
     entity = f"message {msg.id}"
@@ -671,7 +690,19 @@ def write_back(
     touched += list(requeued)
     pairs = [(m.id, m.attempt_id) for m in touched]
     mine = owned(session, pairs)
-    result.lost = sorted({mid for mid, _ in pairs} - mine)
+    lost = {mid for mid, _ in pairs} - mine
+    if lost and sent:
+        # A status callback may have recorded our own send first: that is not lost.
+        ours = {o.message.id: o.provider_message_id for o in sent if o.message.id in lost}
+        recorded = session.execute(
+            select(_T.c.id, _T.c.provider_message_id).where(
+                _T.c.id.in_(sorted(ours)), _T.c.status.in_(ACCEPTED)
+            )
+        ).all()
+        already = {r.id for r in recorded if r.provider_message_id == ours[r.id]}
+        result.sent += len(already)
+        lost -= already
+    result.lost = sorted(lost)
     for mid in result.lost:
         log.warning("message %s is no longer ours to write back (moved by another process)", mid)
     # In message order, so the audit trail does not depend on thread timing.
@@ -827,7 +858,8 @@ def write_back(
         tasks_without_notice(
             session, {o.message.id: o.reason for o in failed}, at, actor, status_word=FAILED
         )
-    result.sent, result.retried, result.failed = len(sent), len(retried), len(failed)
+    result.sent += len(sent)
+    result.retried, result.failed = len(retried), len(failed)
     return result
 
 

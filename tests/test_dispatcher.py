@@ -32,6 +32,7 @@ from crm import audit
 from crm.db import transaction
 from crm.models import AuditLog, Customer
 from notifications.backends.mock import MockSMSBackend, MockStore, MockVoiceBackend
+from notifications.base import OutgoingMessage, SendResult
 from notifications.dispatcher import Backoff, DispatchSummary, dispatch
 from notifications.policy import CategoryCap, ContactPolicy, SendWindow
 
@@ -342,3 +343,53 @@ def test_limit_and_chunking(engine: Engine, now: datetime) -> None:
     rest = h.run(now, chunk_size=4)
     assert rest.sent == 7
     assert h.provider_counts() == Counter(dict.fromkeys(ids, 1))
+
+
+class RacingSMS(MockSMSBackend):
+    """The provider's 'delivered' callback lands before the dispatcher writes back."""
+
+    def __init__(self, engine: Engine, at: datetime) -> None:
+        super().__init__()
+        self.engine, self.at = engine, at
+        self.callbacks: list[str | None] = []
+
+    def send(self, msg: OutgoingMessage) -> SendResult:
+        from urllib.parse import parse_qs, urlsplit
+
+        from notifications import outbox
+
+        result = super().send(msg)
+        self.callbacks.append(msg.status_callback)
+        query = parse_qs(urlsplit(msg.status_callback or "").query)
+        with transaction(self.engine) as s:  # what the webhook would do
+            outbox.apply_provider_status(
+                s,
+                result.provider_message_id,
+                "delivered",
+                None,
+                self.at,
+                message_id=int(query["message_id"][0]),
+                attempt_id=query["attempt_id"][0],
+            )
+        return result
+
+
+def test_status_callback_racing_the_write_back(engine: Engine, now: datetime) -> None:
+    (mid,) = seed_simple(engine, now, 1)
+    sms = RacingSMS(engine, now)
+    clock = FakeClock()
+    summary = dispatch(
+        engine,
+        make_settings(public_url="https://vip.example"),
+        OPEN_POLICY,
+        now,
+        backends={"sms": sms},
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    row = message(engine, mid)
+    attempt = row.attempt_id.replace(":", "%3A")
+    base = "https://vip.example/twilio/status"
+    assert sms.callbacks == [f"{base}?message_id={mid}&attempt_id={attempt}"]
+    assert (summary.sent, summary.lost) == (1, 0)
+    assert (row.status, row.provider_message_id) == ("delivered", sms.sent[0].sid)

@@ -203,3 +203,26 @@ def test_list_messages_masks_phone_and_filters(engine: Engine, now: datetime) ->
     view = queued[0].as_dict()
     assert view["to"] == "+86138****0001"
     assert view["scheduled_for"] == now
+
+
+def test_callback_before_write_back_finds_row_by_message_and_attempt(
+    engine: Engine, now: datetime
+) -> None:
+    _, mid = _one(engine, now, status="sending", attempt_id="tok:1", sending_at=now, attempts=1)
+    with pytest.raises(NotFound), transaction(engine) as s:  # wrong attempt: not ours
+        outbox.apply_provider_status(
+            s, "SM9", "sent", None, now, message_id=mid, attempt_id="old:1"
+        )
+    with transaction(engine) as s:
+        outbox.apply_provider_status(
+            s, "SM9", "delivered", None, now, message_id=mid, attempt_id="tok:1"
+        )
+    row = message(engine, mid)
+    assert (row.status, row.provider_message_id, row.sent_at, row.delivered_at) == (
+        "delivered",
+        "SM9",
+        now,
+        now,
+    )
+    with transaction(engine) as s:
+        assert [r.action for r in audit.list_rows(s)] == ["message.sent", "message.delivered"]
