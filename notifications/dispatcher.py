@@ -333,6 +333,10 @@ class _Run:
                 session, suppressed, claim_at, self.actor, self.policy_ref
             )
             self.summary.deferred += outbox.defer(session, deferred, claim_at, self.actor)
+            for channel in sorted({m.channel for m in to_send}):
+                # A backend that cannot be built (missing credentials) fails the run
+                # here, before anything is marked sending: the claim rolls back.
+                self.backend(channel)
             sending = outbox.begin_sending(session, to_send, uuid.uuid4().hex, claim_at)
         self.summary.claimed += len(due)
         return len(due), sending

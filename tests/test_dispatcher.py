@@ -11,6 +11,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, select, update
 from test_dispatcher_support import (
     DAYTIME_POLICY,
@@ -34,6 +35,7 @@ from crm.models import AuditLog, Customer
 from notifications.backends.mock import MockSMSBackend, MockStore, MockVoiceBackend
 from notifications.base import OutgoingMessage, SendResult
 from notifications.dispatcher import Backoff, DispatchSummary, dispatch
+from notifications.errors import ConfigurationError
 from notifications.policy import CategoryCap, ContactPolicy, SendWindow
 
 
@@ -393,3 +395,14 @@ def test_status_callback_racing_the_write_back(engine: Engine, now: datetime) ->
     assert sms.callbacks == [f"{base}?message_id={mid}&attempt_id={attempt}"]
     assert (summary.sent, summary.lost) == (1, 0)
     assert (row.status, row.provider_message_id) == ("delivered", sms.sent[0].sid)
+
+
+def test_misconfigured_backend_fails_loudly_and_changes_nothing(
+    engine: Engine, now: datetime
+) -> None:
+    (mid,) = seed_simple(engine, now, 1)
+    settings = make_settings(sms_backend="twilio")  # no credentials
+    with pytest.raises(ConfigurationError):
+        dispatch(engine, settings, OPEN_POLICY, now)
+    row = message(engine, mid)
+    assert (row.status, row.attempts, row.attempt_id) == ("queued", 0, None)
