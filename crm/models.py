@@ -313,6 +313,8 @@ class CallTask(Base):
         Index("ix_call_tasks_manager_day", "manager_id", "scheduled_on", "status"),
         Index("ix_call_tasks_customer", "customer_id", "kind", "status"),
         Index("ix_call_tasks_status", "status", "due_on"),
+        # the dispatcher finds the tasks waiting on a notice it just sent, failed or suppressed
+        Index("ix_call_tasks_notice", "notice_message_id"),
     )
 
 
