@@ -189,7 +189,7 @@ def test_sigkill_mid_dispatch_then_restart(
     )
     try:
         assert child.stdout is not None
-        ready, _, _ = select.select([marker_fd, child.stdout], [], [], 120)
+        ready, _, _ = select.select([marker_fd, child.stdout.fileno()], [], [], 120)
         if marker_fd not in ready:
             child.kill()
             out, err = child.communicate(timeout=30)

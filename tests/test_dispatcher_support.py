@@ -44,7 +44,7 @@ def make_settings(**overrides: Any) -> Settings:
         "public_url": "",
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 class FakeClock:
