@@ -269,7 +269,7 @@ def list_managers(session: Session) -> list[ManagerRow]:
         .where(Customer.manager_id.is_not(None))
         .group_by(Customer.manager_id)
     )
-    counts: dict[int, int] = {mid: n for mid, n in session.execute(stmt)}
+    counts: dict[int, int] = {mid: n for mid, n in session.execute(stmt) if mid is not None}
     managers = session.execute(select(Manager.__table__).order_by(Manager.external_id)).all()
     return [
         ManagerRow(
