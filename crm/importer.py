@@ -493,6 +493,7 @@ class _Customers(_Handler):
         refs = [r[0] for r in chunk]
         stored: dict[str, Any] = {}
         stmt = select(
+            table.c.id,
             table.c.external_id,
             *(table.c[name] for name in _CUSTOMER_KEEP),
             table.c.balance,
@@ -503,11 +504,13 @@ class _Customers(_Handler):
         ).where(table.c.external_id.in_(refs))
         for row in session.execute(stmt.with_for_update()):
             stored[row.external_id] = row
-        default_tz = getattr(ctx.tz, "key", "Asia/Shanghai")
+        default_tz = getattr(ctx.tz, "key", None) or str(ctx.tz)
         rows = [_merge_customer(r, stored.get(r[0]), default_tz) for r in chunk]
         _upsert(session, table, ["external_id"], rows)
 
-        ids = _ids_by_external(session, Customer.external_id, Customer.id, refs)
+        ids = {ref: row.id for ref, row in stored.items()}
+        new_refs = [ref for ref in refs if ref not in stored]
+        ids.update(_ids_by_external(session, Customer.external_id, Customer.id, new_refs))
         session.execute(
             delete(CustomerClub).where(CustomerClub.customer_id.in_(list(ids.values())))
         )
