@@ -149,7 +149,8 @@ def parse(raw: object) -> Condition:
     if issues:
         first = issues[0]
         where = ".".join(str(p) for p in first.loc)
-        raise ConditionError(f"{where + ': ' if where else ''}{first.message}", first.suggestion)
+        prefix = f"{where}: " if where and not first.message.startswith(where) else ""
+        raise ConditionError(prefix + first.message, first.suggestion)
     return cond
 
 
