@@ -20,6 +20,7 @@ from typing import Any, Literal
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from crm.bulk import insert_ignoring_conflicts
 from crm.models import AuditHead, AuditLog
 
 GENESIS = "0" * 64
@@ -108,13 +109,18 @@ def row_hash(
 
 
 def _lock_head(session: Session, count: int) -> tuple[int, str]:
-    """Reserve ``count`` sequence numbers; returns (last_seq before, last_hash)."""
-    bumped = session.execute(
-        update(AuditHead).where(AuditHead.id == 1).values(last_seq=AuditHead.last_seq + count)
-    )
-    if bumped.rowcount == 0:  # type: ignore[attr-defined]
-        session.execute(insert(AuditHead).values(id=1, last_seq=count, last_hash=GENESIS))
-        return 0, GENESIS
+    """Reserve ``count`` sequence numbers; returns (last_seq before, last_hash).
+
+    The UPDATE takes the lock. On an empty chain two first writers may both find
+    no head row: the insert ignores the loser's conflict and both retry the UPDATE,
+    which then serialises them as usual.
+    """
+    bump = update(AuditHead).where(AuditHead.id == 1).values(last_seq=AuditHead.last_seq + count)
+    if session.execute(bump).rowcount == 0:  # type: ignore[attr-defined]
+        insert_ignoring_conflicts(
+            session, AuditHead.__table__, [{"id": 1, "last_seq": 0, "last_hash": GENESIS}], "id"  # type: ignore[arg-type]
+        )
+        session.execute(bump)
     last_seq, last_hash = session.execute(
         select(AuditHead.last_seq, AuditHead.last_hash).where(AuditHead.id == 1)
     ).one()

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 
 from crm.db import make_engine
 from flows.journeys.base import JourneyReport, RunContext
-from flows.journeys.registry import RUN_ORDER, care_day_instant, run_journey
+from flows.journeys.registry import DECIDERS, RUN_ORDER, care_day_instant, run_journey
 from rules import load_rules
 
 
@@ -76,7 +76,7 @@ def dispatch_task(params: DailyCareParams, run_id: str) -> dict[str, Any]:
 
     ctx = _context(params, run_id, 0)
     settings = Settings(database_url=params.database_url, timezone=params.operator_tz)
-    summary = dispatch(_engine(params.database_url), settings, ctx.policy, ctx.at)
+    summary = dispatch(_engine(params.database_url), settings, ctx.ruleset, ctx.at)
     return summary.as_dict()
 
 
@@ -120,8 +120,8 @@ def daily_care(params: DailyCareParams) -> dict[str, Any]:
         raise ValueError(f"unknown journey(s): {', '.join(unknown)}; expected {', '.join(RUN_ORDER)}")
     reports = []
     for journey in RUN_ORDER:
-        if journey not in wanted or not ruleset.journeys[journey].enabled:
-            continue
+        if journey not in wanted or journey not in DECIDERS or not ruleset.journeys[journey].enabled:
+            continue  # precall_notice has no audience: it runs inside the task-creating journeys
         # Shards of one journey run one after another here: SQLite has one writer, and on
         # PostgreSQL the Prefect deployment runs shards on separate workers.
         parts = [journey_task(params, run_id, journey, shard) for shard in range(params.shards)]
@@ -129,9 +129,15 @@ def daily_care(params: DailyCareParams) -> dict[str, Any]:
     sent = None
     if params.dispatch and not params.dry_run:
         sent = dispatch_task(params, run_id)
-    create_markdown_artifact(
+    artifact_id = create_markdown_artifact(
         key="daily-care-summary",
         markdown=summary_markdown(params, reports, sent),
         description=f"vipcare care day {params.as_of.isoformat()}",
     )
-    return {"run_id": run_id, "as_of": params.as_of.isoformat(), "journeys": reports, "dispatch": sent}
+    return {
+        "run_id": run_id,
+        "as_of": params.as_of.isoformat(),
+        "journeys": reports,
+        "dispatch": sent,
+        "artifact_id": str(artifact_id),
+    }

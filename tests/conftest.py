@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,9 +19,14 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from crm.db import make_engine
-from crm.models import Base
-from crm.schema import upgrade
+# Prefect reads these when first imported: a private home, no analytics, quiet logs.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="vipcare-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+from crm.db import make_engine  # noqa: E402
+from crm.models import Base  # noqa: E402
+from crm.schema import upgrade  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get(
     "VIPCARE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -101,6 +107,15 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng = make_engine(db_url)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server per test session (per xdist worker)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 @pytest.fixture

@@ -1,0 +1,5 @@
+"""``python -m vipcare`` runs the CLI."""
+
+from vipcare.cli import main
+
+main()
