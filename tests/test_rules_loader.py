@@ -9,6 +9,7 @@ import shutil
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -720,7 +721,8 @@ def test_shipped_rules_load_with_hashes_and_ids() -> None:
         "precall_notice",
         "callback",
     }
-    for rule_id, rule in [*ruleset.journeys.items(), ("contact_policy", ruleset.contact_policy)]:
+    rules: list[tuple[str, Any]] = [*ruleset.journeys.items()]
+    for rule_id, rule in [*rules, ("contact_policy", ruleset.contact_policy)]:
         assert rule.rule_id == rule_id
         assert rule.source is not None
         assert rule.content_hash == hashlib.sha256(rule.source.read_bytes()).hexdigest()

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from vipcare.cli.common import (
     console,
     engine,
     err_console,
+    fail,
     input_errors,
     parse_date,
     print_json,
@@ -65,8 +67,7 @@ def check(
         )
         raise typer.Exit(1) from None
     except RulesError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=False)
-        raise typer.Exit(1) from None
+        fail(escape(str(exc)))
     rows = [
         (rule.rule_id, rule.source, "yes" if rule.enabled else "no", rule.content_hash[:16])
         for rule in ruleset.journeys.values()
@@ -178,8 +179,6 @@ def explain(
 
 
 def _print_explanation(node: Any, depth: int) -> None:
-    from rich.markup import escape
-
     for level, item in node.lines():
         mark = "[green]✔[/]" if item.passed else "[red]✘[/]"
         actual = f"  [dim](actual: {escape(str(item.actual))})[/]" if item.leaf else ""
