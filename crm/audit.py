@@ -67,7 +67,9 @@ def _default(value: Any) -> Any:
 
 
 def canonical_json(details: dict[str, Any]) -> str:
-    return json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default)
+    return json.dumps(
+        details, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default
+    )
 
 
 def _stamp(at: datetime) -> str:
@@ -118,7 +120,7 @@ def _lock_head(session: Session, count: int) -> tuple[int, str]:
     bump = update(AuditHead).where(AuditHead.id == 1).values(last_seq=AuditHead.last_seq + count)
     if session.execute(bump).rowcount == 0:  # type: ignore[attr-defined]
         insert_ignoring_conflicts(
-            session, AuditHead.__table__, [{"id": 1, "last_seq": 0, "last_hash": GENESIS}], "id"  # type: ignore[arg-type]
+            session, AuditHead, [{"id": 1, "last_seq": 0, "last_hash": GENESIS}], "id"
         )
         session.execute(bump)
     last_seq, last_hash = session.execute(
@@ -127,7 +129,9 @@ def _lock_head(session: Session, count: int) -> tuple[int, str]:
     return int(last_seq) - count, str(last_hash)
 
 
-def append(session: Session, actor: Actor, at: datetime, entries: Sequence[AuditEntry]) -> list[int]:
+def append(
+    session: Session, actor: Actor, at: datetime, entries: Sequence[AuditEntry]
+) -> list[int]:
     """Append ``entries`` in order, in the caller's transaction. Returns their seq numbers."""
     if not entries:
         return []
@@ -137,7 +141,7 @@ def append(session: Session, actor: Actor, at: datetime, entries: Sequence[Audit
     rows: list[dict[str, Any]] = []
     for offset, entry in enumerate(entries, start=1):
         details = canonical_json(entry.details)
-        row = {
+        row: dict[str, Any] = {
             "seq": start + offset,
             "at": at,
             "actor_type": actor.type,
@@ -169,7 +173,9 @@ def record(
     **fields: Any,
 ) -> int:
     """Append one row; a convenience over :func:`append`."""
-    return append(session, actor, at, [AuditEntry(action=action, details=details or {}, **fields)])[0]
+    return append(session, actor, at, [AuditEntry(action=action, details=details or {}, **fields)])[
+        0
+    ]
 
 
 @dataclass(frozen=True)
@@ -215,7 +221,10 @@ def verify(session: Session, batch: int = 10_000) -> VerifyResult:
     if head is not None and (head.last_seq != checked or head.last_hash != prev):
         if head.last_seq > checked:
             return VerifyResult(
-                False, checked, checked + 1, f"rows after {checked} were deleted (head is {head.last_seq})"
+                False,
+                checked,
+                checked + 1,
+                f"rows after {checked} were deleted (head is {head.last_seq})",
             )
         return VerifyResult(False, checked, checked, "chain head does not match the last row")
     return VerifyResult(True, checked)

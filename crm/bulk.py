@@ -7,12 +7,19 @@ from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import DeclarativeBase, Session
+
+
+def table_of(model: type[DeclarativeBase]) -> Table:
+    """The Core table of a mapped class (typed, for Core bulk statements)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 def insert_ignoring_conflicts(
     session: Session,
-    table: Table,
+    model: type[DeclarativeBase],
     rows: Sequence[dict[str, Any]],
     returning: str,
 ) -> set[Any]:
@@ -22,6 +29,7 @@ def insert_ignoring_conflicts(
     """
     if not rows:
         return set()
+    table = table_of(model)
     dialect = session.get_bind().dialect.name
     module: Any = postgresql if dialect == "postgresql" else sqlite
     stmt = module.insert(table).on_conflict_do_nothing().returning(table.c[returning])
@@ -31,10 +39,13 @@ def insert_ignoring_conflicts(
     return won
 
 
-def insert_returning_ids(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> list[int]:
+def insert_returning_ids(
+    session: Session, model: type[DeclarativeBase], rows: Sequence[dict[str, Any]]
+) -> list[int]:
     """Bulk INSERT returning the new primary keys in the order of ``rows``."""
     if not rows:
         return []
+    table = table_of(model)
     stmt = table.insert().returning(table.c.id, sort_by_parameter_order=True)
     ids: list[int] = []
     for start in range(0, len(rows), 2000):

@@ -10,7 +10,9 @@ from sqlalchemy.orm import Session
 from crm.models import CreditLedger, Customer
 
 
-def list_entries(session: Session, customer_ref: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+def list_entries(
+    session: Session, customer_ref: str | None = None, limit: int = 500
+) -> list[dict[str, Any]]:
     stmt = (
         select(CreditLedger, Customer.external_id)
         .join(Customer, Customer.id == CreditLedger.customer_id)

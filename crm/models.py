@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -64,7 +64,7 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {Decimal: Money(2), datetime: UTCDateTime()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {Decimal: Money(2), datetime: UTCDateTime()}
 
 
 class Plan(Base):
@@ -99,7 +99,9 @@ class PlanTier(Base):
 
     __tablename__ = "plan_tiers"
 
-    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"), primary_key=True)
+    plan_id: Mapped[int] = mapped_column(
+        ForeignKey("plans.id", ondelete="CASCADE"), primary_key=True
+    )
     tier: Mapped[str] = mapped_column(String(16), primary_key=True)
     plan: Mapped[Plan] = relationship(back_populates="tiers")
 

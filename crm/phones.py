@@ -23,7 +23,9 @@ def to_e164(raw: str, default_region: str = "CN") -> str:
     except phonenumbers.NumberParseException as exc:
         raise InvalidPhone(f"{raw!r} is not a phone number ({exc})") from exc
     if not phonenumbers.is_valid_number(parsed):
-        raise InvalidPhone(f"{raw!r} is not a valid phone number; expected E.164 like +8613812345678")
+        raise InvalidPhone(
+            f"{raw!r} is not a valid phone number; expected E.164 like +8613812345678"
+        )
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 

@@ -39,7 +39,11 @@ REACHED = frozenset({"reached", "declined", "plan_changed"})
 def check_transition(task_id: int, current: str, target: str) -> None:
     allowed = TRANSITIONS.get(current, {})
     if target not in allowed:
-        reason = f"a {current} task is closed" if not allowed else f"allowed from {current}: {', '.join(sorted(allowed))}"
+        reason = (
+            f"a {current} task is closed"
+            if not allowed
+            else f"allowed from {current}: {', '.join(sorted(allowed))}"
+        )
         raise InvalidTransition(f"task {task_id}", current, target, reason)
     why = allowed[target]
     if why is not None:
@@ -80,7 +84,9 @@ def complete(
 ) -> Completion:
     """Record a manager's outcome; refuses illegal moves with the reason."""
     if outcome not in TASK_OUTCOMES:
-        raise TaskInputError(f"unknown outcome {outcome!r}; expected one of {', '.join(TASK_OUTCOMES)}")
+        raise TaskInputError(
+            f"unknown outcome {outcome!r}; expected one of {', '.join(TASK_OUTCOMES)}"
+        )
     if satisfaction is not None and not 1 <= satisfaction <= 5:
         raise TaskInputError(f"satisfaction must be 1 to 5, got {satisfaction}")
     if satisfaction is not None and outcome not in REACHED:
@@ -142,7 +148,11 @@ def complete(
             scheduled_on=again,
             no_notice=True,
             ready_at=at,
-            details={**(task.details or {}), "retry_of": task.id, "notice": "retry of an unanswered call"},
+            details={
+                **(task.details or {}),
+                "retry_of": task.id,
+                "notice": "retry of an unanswered call",
+            },
             attempt=task.attempt + 1,
             rule_hash=task.rule_hash,
             created_at=at,
@@ -153,7 +163,12 @@ def complete(
         entries.append(
             AuditEntry(
                 action="task.retry_scheduled",
-                details={"task_id": retry_id, "retry_of": task.id, "attempt": task.attempt + 1, "due_on": again},
+                details={
+                    "task_id": retry_id,
+                    "retry_of": task.id,
+                    "attempt": task.attempt + 1,
+                    "due_on": again,
+                },
                 customer_id=customer.id,
                 customer_ref=customer.external_id,
                 entity=f"task:{retry_id}",
@@ -165,12 +180,17 @@ def complete(
     return Completion(task.id, outcome, last_contact, retry_id)
 
 
-def cancel_open_tasks(session: Session, customer_ids: list[int], reason: str, at: datetime, actor: Actor) -> int:
+def cancel_open_tasks(
+    session: Session, customer_ids: list[int], reason: str, at: datetime, actor: Actor
+) -> int:
     """Cancel a customer's open tasks (e.g. they asked not to be called)."""
     rows = session.execute(
         select(CallTask.id, CallTask.customer_id, Customer.external_id)
         .join(Customer, Customer.id == CallTask.customer_id)
-        .where(CallTask.customer_id.in_(customer_ids), CallTask.status.in_(("awaiting_notice", "ready")))
+        .where(
+            CallTask.customer_id.in_(customer_ids),
+            CallTask.status.in_(("awaiting_notice", "ready")),
+        )
     ).all()
     if not rows:
         return 0
@@ -198,7 +218,9 @@ def cancel_open_tasks(session: Session, customer_ids: list[int], reason: str, at
     return len(rows)
 
 
-def task_view(task: CallTask, customer_ref: str, manager_ref: str | None, notice_status: str | None) -> dict[str, Any]:
+def task_view(
+    task: CallTask, customer_ref: str, manager_ref: str | None, notice_status: str | None
+) -> dict[str, Any]:
     return {
         "id": task.id,
         "customer_id": customer_ref,
@@ -235,8 +257,15 @@ def list_tasks(
 
     notice = aliased(OutboundMessage)
     stmt = (
-        select(CallTask, Customer.external_id, Customer.name, Customer.phone, Customer.tier,
-               Manager.external_id, notice.status)
+        select(
+            CallTask,
+            Customer.external_id,
+            Customer.name,
+            Customer.phone,
+            Customer.tier,
+            Manager.external_id,
+            notice.status,
+        )
         .join(Customer, Customer.id == CallTask.customer_id)
         .outerjoin(Manager, Manager.id == CallTask.manager_id)
         .outerjoin(notice, notice.id == CallTask.notice_message_id)

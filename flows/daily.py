@@ -31,11 +31,15 @@ class DailyCareParams(BaseModel):
     """The flow parameter: everything a care day depends on, time included."""
 
     as_of: date
-    at: datetime | None = Field(default=None, description="the instant to act as of; 09:00 operator time by default")
+    at: datetime | None = Field(
+        default=None, description="the instant to act as of; 09:00 operator time by default"
+    )
     database_url: str
     rules_dir: str
     operator_tz: str = "Asia/Shanghai"
-    journeys: list[str] = Field(default_factory=list, description="empty means every enabled journey")
+    journeys: list[str] = Field(
+        default_factory=list, description="empty means every enabled journey"
+    )
     dry_run: bool = False
     dispatch: bool = True
     shards: int = Field(default=1, ge=1, le=64)
@@ -92,10 +96,13 @@ def _merge(journey: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
     return total.as_dict()
 
 
-def summary_markdown(params: DailyCareParams, journeys: list[dict[str, Any]], sent: dict[str, Any] | None) -> str:
+def summary_markdown(
+    params: DailyCareParams, journeys: list[dict[str, Any]], sent: dict[str, Any] | None
+) -> str:
     keys = sorted({k for j in journeys for k in j if k != "journey"})
     lines = [
-        f"# vipcare daily care run, {params.as_of.isoformat()}" + (" (dry run)" if params.dry_run else ""),
+        f"# vipcare daily care run, {params.as_of.isoformat()}"
+        + (" (dry run)" if params.dry_run else ""),
         "",
         "| journey | " + " | ".join(keys) + " |",
         "|---|" + "---|" * len(keys),
@@ -117,10 +124,16 @@ def daily_care(params: DailyCareParams) -> dict[str, Any]:
     wanted = params.journeys or list(RUN_ORDER)
     unknown = sorted(set(wanted) - set(RUN_ORDER))
     if unknown:
-        raise ValueError(f"unknown journey(s): {', '.join(unknown)}; expected {', '.join(RUN_ORDER)}")
+        raise ValueError(
+            f"unknown journey(s): {', '.join(unknown)}; expected {', '.join(RUN_ORDER)}"
+        )
     reports = []
     for journey in RUN_ORDER:
-        if journey not in wanted or journey not in DECIDERS or not ruleset.journeys[journey].enabled:
+        if (
+            journey not in wanted
+            or journey not in DECIDERS
+            or not ruleset.journeys[journey].enabled
+        ):
             continue  # precall_notice has no audience: it runs inside the task-creating journeys
         # Shards of one journey run one after another here: SQLite has one writer, and on
         # PostgreSQL the Prefect deployment runs shards on separate workers.

@@ -38,13 +38,30 @@ class Crm:
     def session(self) -> Session:
         return session_factory(self.engine)()
 
-    def plan(self, code: str = "P128", fee: str = "128.00", voice: int = 500, data: int = 10240,
-             sms: int = 100, voice_rate: str = "0.15", data_rate: str = "0.0300", sms_rate: str = "0.10",
-             tiers: tuple[str, ...] = TIERS) -> int:
+    def plan(
+        self,
+        code: str = "P128",
+        fee: str = "128.00",
+        voice: int = 500,
+        data: int = 10240,
+        sms: int = 100,
+        voice_rate: str = "0.15",
+        data_rate: str = "0.0300",
+        sms_rate: str = "0.10",
+        tiers: tuple[str, ...] = TIERS,
+    ) -> int:
         with self.session() as s, s.begin():
-            plan = Plan(code=code, name=f"Plan {code}", monthly_fee=Decimal(fee), voice_minutes=voice,
-                        data_mb=data, sms=sms, voice_overage_per_min=Decimal(voice_rate),
-                        data_overage_per_mb=Decimal(data_rate), sms_overage=Decimal(sms_rate))
+            plan = Plan(
+                code=code,
+                name=f"Plan {code}",
+                monthly_fee=Decimal(fee),
+                voice_minutes=voice,
+                data_mb=data,
+                sms=sms,
+                voice_overage_per_min=Decimal(voice_rate),
+                data_overage_per_mb=Decimal(data_rate),
+                sms_overage=Decimal(sms_rate),
+            )
             plan.tiers = [PlanTier(tier=t) for t in tiers]
             s.add(plan)
             s.flush()
@@ -52,8 +69,13 @@ class Crm:
 
     def manager(self, ref: str = "M1", capacity: int = 40, name: str = "Li Na") -> int:
         with self.session() as s, s.begin():
-            m = Manager(external_id=ref, name=name, phone="+8613900000001", email=None,
-                        daily_call_capacity=capacity)
+            m = Manager(
+                external_id=ref,
+                name=name,
+                phone="+8613900000001",
+                email=None,
+                daily_call_capacity=capacity,
+            )
             s.add(m)
             s.flush()
             return m.id
@@ -89,7 +111,11 @@ class Crm:
     def usage(self, customer_id: int, months: list[date], voice: int, data: int, sms: int) -> None:
         with self.session() as s, s.begin():
             for m in months:
-                s.add(MonthlyUsage(customer_id=customer_id, month=m, voice_minutes=voice, data_mb=data, sms=sms))
+                s.add(
+                    MonthlyUsage(
+                        customer_id=customer_id, month=m, voice_minutes=voice, data_mb=data, sms=sms
+                    )
+                )
 
     def update(self, ref: str, **values: Any) -> None:
         with self.session() as s, s.begin():
@@ -101,7 +127,9 @@ class Crm:
         with self.session() as s:
             return s.scalars(select(Customer).where(Customer.external_id == ref)).one()
 
-    def context(self, as_of: date, at: datetime | None = None, run_id: str = "test-run") -> RunContext:
+    def context(
+        self, as_of: date, at: datetime | None = None, run_id: str = "test-run"
+    ) -> RunContext:
         return RunContext(
             as_of=as_of,
             at=at or care_day_instant(as_of, SHANGHAI),
@@ -111,7 +139,9 @@ class Crm:
             batch_size=100,
         )
 
-    def run(self, as_of: date, *journeys: str, at: datetime | None = None) -> dict[str, dict[str, Any]]:
+    def run(
+        self, as_of: date, *journeys: str, at: datetime | None = None
+    ) -> dict[str, dict[str, Any]]:
         ctx = self.context(as_of, at)
         return {j: run_journey(self.engine, ctx, j).as_dict() for j in (journeys or RUN_ORDER)}
 
@@ -143,10 +173,8 @@ def months_before(as_of: date, n: int = 3) -> list[date]:
 
 
 def _get_ref(self: Crm, customer_id: int) -> str:
-    from crm.models import Customer as _C
-
     with self.session() as s:
-        return s.get(_C, customer_id).external_id  # type: ignore[union-attr]
+        return s.get(Customer, customer_id).external_id  # type: ignore[union-attr]
 
 
 Crm.get_ref = _get_ref  # type: ignore[attr-defined]
@@ -155,7 +183,7 @@ Crm.get_ref = _get_ref  # type: ignore[attr-defined]
 def crm_tmp_csv(text: str) -> Path:
     import tempfile
 
-    handle = tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False, encoding="utf-8")
-    with handle:
+    fd, name = tempfile.mkstemp(suffix=".csv")
+    with open(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
-    return Path(handle.name)
+    return Path(name)

@@ -24,9 +24,9 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="vipcare-prefect-"
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from crm.db import make_engine  # noqa: E402
-from crm.models import Base  # noqa: E402
-from crm.schema import upgrade  # noqa: E402
+from crm.db import make_engine
+from crm.models import Base
+from crm.schema import upgrade
 
 PG_ADMIN_URL = os.environ.get(
     "VIPCARE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from datetime import timedelta
 
@@ -18,20 +19,28 @@ from vipcare.settings import get_settings
 
 def _fill(engine, now, n: int = 5) -> None:
     with transaction(engine) as s:
-        audit.append(s, SYSTEM, now, [AuditEntry("test.event", {"i": i, "amount": "1.50"}) for i in range(n)])
+        audit.append(
+            s, SYSTEM, now, [AuditEntry("test.event", {"i": i, "amount": "1.50"}) for i in range(n)]
+        )
 
 
 def test_chain_verifies_and_links_rows(engine, now):
     _fill(engine, now)
     with transaction(engine) as s:
-        audit.record(s, Actor("manager", "M1"), now + timedelta(seconds=1), "task.done", {"task_id": 1},
-                     customer_ref="C1")
+        audit.record(
+            s,
+            Actor("manager", "M1"),
+            now + timedelta(seconds=1),
+            "task.done",
+            {"task_id": 1},
+            customer_ref="C1",
+        )
         rows = audit.list_rows(s)
         result = audit.verify(s)
     assert result.ok and result.rows_checked == 6
     assert [r.seq for r in rows] == [1, 2, 3, 4, 5, 6]
     assert rows[0].prev_hash == audit.GENESIS
-    assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(rows))
     assert rows[-1].actor_type == "manager" and rows[-1].customer_ref == "C1"
 
 
@@ -61,11 +70,24 @@ def test_recomputed_hash_cannot_hide_an_edit(engine, now):
     _fill(engine, now)
     with transaction(engine) as s:
         row = audit.list_rows(s)[1]
-        forged = audit.row_hash(prev_hash=row.prev_hash, seq=row.seq, at=row.at, actor_type=row.actor_type,
-                                actor_id=row.actor_id, action="forged", customer_id=None, customer_ref=None,
-                                entity=None, rule_id=None, rule_hash=None, details=row.details)
+        forged = audit.row_hash(
+            prev_hash=row.prev_hash,
+            seq=row.seq,
+            at=row.at,
+            actor_type=row.actor_type,
+            actor_id=row.actor_id,
+            action="forged",
+            customer_id=None,
+            customer_ref=None,
+            entity=None,
+            rule_id=None,
+            rule_hash=None,
+            details=row.details,
+        )
     with engine.begin() as conn:
-        conn.execute(text("UPDATE audit_log SET action='forged', hash=:h WHERE seq=2"), {"h": forged})
+        conn.execute(
+            text("UPDATE audit_log SET action='forged', hash=:h WHERE seq=2"), {"h": forged}
+        )
     with transaction(engine) as s:
         result = audit.verify(s)
     assert (result.ok, result.first_bad_seq) == (False, 3)

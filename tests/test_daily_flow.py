@@ -31,7 +31,9 @@ def _populate(crm: Crm) -> None:
 
 
 @pytest.mark.slow
-def test_daily_care_flow_runs_journeys_then_dispatch_and_is_idempotent(engine, db_url, prefect_harness):
+def test_daily_care_flow_runs_journeys_then_dispatch_and_is_idempotent(
+    engine, db_url, prefect_harness
+):
     import httpx
     from prefect.settings import PREFECT_API_URL
 
@@ -57,7 +59,9 @@ def test_daily_care_flow_runs_journeys_then_dispatch_and_is_idempotent(engine, d
     assert crm.counts() == before
 
     # Prefect 3.8's own artifact readers send nulls FastAPI 0.154 rejects; ask the API directly.
-    found = httpx.get(f"{PREFECT_API_URL.value()}/artifacts/{result['artifact_id']}", timeout=30).json()
+    found = httpx.get(
+        f"{PREFECT_API_URL.value()}/artifacts/{result['artifact_id']}", timeout=30
+    ).json()
     assert found["key"] == "daily-care-summary" and found["type"] == "markdown"
     assert "| grace_credit |" in found["data"] and "| callback |" in found["data"]
     assert "## Dispatch" in found["data"]
@@ -92,8 +96,17 @@ def test_vipcare_run_cli_with_prefect(tmp_path: Path, sqlite_template: Path):
     engine.dispose()
     env = {**os.environ, "VIPCARE_DATABASE_URL": url, "PREFECT_HOME": str(tmp_path / "prefect")}
     env.pop("PREFECT_API_URL", None)
-    cmd = [sys.executable, "-m", "vipcare", "run", "--date", AS_OF.isoformat(), "--at",
-           "2026-11-23T10:00:00+08:00", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vipcare",
+        "run",
+        "--date",
+        AS_OF.isoformat(),
+        "--at",
+        "2026-11-23T10:00:00+08:00",
+        "--json",
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -104,7 +117,12 @@ def test_vipcare_run_cli_with_prefect(tmp_path: Path, sqlite_template: Path):
 
 
 def test_vipcare_run_rejects_a_bad_date():
-    out = subprocess.run([sys.executable, "-m", "vipcare", "run", "--date", "2026-02-30"],
-                         capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "vipcare", "run", "--date", "2026-02-30"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 2
     assert "2026-02-30" in out.stderr and "YYYY-MM-DD" in out.stderr

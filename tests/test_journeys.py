@@ -32,8 +32,15 @@ def send_due(crm: Crm, at):
     store = MockStore()
     backends = {"sms": MockSMSBackend(store=store), "voice": MockVoiceBackend(store=store)}
     settings = Settings(database_url=str(crm.engine.url), send_rate_per_second=1000)
-    summary = dispatch(crm.engine, settings, crm.ruleset.contact_policy, at, backends=backends,
-                       sleep=lambda _s: None, clock=lambda: 0)
+    summary = dispatch(
+        crm.engine,
+        settings,
+        crm.ruleset.contact_policy,
+        at,
+        backends=backends,
+        sleep=lambda _s: None,
+        clock=lambda: 0,
+    )
     return summary, store
 
 
@@ -48,7 +55,9 @@ def test_birthday_greets_gold_and_above_on_their_day_only(crm):
     report = crm.run(date(2026, 11, 21), "birthday")["birthday"]
     assert report["decided"] == 1
     msgs = crm.rows(OutboundMessage, journey="birthday")
-    assert [(m.template, m.status, m.category) for m in msgs] == [("greeting", "queued", "marketing")]
+    assert [(m.template, m.status, m.category) for m in msgs] == [
+        ("greeting", "queued", "marketing")
+    ]
     assert "Customer GOLD" in msgs[0].body and "回TD退订" in msgs[0].body
     assert crm.rows(JourneyOccurrence)[0].occurrence == "birthday:2026"
 
@@ -56,7 +65,7 @@ def test_birthday_greets_gold_and_above_on_their_day_only(crm):
 @pytest.mark.parametrize(
     ("as_of", "greeted"),
     [
-        (date(2027, 2, 28), True),   # common year: 29 Feb birthdays greeted on 28 Feb
+        (date(2027, 2, 28), True),  # common year: 29 Feb birthdays greeted on 28 Feb
         (date(2027, 3, 1), False),
         (date(2028, 2, 28), False),  # leap year: they wait for their real day
         (date(2028, 2, 29), True),
@@ -97,9 +106,9 @@ def test_birthday_sms_is_scheduled_in_the_customers_local_window(crm):
     by_ref = {m.to_phone: m.scheduled_for for m in crm.rows(OutboundMessage)}
     sched = {crm.get(ref).phone: ref for ref in ("SH", "NY", "LDN")}
     got = {sched[p]: t for p, t in by_ref.items()}
-    assert got["SH"] == utc(2026, 11, 21, 1, 0)    # inside the window now
-    assert got["NY"] == utc(2026, 11, 21, 14, 0)   # 09:00 EST
-    assert got["LDN"] == utc(2026, 11, 21, 9, 0)   # 09:00 GMT
+    assert got["SH"] == utc(2026, 11, 21, 1, 0)  # inside the window now
+    assert got["NY"] == utc(2026, 11, 21, 14, 0)  # 09:00 EST
+    assert got["LDN"] == utc(2026, 11, 21, 9, 0)  # 09:00 GMT
 
 
 def test_opted_out_customer_gets_no_sms_and_a_no_notice_task(crm):
@@ -115,8 +124,14 @@ def test_opted_out_customer_gets_no_sms_and_a_no_notice_task(crm):
 def test_do_not_call_customer_gets_no_call_task_of_any_kind(crm):
     pid = crm.plan("BIG", fee="298.00")
     crm.plan("SMALL", fee="58.00", voice=100, data=2048)
-    cid = crm.customer("DNC", tier="diamond", birthday=date(1985, 11, 21), do_not_call=True, plan_id=pid,
-                       joined_on=date(2020, 1, 1))
+    cid = crm.customer(
+        "DNC",
+        tier="diamond",
+        birthday=date(1985, 11, 21),
+        do_not_call=True,
+        plan_id=pid,
+        joined_on=date(2020, 1, 1),
+    )
     crm.usage(cid, months_before(date(2026, 11, 21)), voice=10, data=100, sms=1)
     crm.run(date(2026, 11, 21))
     assert crm.rows(CallTask) == []
@@ -151,7 +166,14 @@ def test_top_up_closes_grace_as_repaid(crm):
     crm.run(date(2026, 11, 21), "grace_credit")
     assert crm.get("G").balance == Decimal("-5.00")
     feed = crm_tmp_csv("customer_id,balance,as_of\nG,40.00,2026-11-22\n")
-    import_csv(crm.engine, "balances", feed, Actor("import", "test"), utc(2026, 11, 22, 12), "Asia/Shanghai")
+    import_csv(
+        crm.engine,
+        "balances",
+        feed,
+        Actor("import", "test"),
+        utc(2026, 11, 22, 12),
+        "Asia/Shanghai",
+    )
     crm.run(date(2026, 11, 23), "grace_credit")
     (grace,) = crm.rows(GracePeriod)
     assert (grace.status, grace.closed_on) == ("repaid", date(2026, 11, 23))
@@ -198,7 +220,10 @@ def test_plan_fit_suggests_cheapest_eligible_plan_with_saving(crm):
     d = task.details
     assert (d["current_plan"], d["suggested_plan"]) == ("BIG", "SMALL")  # not the diamond-only plan
     assert (d["current_monthly_cost"], d["suggested_monthly_cost"], d["monthly_saving"]) == (
-        "198.00", "58.00", "140.00")
+        "198.00",
+        "58.00",
+        "140.00",
+    )
 
 
 def test_plan_fit_needs_both_thresholds(crm):
@@ -230,7 +255,15 @@ def test_plan_fit_never_two_open_tasks_and_cools_down_after_decline(crm):
     (task,) = crm.rows(CallTask, customer_id=cid)
     _make_ready(crm, task.id)
     with transaction(crm.engine) as s:
-        complete(s, task.id, "declined", utc(2026, 12, 22, 3), date(2026, 12, 22), MANAGER, satisfaction=3)
+        complete(
+            s,
+            task.id,
+            "declined",
+            utc(2026, 12, 22, 3),
+            date(2026, 12, 22),
+            MANAGER,
+            satisfaction=3,
+        )
     crm.run(date(2027, 1, 21), "plan_fit")  # 30 days after the decline: cooling down
     assert len(crm.rows(CallTask, customer_id=cid)) == 1
     crm.usage(cid, months_before(date(2027, 3, 23)), voice=50, data=500, sms=5)
@@ -290,7 +323,9 @@ def test_no_answer_comes_back_after_two_days_at_most_three_tries(crm):
     today = date(2026, 11, 23)
     for attempt in (1, 2, 3):
         with transaction(crm.engine) as s:
-            done = complete(s, task.id, "no_answer", utc(2026, 11, 23, 4), today, MANAGER, retry=retry)
+            done = complete(
+                s, task.id, "no_answer", utc(2026, 11, 23, 4), today, MANAGER, retry=retry
+            )
         if attempt < 3:
             task = crm.rows(CallTask, id=done.retry_task_id)[0]
             assert (task.attempt, task.due_on) == (attempt + 1, today + timedelta(days=2))
@@ -306,8 +341,16 @@ def test_reached_outcome_sets_last_contact_and_next_due_date(crm):
     crm.run(date(2026, 11, 23), "callback")
     (task,) = crm.rows(CallTask, customer_id=cid)
     with transaction(crm.engine) as s:
-        complete(s, task.id, "reached", utc(2026, 11, 23, 4), date(2026, 11, 23), MANAGER, satisfaction=5,
-                 note="happy")
+        complete(
+            s,
+            task.id,
+            "reached",
+            utc(2026, 11, 23, 4),
+            date(2026, 11, 23),
+            MANAGER,
+            satisfaction=5,
+            note="happy",
+        )
     assert crm.get("R").last_contact_on == date(2026, 11, 23)
     (task,) = crm.rows(CallTask, customer_id=cid)
     assert (task.status, task.outcome, task.satisfaction) == ("done", "reached", 5)
@@ -336,7 +379,9 @@ def test_overdue_tasks_escalate_once(crm):
     (task,) = crm.rows(CallTask, customer_id=cid)
     assert task.priority == 1 and task.escalated_at is not None
     with transaction(crm.engine) as s:
-        assert [r.action for r in audit.list_rows(s, actions=["task.escalated"])] == ["task.escalated"]
+        assert [r.action for r in audit.list_rows(s, actions=["task.escalated"])] == [
+            "task.escalated"
+        ]
 
 
 # --- pre-call notice through dispatch -----------------------------------------------------------
@@ -364,9 +409,14 @@ def test_rerunning_the_same_day_adds_nothing_and_audit_verifies(crm):
     crm.plan("SMALL", fee="58.00", voice=100, data=2048)
     as_of = date(2026, 11, 23)
     for i, tier in enumerate(["silver", "gold", "platinum", "diamond"] * 3):
-        cid = crm.customer(f"C{i}", tier=tier, plan_id=big, birthday=date(1980, 11, 23 - i % 2),
-                           balance=Decimal("-3.00") if i % 3 == 0 else Decimal("10.00"),
-                           last_contact_on=as_of - timedelta(days=200) if i % 2 else None)
+        cid = crm.customer(
+            f"C{i}",
+            tier=tier,
+            plan_id=big,
+            birthday=date(1980, 11, 23 - i % 2),
+            balance=Decimal("-3.00") if i % 3 == 0 else Decimal("10.00"),
+            last_contact_on=as_of - timedelta(days=200) if i % 2 else None,
+        )
         crm.usage(cid, months_before(as_of), voice=20, data=100, sms=1)
     first = crm.run(as_of)
     assert sum(r["decided"] for r in first.values()) > 10

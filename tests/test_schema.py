@@ -28,13 +28,27 @@ def test_upgrade_twice_is_harmless(engine):
     before = upgrade(engine)
     assert before[0] == before[1] == head_revision()
     tables = set(inspect(engine).get_table_names())
-    assert {"customers", "audit_log", "journey_occurrences", "outbound_messages", "call_tasks"} <= tables
+    assert {
+        "customers",
+        "audit_log",
+        "journey_occurrences",
+        "outbound_messages",
+        "call_tasks",
+    } <= tables
 
 
 def _plan(**kw) -> Plan:
-    values = dict(code="P", name="P", monthly_fee=Decimal("128.00"), voice_minutes=1, data_mb=1, sms=1,
-                  voice_overage_per_min=Decimal("0.15"), data_overage_per_mb=Decimal("0.0293"),
-                  sms_overage=Decimal("0.1"))
+    values = dict(
+        code="P",
+        name="P",
+        monthly_fee=Decimal("128.00"),
+        voice_minutes=1,
+        data_mb=1,
+        sms=1,
+        voice_overage_per_min=Decimal("0.15"),
+        data_overage_per_mb=Decimal("0.0293"),
+        sms_overage=Decimal("0.1"),
+    )
     values.update(kw)
     return Plan(**values)
 
@@ -44,7 +58,9 @@ def test_money_is_exact_and_stored_as_minor_units(engine):
         s.add(_plan())
     with transaction(engine) as s:
         plan = s.scalars(select(Plan)).one()
-        assert plan.monthly_fee == Decimal("128.00") and plan.data_overage_per_mb == Decimal("0.0293")
+        assert plan.monthly_fee == Decimal("128.00") and plan.data_overage_per_mb == Decimal(
+            "0.0293"
+        )
         # 0.1 + 0.2 style drift is impossible: sums are integer arithmetic in SQL
         total = s.scalar(select(func.sum(Plan.data_overage_per_mb)))
         assert total == Decimal("0.0293")
@@ -63,25 +79,50 @@ def test_times_are_utc_and_naive_times_are_refused(engine):
     shanghai = timezone(timedelta(hours=8))
     with transaction(engine) as s:
         s.add(_plan())
-        s.add(Customer(external_id="C1", name="n", phone="+8613800000000", tier="gold", tier_rank=1,
-                       balance_as_of=datetime(2026, 11, 21, 10, 0, tzinfo=shanghai)))
+        s.add(
+            Customer(
+                external_id="C1",
+                name="n",
+                phone="+8613800000000",
+                tier="gold",
+                tier_rank=1,
+                balance_as_of=datetime(2026, 11, 21, 10, 0, tzinfo=shanghai),
+            )
+        )
     with transaction(engine) as s:
         got = s.scalars(select(Customer.balance_as_of)).one()
     assert got == datetime(2026, 11, 21, 2, 0, tzinfo=UTC) and got.tzinfo is UTC
     with transaction(engine) as s, pytest.raises(StatementError, match="naive"):
         s.execute(text("SELECT 1"))
-        s.add(Customer(external_id="C2", name="n", phone="+8613800000001", tier="gold", tier_rank=1,
-                       balance_as_of=datetime(2026, 11, 21, 10, 0)))
+        s.add(
+            Customer(
+                external_id="C2",
+                name="n",
+                phone="+8613800000001",
+                tier="gold",
+                tier_rank=1,
+                balance_as_of=datetime(2026, 11, 21, 10, 0),
+            )
+        )
         s.flush()
 
 
 def test_occurrence_key_is_unique(engine, now):
     with transaction(engine) as s:
-        s.add(Customer(external_id="C1", name="n", phone="+8613800000000", tier="gold", tier_rank=1))
+        s.add(
+            Customer(external_id="C1", name="n", phone="+8613800000000", tier="gold", tier_rank=1)
+        )
     with transaction(engine) as s:
         cid = s.scalar(select(Customer.id))
-    row = dict(journey="birthday", customer_id=cid, occurrence="birthday:2027", decided_at=now,
-               as_of=now.date(), rule_id="birthday", rule_hash="h")
+    row = dict(
+        journey="birthday",
+        customer_id=cid,
+        occurrence="birthday:2027",
+        decided_at=now,
+        as_of=now.date(),
+        rule_id="birthday",
+        rule_hash="h",
+    )
     with transaction(engine) as s:
         s.add(JourneyOccurrence(**row))
     with pytest.raises(IntegrityError), transaction(engine) as s:
@@ -90,7 +131,9 @@ def test_occurrence_key_is_unique(engine, now):
 
 def test_check_constraints_refuse_unknown_tiers(engine):
     with pytest.raises(IntegrityError), transaction(engine) as s:
-        s.add(Customer(external_id="C1", name="n", phone="+8613800000000", tier="bronze", tier_rank=0))
+        s.add(
+            Customer(external_id="C1", name="n", phone="+8613800000000", tier="bronze", tier_rank=0)
+        )
 
 
 def test_phones():

@@ -42,17 +42,20 @@ def run_demo(cfg: Settings, as_of: date, customers: int, seed_value: int, reset:
         _reset_sqlite(cfg.database_url)
     engine = make_engine(cfg.database_url)
     console.rule("[bold]vipcare demo")
-    before, after = upgrade(engine)
+    _before, after = upgrade(engine)
     console.print(f"1. database ready at revision {after} ({cfg.database_url.split('?')[0]})")
     with transaction(engine) as session:
         existing = session.scalar(select(func.count()).select_from(Customer)) or 0
     if existing:
-        console.print(f"2. {existing} customers already here: not seeding again (use --reset to start over)")
+        console.print(
+            f"2. {existing} customers already here: not seeding again (use --reset to start over)"
+        )
     else:
         summary = generate(engine, customers, seed_value, as_of, operator_tz=cfg.timezone)
         console.print(
-            f"2. seeded {summary.customers} customers, {summary.managers_created} account managers, "
-            f"{summary.plans_created} plans and {summary.usage_rows} months of usage (seed {seed_value})"
+            f"2. seeded {summary.customers} customers, {summary.managers_created} account "
+            f"managers, {summary.plans_created} plans and {summary.usage_rows} months of usage "
+            f"(seed {seed_value})"
         )
     morning = care_day_instant(as_of, cfg.tz)
     console.print(f"3. running the daily care flow for {as_of} at 09:00 {cfg.timezone} (Prefect)…")
@@ -78,13 +81,22 @@ def _dispatch(cfg: Settings, at: datetime) -> dict[str, Any]:
 def _story(engine: Any, as_of: date) -> None:
     with transaction(engine) as session:
         by_status = dict(
-            session.execute(select(OutboundMessage.status, func.count()).group_by(OutboundMessage.status)).all()
+            session.execute(
+                select(OutboundMessage.status, func.count()).group_by(OutboundMessage.status)
+            ).all()
         )
-        tasks = dict(session.execute(select(CallTask.kind, func.count()).group_by(CallTask.kind)).all())
+        tasks = dict(
+            session.execute(select(CallTask.kind, func.count()).group_by(CallTask.kind)).all()
+        )
         ready = session.scalar(select(func.count()).where(CallTask.status == "ready")) or 0
         credits = session.execute(select(func.count(), func.sum(CreditLedger.amount))).one()
         samples = session.execute(
-            select(OutboundMessage.template, OutboundMessage.to_phone, OutboundMessage.body, OutboundMessage.status)
+            select(
+                OutboundMessage.template,
+                OutboundMessage.to_phone,
+                OutboundMessage.body,
+                OutboundMessage.status,
+            )
             .where(OutboundMessage.status.in_(("sent", "delivered")))
             .order_by(OutboundMessage.id)
             .limit(40)
@@ -99,7 +111,8 @@ def _story(engine: Any, as_of: date) -> None:
     total_credit = credits[1] or Decimal("0.00")
     console.rule("[bold]what happened")
     console.print(
-        f"messages: {json.dumps(by_status)}\ncall tasks: {json.dumps(tasks)} ({ready} ready for managers now)\n"
+        f"messages: {json.dumps(by_status)}\n"
+        f"call tasks: {json.dumps(tasks)} ({ready} ready for managers now)\n"
         f"credits granted: {credits[0]} totalling {total_credit}"
     )
     seen: set[str] = set()
@@ -116,7 +129,8 @@ def _story(engine: Any, as_of: date) -> None:
             Panel(
                 f"{name} ({ref}) pays about {details.get('current_monthly_cost')}/month on "
                 f"{details.get('current_plan')}; {details.get('suggested_plan')} would cost "
-                f"{details.get('suggested_monthly_cost')}: a saving of {details.get('monthly_saving')}/month.",
+                f"{details.get('suggested_monthly_cost')}: "
+                f"a saving of {details.get('monthly_saving')}/month.",
                 title="example plan-fit call",
             )
         )
@@ -131,6 +145,6 @@ def _next_steps() -> None:
         "vipcare ledger list\n"
         "vipcare rules preview birthday --date YYYY-MM-DD\n"
         "vipcare rules explain grace_credit CUSTOMER_ID --date YYYY-MM-DD\n"
-        "vipcare run                                # run the care day again: nothing is duplicated\n"
+        "vipcare run                                # run again: nothing is duplicated\n"
         "vipcare audit verify                       # the hash-chained audit log"
     )

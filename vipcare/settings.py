@@ -42,13 +42,16 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=5000, ge=100)
 
     twilio_account_sid: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID", "VIPCARE_TWILIO_ACCOUNT_SID")
+        default=None,
+        validation_alias=AliasChoices("TWILIO_ACCOUNT_SID", "VIPCARE_TWILIO_ACCOUNT_SID"),
     )
     twilio_auth_token: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN", "VIPCARE_TWILIO_AUTH_TOKEN")
+        default=None,
+        validation_alias=AliasChoices("TWILIO_AUTH_TOKEN", "VIPCARE_TWILIO_AUTH_TOKEN"),
     )
     twilio_from_number: str | None = Field(
-        default=None, validation_alias=AliasChoices("TWILIO_FROM_NUMBER", "VIPCARE_TWILIO_FROM_NUMBER")
+        default=None,
+        validation_alias=AliasChoices("TWILIO_FROM_NUMBER", "VIPCARE_TWILIO_FROM_NUMBER"),
     )
     twilio_messaging_service_sid: str | None = Field(
         default=None,

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from crm import audit
 from crm.audit import Actor, AuditEntry
-from crm.bulk import insert_ignoring_conflicts, insert_returning_ids
+from crm.bulk import insert_ignoring_conflicts, insert_returning_ids, table_of
 from crm.models import (
     CallTask,
     CreditLedger,
@@ -58,7 +58,9 @@ class RunContext:
             raise ValueError("RunContext.at must be timezone-aware")
         index, count = self.shard
         if count < 1 or not 0 <= index < count:
-            raise ValueError(f"bad shard {self.shard}: expected (index, count) with 0 <= index < count")
+            raise ValueError(
+                f"bad shard {self.shard}: expected (index, count) with 0 <= index < count"
+            )
 
     @property
     def actor(self) -> Actor:
@@ -116,12 +118,12 @@ CUSTOMER_COLUMNS = (
 _BASE_FIELDS = [c.key for c in CUSTOMER_COLUMNS]
 
 
-def customer_select(*extra: Any) -> Select[Any]:
+def customer_select(*extra: Any) -> Select:
     """SELECT of the common candidate columns (plus ``extra``) with the manager joined."""
     return select(*CUSTOMER_COLUMNS, *extra).outerjoin(Manager, Manager.id == Customer.manager_id)
 
 
-def iter_candidates(session: Session, stmt: Select[Any], ctx: RunContext) -> Iterator[list[CustomerRow]]:
+def iter_candidates(session: Session, stmt: Select, ctx: RunContext) -> Iterator[list[CustomerRow]]:
     """Keyset-paginate ``stmt`` by customer id, restricted to this run's shard."""
     index, count = ctx.shard
     if count > 1:
@@ -282,7 +284,8 @@ class CapacityPlanner:
         self.as_of = as_of
         self.horizon = horizon_days
         self.capacity = {
-            mid: cap for mid, cap in session.execute(select(Manager.id, Manager.daily_call_capacity))
+            mid: cap
+            for mid, cap in session.execute(select(Manager.id, Manager.daily_call_capacity))
         }
         self.load: Counter[tuple[int, date]] = Counter()
         rows = session.execute(
@@ -295,7 +298,8 @@ class CapacityPlanner:
             .group_by(CallTask.manager_id, CallTask.scheduled_on)
         )
         for manager_id, day, count in rows:
-            self.load[(manager_id, day)] = count
+            if manager_id is not None:
+                self.load[(manager_id, day)] = count
         self._cursor: dict[int, date] = {}
 
     def assign(self, manager_id: int | None, earliest: date | None = None) -> date:
@@ -351,7 +355,7 @@ def apply_decisions(
         for d in decisions
     ]
     won_ids = insert_ignoring_conflicts(
-        session, JourneyOccurrence.__table__, occ_rows, returning="customer_id"  # type: ignore[arg-type]
+        session, JourneyOccurrence, occ_rows, returning="customer_id"
     )
     won = [d for d in decisions if d.customer.id in won_ids]
     report.decided += len(won)
@@ -411,7 +415,11 @@ def _write_credits(
             entries.append(
                 AuditEntry(
                     action="ledger.credit",
-                    details={"amount": credit.amount, "kind": credit.kind, "balance_after": balance},
+                    details={
+                        "amount": credit.amount,
+                        "kind": credit.kind,
+                        "balance_after": balance,
+                    },
                     customer_id=d.customer.id,
                     customer_ref=d.customer.external_id,
                     entity=f"occurrence:{rule.journey}:{d.occurrence}",
@@ -423,11 +431,12 @@ def _write_credits(
         d.customer.balance = balance
     if not rows:
         return
-    session.execute(CreditLedger.__table__.insert(), rows)
+    session.execute(table_of(CreditLedger).insert(), rows)
+    customers = table_of(Customer)
     stmt = (
-        update(Customer.__table__)
-        .where(Customer.__table__.c.id == bindparam("cid"))
-        .values(balance=Customer.__table__.c.balance + bindparam("amt", type_=Money(2)))
+        update(customers)
+        .where(customers.c.id == bindparam("cid"))
+        .values(balance=customers.c.balance + bindparam("amt", type_=Money(2)))
     )
     session.execute(stmt, updates, execution_options={"synchronize_session": False})
 
@@ -475,11 +484,13 @@ def _write_messages(
     rows = []
     for d in won:
         for m in d.messages:
-            row = message_row(ctx, rule, d.customer, d.occurrence, m.template, m.variables, m.not_before)
+            row = message_row(
+                ctx, rule, d.customer, d.occurrence, m.template, m.variables, m.not_before
+            )
             rows.append(row)
             report.counts[f"messages_{row['status']}"] += 1
     if rows:
-        session.execute(OutboundMessage.__table__.insert(), rows)
+        session.execute(table_of(OutboundMessage).insert(), rows)
 
 
 def _write_tasks(
@@ -557,12 +568,12 @@ def _write_tasks(
             notice_index.append(len(task_rows))
         task_rows.append(row)
         report.counts[f"tasks_{t.kind}"] += 1
-    ids = insert_returning_ids(session, OutboundMessage.__table__, notice_rows)  # type: ignore[arg-type]
+    ids = insert_returning_ids(session, OutboundMessage, notice_rows)
     for task_pos, message_id in zip(notice_index, ids, strict=True):
         task_rows[task_pos]["notice_message_id"] = message_id
     report.counts["precall_notices"] += len(ids)
     if task_rows:
-        session.execute(CallTask.__table__.insert(), task_rows)
+        session.execute(table_of(CallTask).insert(), task_rows)
 
 
 def _jsonable(value: Any) -> Any:
@@ -595,7 +606,9 @@ def when_columns(actions: Sequence[Any], as_of: date, prefix: str = "act") -> li
     for index, action in enumerate(actions):
         if action.when is not None:
             cond = compile_condition(action.when, as_of)
-            cols.append(case((cond, literal(True)), else_=literal(False)).label(f"{prefix}_{index}"))
+            cols.append(
+                case((cond, literal(True)), else_=literal(False)).label(f"{prefix}_{index}")
+            )
     return cols
 
 

@@ -103,7 +103,9 @@ def _last_closed_cycle(session: Session, ids: list[int]) -> dict[int, date]:
     return {cid: at.date() for cid, at in rows if at is not None}
 
 
-def escalate_overdue(session: Session, ctx: RunContext, rule: CallbackRule, report: JourneyReport) -> int:
+def escalate_overdue(
+    session: Session, ctx: RunContext, rule: CallbackRule, report: JourneyReport
+) -> int:
     """Raise the priority of open tasks overdue by more than ``escalate_after_days``, once.
 
     Overdue counts from the day the task was planned for its manager
@@ -111,7 +113,13 @@ def escalate_overdue(session: Session, ctx: RunContext, rule: CallbackRule, repo
     """
     limit = ctx.as_of - timedelta(days=rule.trigger.escalate_after_days)
     rows = session.execute(
-        select(CallTask.id, CallTask.customer_id, CallTask.kind, CallTask.scheduled_on, Customer.external_id)
+        select(
+            CallTask.id,
+            CallTask.customer_id,
+            CallTask.kind,
+            CallTask.scheduled_on,
+            Customer.external_id,
+        )
         .join(Customer, Customer.id == CallTask.customer_id)
         .where(
             CallTask.status.in_(OPEN_TASK_STATUSES),

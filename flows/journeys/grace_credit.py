@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from crm.audit import AuditEntry
+from crm.bulk import table_of
 from crm.models import Customer, GracePeriod
 from flows.journeys.base import (
     CreditIntent,
@@ -111,13 +112,15 @@ def grace_rows(ctx: RunContext, rule: GraceCreditRule) -> Any:
             if d.credits
         ]
         if rows:
-            session.execute(GracePeriod.__table__.insert(), rows)
+            session.execute(table_of(GracePeriod).insert(), rows)
         return []
 
     return write
 
 
-def close_graces(session: Session, ctx: RunContext, rule: GraceCreditRule, report: JourneyReport) -> None:
+def close_graces(
+    session: Session, ctx: RunContext, rule: GraceCreditRule, report: JourneyReport
+) -> None:
     """Close open graces: repaid on a top-up, suspended past the deadline."""
     threshold = rule.trigger.threshold
     deadline_actions = rule.deadline_action_list
@@ -151,13 +154,20 @@ def close_graces(session: Session, ctx: RunContext, rule: GraceCreditRule, repor
 
 
 def _close(
-    session: Session, ctx: RunContext, rule: GraceCreditRule, rows: list[Any], status: str, report: JourneyReport
+    session: Session,
+    ctx: RunContext,
+    rule: GraceCreditRule,
+    rows: list[Any],
+    status: str,
+    report: JourneyReport,
 ) -> None:
     from crm import audit
 
     session.execute(
         update(GracePeriod)
-        .where(GracePeriod.id.in_([c.extra["grace_id"] for c in rows]), GracePeriod.status == "open")
+        .where(
+            GracePeriod.id.in_([c.extra["grace_id"] for c in rows]), GracePeriod.status == "open"
+        )
         .values(status=status, closed_on=ctx.as_of),
         execution_options={"synchronize_session": False},
     )
@@ -208,7 +218,10 @@ def _suspend(
                         due_on=ctx.as_of,
                         scheduled_on=ctx.as_of,
                         priority=action.priority,
-                        details={"reason": "balance still negative after grace", "balance": c.balance},
+                        details={
+                            "reason": "balance still negative after grace",
+                            "balance": c.balance,
+                        },
                     )
                 )
             elif isinstance(action, SendSms | SendVoice):
@@ -233,7 +246,10 @@ def _suspend(
         return [
             AuditEntry(
                 action="customer.suspended",
-                details={"reason": "grace period ended with a negative balance", "balance": d.customer.balance},
+                details={
+                    "reason": "grace period ended with a negative balance",
+                    "balance": d.customer.balance,
+                },
                 customer_id=d.customer.id,
                 customer_ref=d.customer.external_id,
                 entity=f"grace:{d.details['grace_id']}",

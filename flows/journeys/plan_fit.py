@@ -173,7 +173,9 @@ def decide(session: Session, ctx: RunContext, rule: PlanFitRule) -> Iterator[lis
         )
         .exists()
     )
-    stmt = customer_select(Customer.plan_id.label("plan_id"), *when_columns(actions, ctx.as_of)).where(
+    stmt = customer_select(
+        Customer.plan_id.label("plan_id"), *when_columns(actions, ctx.as_of)
+    ).where(
         compile_condition(rule.audience, ctx.as_of),
         Customer.plan_id.is_not(None),
         Customer.do_not_call.is_(False),
@@ -203,7 +205,12 @@ def decide(session: Session, ctx: RunContext, rule: PlanFitRule) -> Iterator[lis
             if current is None or len(history) < len(months):
                 continue  # not enough usage to judge fairly
             best = best_alternative(
-                current, c.tier, history, plan_list, trigger.min_saving_share, trigger.min_saving_amount
+                current,
+                c.tier,
+                history,
+                plan_list,
+                trigger.min_saving_share,
+                trigger.min_saving_amount,
             )
             if best is None:
                 continue

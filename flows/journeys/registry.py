@@ -12,7 +12,13 @@ from sqlalchemy.orm import Session
 
 from crm.db import session_factory
 from flows.journeys import birthday, callback, grace_credit, plan_fit
-from flows.journeys.base import CapacityPlanner, Decision, JourneyReport, RunContext, apply_decisions
+from flows.journeys.base import (
+    CapacityPlanner,
+    Decision,
+    JourneyReport,
+    RunContext,
+    apply_decisions,
+)
 from rules.templates import render
 
 Decide = Callable[[Session, RunContext, Any], Iterator[list[Decision]]]
@@ -28,7 +34,9 @@ RUN_ORDER: tuple[str, ...] = ("grace_credit", "birthday", "plan_fit", "callback"
 ``precall_notice`` has no audience of its own: it runs inside every task-creating journey."""
 
 
-def run_journey(engine: Engine, ctx: RunContext, journey: str, dry_run: bool = False) -> JourneyReport:
+def run_journey(
+    engine: Engine, ctx: RunContext, journey: str, dry_run: bool = False
+) -> JourneyReport:
     """Decide and write one journey, a batch per transaction; a rerun is a no-op."""
     report = JourneyReport(journey)
     rule = ctx.rule(journey)
@@ -46,7 +54,9 @@ def run_journey(engine: Engine, ctx: RunContext, journey: str, dry_run: bool = F
         after = grace_credit.grace_rows(ctx, rule) if journey == "grace_credit" else None
         for decisions in DECIDERS[journey](session, ctx, rule):
             report.candidates += len(decisions)
-            apply_decisions(session, ctx, rule, decisions, report, after_insert=after, planner=planner)
+            apply_decisions(
+                session, ctx, rule, decisions, report, after_insert=after, planner=planner
+            )
             _finish(session, dry_run)
     return report
 
@@ -88,7 +98,8 @@ def preview(
     for decisions in DECIDERS[journey_id](session, ctx, rule):
         for d in decisions:
             texts = {
-                m.template: render(rule, m.template, d.customer.locale, m.variables) for m in d.messages
+                m.template: render(rule, m.template, d.customer.locale, m.variables)
+                for m in d.messages
             }
             actions = [f"send {m.template}" for m in d.messages]
             actions += [f"grant credit {c.amount}" for c in d.credits]

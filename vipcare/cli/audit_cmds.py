@@ -51,7 +51,14 @@ def list_(
         "audit log",
         ["seq", "at", "actor", "action", "customer_id", "details"],
         (
-            (d["seq"], d["at"], d["actor"], d["action"], d["customer_id"], json.dumps(d["details"], ensure_ascii=False)[:80])
+            (
+                d["seq"],
+                d["at"],
+                d["actor"],
+                d["action"],
+                d["customer_id"],
+                json.dumps(d["details"], ensure_ascii=False)[:80],
+            )
             for d in data
         ),
     )

@@ -1,4 +1,4 @@
-"""The care day: ``vipcare run``, ``vipcare tasks ...``, ``vipcare ledger list``, ``vipcare demo``."""
+"""The care day: ``vipcare run``, ``tasks ...``, ``ledger list`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -80,16 +80,26 @@ def _print_run(result: dict[str, Any]) -> None:
     )
     if result.get("dispatch"):
         sent = result["dispatch"]
-        print_table("dispatch", ["outcome", "count"], ((k, v) for k, v in sent.items() if isinstance(v, int) and v))
+        print_table(
+            "dispatch",
+            ["outcome", "count"],
+            ((k, v) for k, v in sent.items() if isinstance(v, int) and v),
+        )
 
 
 @input_errors
 def run(
-    on: str | None = typer.Option(None, "--date", help="Care day YYYY-MM-DD (default: today, operator time)."),
-    at: str | None = typer.Option(None, "--at", help="Act as of this ISO time (default 09:00 of --date, or now)."),
+    on: str | None = typer.Option(
+        None, "--date", help="Care day YYYY-MM-DD (default: today, operator time)."
+    ),
+    at: str | None = typer.Option(
+        None, "--at", help="Act as of this ISO time (default 09:00 of --date, or now)."
+    ),
     journey: list[str] = typer.Option([], "--journey", help="Only this journey (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Decide and count, write nothing."),
-    no_dispatch: bool = typer.Option(False, "--no-dispatch", help="Queue messages without sending."),
+    no_dispatch: bool = typer.Option(
+        False, "--no-dispatch", help="Queue messages without sending."
+    ),
     shards: int = typer.Option(1, "--shards", min=1, max=64, help="Split customers into N shards."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
@@ -112,10 +122,14 @@ def run(
 @tasks_app.command("list")
 @input_errors
 def tasks_list(
-    manager: str | None = typer.Option(None, "--manager", help="Only this manager's tasks (manager_id)."),
+    manager: str | None = typer.Option(
+        None, "--manager", help="Only this manager's tasks (manager_id)."
+    ),
     status: str | None = typer.Option(None, "--status", help=f"One of {', '.join(TASK_STATUSES)}."),
     kind: str | None = typer.Option(None, "--kind", help=f"One of {', '.join(TASK_KINDS)}."),
-    due: str | None = typer.Option(None, "--until", help="Only tasks scheduled on or before YYYY-MM-DD."),
+    due: str | None = typer.Option(
+        None, "--until", help="Only tasks scheduled on or before YYYY-MM-DD."
+    ),
     limit: int = typer.Option(500, "--limit", min=1),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array."),
 ) -> None:
@@ -124,7 +138,10 @@ def tasks_list(
     from crm.tasks import list_tasks
 
     if status is not None and status not in TASK_STATUSES:
-        fail(f"--status: unknown status {status!r}; expected one of {', '.join(TASK_STATUSES)}", code=2)
+        fail(
+            f"--status: unknown status {status!r}; expected one of {', '.join(TASK_STATUSES)}",
+            code=2,
+        )
     if kind is not None and kind not in TASK_KINDS:
         fail(f"--kind: unknown kind {kind!r}; expected one of {', '.join(TASK_KINDS)}", code=2)
     with transaction(engine()) as session:
@@ -134,7 +151,18 @@ def tasks_list(
         return
     print_table(
         "call tasks",
-        ["id", "scheduled_on", "prio", "kind", "status", "customer_id", "name", "tier", "why", "pre-call SMS"],
+        [
+            "id",
+            "scheduled_on",
+            "prio",
+            "kind",
+            "status",
+            "customer_id",
+            "name",
+            "tier",
+            "why",
+            "pre-call SMS",
+        ],
         (
             [
                 r["id"],
@@ -156,9 +184,12 @@ def tasks_list(
 def _why(task: dict[str, Any]) -> str:
     d = task.get("details") or {}
     if task["kind"] == "plan_fit":
-        return f"{d.get('current_plan')} → {d.get('suggested_plan')}, saves {d.get('monthly_saving')}/month"
+        saving = d.get("monthly_saving")
+        return f"{d.get('current_plan')} → {d.get('suggested_plan')}, saves {saving}/month"
     if task["kind"] == "callback":
-        return f"callback due {d.get('due_on')}" + (f" (try {task['attempt']})" if task["attempt"] > 1 else "")
+        return f"callback due {d.get('due_on')}" + (
+            f" (try {task['attempt']})" if task["attempt"] > 1 else ""
+        )
     if task["kind"] == "grace_followup":
         return f"balance {d.get('balance')} after grace"
     if task["kind"] == "birthday":
@@ -171,9 +202,13 @@ def _why(task: dict[str, Any]) -> str:
 def tasks_done(
     task_id: int = typer.Argument(..., help="The task id (from tasks list)."),
     outcome: str = typer.Option(..., "--outcome", help=f"One of {', '.join(TASK_OUTCOMES)}."),
-    satisfaction: int | None = typer.Option(None, "--satisfaction", min=1, max=5, help="1–5, when reached."),
+    satisfaction: int | None = typer.Option(
+        None, "--satisfaction", min=1, max=5, help="1–5, when reached."
+    ),
     note: str | None = typer.Option(None, "--note", help="Free text."),
-    manager: str | None = typer.Option(None, "--manager", help="Refuse unless the task is this manager's."),
+    manager: str | None = typer.Option(
+        None, "--manager", help="Refuse unless the task is this manager's."
+    ),
 ) -> None:
     """Complete a call task with its outcome (audited)."""
     from crm.audit import Actor
@@ -182,17 +217,31 @@ def tasks_done(
     from rules import load_rules
 
     if outcome not in TASK_OUTCOMES:
-        fail(f"--outcome: unknown outcome {outcome!r}; expected one of {', '.join(TASK_OUTCOMES)}", code=2)
+        fail(
+            f"--outcome: unknown outcome {outcome!r}; expected one of {', '.join(TASK_OUTCOMES)}",
+            code=2,
+        )
     rule = load_rules(settings().rules_dir).journeys.get("callback")
     retry = (
         RetryPolicy(rule.trigger.no_answer_retry_days, rule.trigger.max_attempts)  # type: ignore[attr-defined]
         if rule is not None
         else RetryPolicy()
     )
-    actor = Actor("manager", manager) if manager else Actor("cli", os.environ.get("USER", "operator"))
+    actor = (
+        Actor("manager", manager) if manager else Actor("cli", os.environ.get("USER", "operator"))
+    )
     with transaction(engine()) as session:
         result = complete(
-            session, task_id, outcome, now_utc(), today_local(), actor, satisfaction, note, retry, manager
+            session,
+            task_id,
+            outcome,
+            now_utc(),
+            today_local(),
+            actor,
+            satisfaction,
+            note,
+            retry,
+            manager,
         )
     console.print(f"task {result.task_id} done: [bold]{result.outcome}[/]")
     if result.last_contact_on:
@@ -220,14 +269,29 @@ def ledger_list(
     print_table(
         "credit ledger",
         ["id", "created_at", "customer_id", "kind", "amount", "balance_after", "occurrence"],
-        ([r["id"], r["created_at"], r["customer_id"], r["kind"], r["amount"], r["balance_after"], r["occurrence"]] for r in rows),
+        (
+            [
+                r["id"],
+                r["created_at"],
+                r["customer_id"],
+                r["kind"],
+                r["amount"],
+                r["balance_after"],
+                r["occurrence"],
+            ]
+            for r in rows
+        ),
     )
 
 
 @input_errors
 def demo(
-    customers: int = typer.Option(3000, "--customers", min=50, help="How many demo customers to seed."),
-    seed_value: int = typer.Option(7, "--seed", help="Random seed: the same seed gives the same data."),
+    customers: int = typer.Option(
+        3000, "--customers", min=50, help="How many demo customers to seed."
+    ),
+    seed_value: int = typer.Option(
+        7, "--seed", help="Random seed: the same seed gives the same data."
+    ),
     on: str | None = typer.Option(None, "--date", help="Care day (default: today, operator time)."),
     reset: bool = typer.Option(False, "--reset", help="Delete the SQLite database first."),
 ) -> None:
@@ -235,6 +299,8 @@ def demo(
     from vipcare.demo import run_demo
 
     if settings().sms_backend != "mock" or settings().voice_backend != "mock":
-        raise InputError("the demo only runs on the mock SMS/voice backends (VIPCARE_SMS_BACKEND=mock)")
+        raise InputError(
+            "the demo only runs on the mock SMS/voice backends (VIPCARE_SMS_BACKEND=mock)"
+        )
     as_of = parse_date(on) or today_local()
     run_demo(settings(), as_of, customers, seed_value, reset)

@@ -126,7 +126,10 @@ def print_json(rows: Any) -> None:
 
 
 def print_table(
-    title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], empty: str = "nothing to show"
+    title: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    empty: str = "nothing to show",
 ) -> None:
     table = Table(title=title, header_style="bold cyan", title_justify="left")
     for col in columns:
