@@ -233,6 +233,29 @@ class JourneyOccurrence(Base):
     )
 
 
+class JourneyPass(Base):
+    """A completed full pass of a journey over a period (plan-fit's inputs are monthly).
+
+    Lets a daily run skip a journey that already looked at every customer this
+    period; written only after the last batch committed, so a crash means a rerun.
+    """
+
+    __tablename__ = "journey_passes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    journey: Mapped[str] = mapped_column(String(32))
+    period: Mapped[str] = mapped_column(String(32))
+    shard_index: Mapped[int] = mapped_column(SmallInteger)
+    shard_count: Mapped[int] = mapped_column(SmallInteger)
+    rule_hash: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    completed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("journey", "period", "shard_index", "shard_count", "rule_hash"),
+    )
+
+
 class OutboundMessage(Base):
     """The outbox: one SMS or voice notice and where it is in its life."""
 

@@ -11,7 +11,7 @@ from crm import audit
 from crm.audit import Actor
 from crm.db import transaction
 from crm.errors import InvalidTransition
-from crm.models import CallTask, CreditLedger, GracePeriod, JourneyOccurrence, OutboundMessage
+from crm.models import CallTask, CreditLedger, GracePeriod, JourneyOccurrence, OutboundMessage, Plan
 from crm.tasks import RetryPolicy, complete
 from notifications.backends.mock import MockSMSBackend, MockStore, MockVoiceBackend
 from notifications.dispatcher import dispatch
@@ -427,3 +427,18 @@ def test_rerunning_the_same_day_adds_nothing_and_audit_verifies(crm):
     with transaction(crm.engine) as s:
         result = audit.verify(s)
     assert result.ok and result.rows_checked >= sum(r["decided"] for r in first.values())
+
+
+def test_plan_fit_makes_one_full_pass_per_month(crm):
+    _plan_fit_crm(crm)
+    first = crm.run(date(2026, 11, 21), "plan_fit")["plan_fit"]
+    assert first["decided"] == 1 and "pass_already_done" not in first
+    # A customer added later in the month waits for next month's pass: inputs are monthly.
+    late = crm.customer("LATE", tier="gold", plan_id=crm.rows(Plan, code="BIG")[0].id)
+    crm.usage(late, months_before(date(2026, 11, 21)), voice=10, data=10, sms=0)
+    again = crm.run(date(2026, 11, 25), "plan_fit")["plan_fit"]
+    assert again["pass_already_done"] == 1 and again["decided"] == 0
+    crm.usage(late, [date(2026, 11, 1)], voice=10, data=10, sms=0)
+    december = crm.run(date(2026, 12, 1), "plan_fit")["plan_fit"]
+    assert december["decided"] == 1
+    assert {t.details["suggested_plan"] for t in crm.rows(CallTask, customer_id=late)} == {"SMALL"}

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from crm import audit
 from crm.audit import Actor, AuditEntry
-from crm.bulk import insert_ignoring_conflicts, insert_returning_ids, table_of
+from crm.bulk import insert_ignoring_conflicts, table_of
 from crm.models import (
     CallTask,
     CreditLedger,
@@ -568,12 +568,40 @@ def _write_tasks(
             notice_index.append(len(task_rows))
         task_rows.append(row)
         report.counts[f"tasks_{t.kind}"] += 1
-    ids = insert_returning_ids(session, OutboundMessage, notice_rows)
+    ids = insert_notices(session, notice_rows)
     for task_pos, message_id in zip(notice_index, ids, strict=True):
         task_rows[task_pos]["notice_message_id"] = message_id
     report.counts["precall_notices"] += len(ids)
     if task_rows:
         session.execute(table_of(CallTask).insert(), task_rows)
+
+
+def insert_notices(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Bulk-insert pre-call notices and return their ids in order.
+
+    A plain executemany, then one lookup by the outbox's natural key
+    (journey, customer, occurrence, template): RETURNING with ordered rows makes
+    SQLite fall back to one statement per row.
+    """
+    if not rows:
+        return []
+    session.execute(table_of(OutboundMessage).insert(), rows)
+    found: dict[tuple[int, str], int] = {}
+    customer_ids = sorted({r["customer_id"] for r in rows})
+    occurrences = sorted({r["occurrence"] for r in rows})
+    journey = rows[0]["journey"]
+    for start in range(0, len(customer_ids), 1000):
+        chunk = customer_ids[start : start + 1000]
+        stmt = select(
+            OutboundMessage.id, OutboundMessage.customer_id, OutboundMessage.occurrence
+        ).where(
+            OutboundMessage.journey == journey,
+            OutboundMessage.customer_id.in_(chunk),
+            OutboundMessage.occurrence.in_(occurrences) if len(occurrences) <= 500 else and_(),
+        )
+        for message_id, customer_id, occurrence in session.execute(stmt):
+            found[(customer_id, occurrence)] = message_id
+    return [found[(r["customer_id"], r["occurrence"])] for r in rows]
 
 
 def _jsonable(value: Any) -> Any:

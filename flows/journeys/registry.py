@@ -7,10 +7,12 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from crm.bulk import insert_ignoring_conflicts
 from crm.db import session_factory
+from crm.models import JourneyPass
 from flows.journeys import birthday, callback, grace_credit, plan_fit
 from flows.journeys.base import (
     CapacityPlanner,
@@ -29,6 +31,11 @@ DECIDERS: dict[str, Decide] = {
     "plan_fit": plan_fit.decide,
     "callback": callback.decide,
 }
+PASS_PERIOD: dict[str, Callable[[RunContext], str]] = {
+    "plan_fit": lambda ctx: f"{ctx.as_of.year:04d}-{ctx.as_of.month:02d}",
+}
+"""Journeys whose inputs only change per period: one full pass per period is enough."""
+
 RUN_ORDER: tuple[str, ...] = ("grace_credit", "birthday", "plan_fit", "callback", "precall_notice")
 """Grace first (money and suspension are urgent), callbacks last (they fill what capacity is left).
 ``precall_notice`` has no audience of its own: it runs inside every task-creating journey."""
@@ -44,6 +51,10 @@ def run_journey(
         return report
     make_session = session_factory(engine)
     with make_session() as session:
+        period = PASS_PERIOD[journey](ctx) if journey in PASS_PERIOD else None
+        if period is not None and _pass_done(session, ctx, rule, period):
+            report.counts["pass_already_done"] = 1
+            return report
         if journey == "grace_credit":
             grace_credit.close_graces(session, ctx, rule, report)
             _finish(session, dry_run)
@@ -58,7 +69,32 @@ def run_journey(
                 session, ctx, rule, decisions, report, after_insert=after, planner=planner
             )
             _finish(session, dry_run)
+        if period is not None and not dry_run:
+            _mark_pass(session, ctx, rule, period)
+            session.commit()
     return report
+
+
+def _pass_key(ctx: RunContext, rule: Any, period: str) -> dict[str, Any]:
+    index, count = ctx.shard
+    return {
+        "journey": rule.journey,
+        "period": period,
+        "shard_index": index,
+        "shard_count": count,
+        "rule_hash": rule.content_hash,
+    }
+
+
+def _pass_done(session: Session, ctx: RunContext, rule: Any, period: str) -> bool:
+    key = _pass_key(ctx, rule, period)
+    stmt = select(JourneyPass.id).where(*(getattr(JourneyPass, k) == v for k, v in key.items()))
+    return session.execute(stmt).first() is not None
+
+
+def _mark_pass(session: Session, ctx: RunContext, rule: Any, period: str) -> None:
+    row = {**_pass_key(ctx, rule, period), "run_id": ctx.run_id, "completed_at": ctx.at}
+    insert_ignoring_conflicts(session, JourneyPass, [row], returning="id")
 
 
 def _finish(session: Session, dry_run: bool) -> None:

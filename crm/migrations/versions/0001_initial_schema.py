@@ -42,6 +42,18 @@ def upgrade() -> None:
         batch_op.create_index('ix_audit_log_action', ['action', 'seq'], unique=False)
         batch_op.create_index('ix_audit_log_customer', ['customer_ref', 'seq'], unique=False)
 
+    op.create_table('journey_passes',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('journey', sa.String(length=32), nullable=False),
+    sa.Column('period', sa.String(length=32), nullable=False),
+    sa.Column('shard_index', sa.SmallInteger(), nullable=False),
+    sa.Column('shard_count', sa.SmallInteger(), nullable=False),
+    sa.Column('rule_hash', sa.String(length=64), nullable=False),
+    sa.Column('run_id', sa.String(length=64), nullable=True),
+    sa.Column('completed_at', crm.types.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_journey_passes')),
+    sa.UniqueConstraint('journey', 'period', 'shard_index', 'shard_count', 'rule_hash', name=op.f('uq_journey_passes_journey_period_shard_index_shard_count_rule_hash'))
+    )
     op.create_table('managers',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('external_id', sa.String(length=64), nullable=False),
@@ -318,6 +330,7 @@ def downgrade() -> None:
     op.drop_table('customers')
     op.drop_table('plans')
     op.drop_table('managers')
+    op.drop_table('journey_passes')
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.drop_index('ix_audit_log_customer')
         batch_op.drop_index('ix_audit_log_action')
