@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, bindparam, func, select, update
+from sqlalchemy import Select, and_, bindparam, func, select, true, update
 from sqlalchemy.orm import Session
 
 from crm import audit
@@ -597,7 +597,7 @@ def insert_notices(session: Session, rows: list[dict[str, Any]]) -> list[int]:
         ).where(
             OutboundMessage.journey == journey,
             OutboundMessage.customer_id.in_(chunk),
-            OutboundMessage.occurrence.in_(occurrences) if len(occurrences) <= 500 else and_(),
+            OutboundMessage.occurrence.in_(occurrences) if len(occurrences) <= 500 else true(),
         )
         for message_id, customer_id, occurrence in session.execute(stmt):
             found[(customer_id, occurrence)] = message_id
