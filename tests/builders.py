@@ -123,6 +123,16 @@ class Crm:
             for k, v in values.items():
                 setattr(c, k, v)
 
+    def get_ref(self, customer_id: int) -> str:
+        with self.session() as s:
+            customer = s.get(Customer, customer_id)
+            assert customer is not None
+            return customer.external_id
+
+    def manager_id(self, ref: str) -> int:
+        with self.session() as s:
+            return s.scalars(select(Manager.id).where(Manager.external_id == ref)).one()
+
     def get(self, ref: str) -> Customer:
         with self.session() as s:
             return s.scalars(select(Customer).where(Customer.external_id == ref)).one()
@@ -170,14 +180,6 @@ def months_before(as_of: date, n: int = 3) -> list[date]:
         day = (day - timedelta(days=1)).replace(day=1)
         out.append(day)
     return sorted(out)
-
-
-def _get_ref(self: Crm, customer_id: int) -> str:
-    with self.session() as s:
-        return s.get(Customer, customer_id).external_id  # type: ignore[union-attr]
-
-
-Crm.get_ref = _get_ref  # type: ignore[attr-defined]
 
 
 def crm_tmp_csv(text: str) -> Path:
