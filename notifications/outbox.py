@@ -220,6 +220,8 @@ def apply_provider_status(
     actor: Actor = WEBHOOK,
     message_id: int | None = None,
     attempt_id: str | None = None,
+    provider: str | None = None,
+    lead_time: timedelta = DEFAULT_LEAD_TIME,
 ) -> OutboundMessage:
     """Apply a provider's delivery report (status callback) to the message it names.
 
@@ -234,7 +236,9 @@ def apply_provider_status(
     A callback can beat the dispatcher's own write-back of the provider id. The
     dispatcher therefore puts ``message_id`` and ``attempt_id`` in the status
     callback URL's query; pass them here and a row still ``sending`` under that
-    attempt is found (and gets the provider id) even before the write-back.
+    attempt is found (and gets the provider id, and ``provider`` when given)
+    even before the write-back. ``lead_time`` schedules the waiting pre-call
+    task of a notice this report shows accepted, as the dispatcher would.
     """
     msg = session.scalar(
         select(OutboundMessage)
@@ -255,6 +259,7 @@ def apply_provider_status(
         )
         if msg is not None:
             msg.provider_message_id = provider_message_id
+            msg.provider = msg.provider or provider
     if msg is None:
         raise NotFound(f"no message with provider id {provider_message_id!r}")
     entity = f"message {msg.id}"
@@ -327,9 +332,10 @@ def apply_provider_status(
     msg.updated_at = at
     session.flush()
     audit.append(session, actor, at, entries)
-    if target == SENT:
-        # A late write-back: the dispatcher may not have set ready_at yet.
-        set_tasks_ready_at(session, {msg.id: msg.sent_at or at}, DEFAULT_LEAD_TIME)
+    if target in (SENT, DELIVERED):
+        # The report may beat the dispatcher's write-back (or the dispatcher may
+        # have died): schedule the waiting task now; a scheduled one is kept.
+        set_tasks_ready_at(session, {msg.id: msg.sent_at or at}, lead_time)
     if target in (UNDELIVERED, FAILED):
         tasks_without_notice(
             session, {msg.id: msg.status_reason or target}, at, actor, status_word=target
@@ -694,14 +700,21 @@ def write_back(
     if lost and sent:
         # A status callback may have recorded our own send first: that is not lost.
         ours = {o.message.id: o.provider_message_id for o in sent if o.message.id in lost}
+        # Any status, 'failed' included (a 30008 report can come first): the
+        # matching provider id is what proves the row records our own send.
         recorded = session.execute(
             select(_T.c.id, _T.c.provider_message_id).where(
-                _T.c.id.in_(sorted(ours)), _T.c.status.in_(ACCEPTED)
+                _T.c.id.in_(sorted(ours)), _T.c.status.in_((*ACCEPTED, FAILED))
             )
         ).all()
         already = {r.id for r in recorded if r.provider_message_id == ours[r.id]}
         result.sent += len(already)
         lost -= already
+        set_tasks_ready_at(
+            session,
+            {o.message.id: o.sent_at for o in sent if o.message.id in already},
+            lead_time,
+        )
     result.lost = sorted(lost)
     for mid in result.lost:
         log.warning("message %s is no longer ours to write back (moved by another process)", mid)

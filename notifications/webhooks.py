@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -35,6 +35,7 @@ from notifications.backends.twilio import STATUS_CALLBACK_PATH, normalise_twilio
 from notifications.errors import ConfigurationError, WebhookError
 from notifications.inbound import DEFAULT_OPT_IN, DEFAULT_OPT_OUT, KeywordMatcher
 from notifications.logging import install_masking
+from notifications.outbox import DEFAULT_LEAD_TIME
 from vipcare.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,18 @@ WEBHOOK_ACTOR = Actor("webhook", "twilio")
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 MAX_BODY = 64 * 1024
 OPTED_OUT_CODE = "21610"
+PROVIDER = "twilio"
+MAX_SID = 64
+"""Twilio sids are 34 characters; the column holds 64. Longer is malformed (400, not 500)."""
+MAX_ATTEMPT_ID = 64
 
 
 @dataclass(frozen=True)
 class _Form:
+    """The verified form body and query (both covered by the signature)."""
+
     params: ImmutableMultiDict[str, str]
+    query: ImmutableMultiDict[str, str] = field(default_factory=ImmutableMultiDict)
 
     def get(self, name: str) -> str | None:
         value = self.params.get(name)
@@ -64,6 +72,7 @@ class _Webhooks:
         settings: Settings,
         clock: Callable[[], datetime],
         keywords: KeywordMatcher,
+        lead_time: timedelta,
     ) -> None:
         token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
         if not token:
@@ -77,6 +86,7 @@ class _Webhooks:
         self.validator = RequestValidator(token)
         self.clock = clock
         self.keywords = keywords
+        self.lead_time = lead_time
         install_masking(log, [token])
 
     # -- shared request handling -----------------------------------------------
@@ -104,7 +114,10 @@ class _Webhooks:
                 "invalid" if signature else "missing",
             )
             raise WebhookError(403, "invalid or missing X-Twilio-Signature")
-        return _Form(params)
+        query: ImmutableMultiDict[str, str] = ImmutableMultiDict(
+            parse_qsl(request.url.query, keep_blank_values=True)
+        )
+        return _Form(params, query)
 
     async def _handle(self, request: Request, work: Callable[[_Form], Response]) -> Response:
         try:
@@ -127,6 +140,9 @@ class _Webhooks:
                 400, "expected MessageSid and MessageStatus (or CallSid and CallStatus)"
             )
         assert sid is not None and word is not None
+        if len(sid) > MAX_SID:
+            raise WebhookError(400, f"{channel} sid longer than {MAX_SID} characters")
+        message_id, attempt_id = _attempt_of(form.query)
         try:
             status = normalise_twilio_status(word, channel)  # type: ignore[arg-type]
         except ValueError as exc:
@@ -140,7 +156,16 @@ class _Webhooks:
         try:
             with transaction(self.engine) as session:
                 message = outbox.apply_provider_status(
-                    session, sid, status, error_code, at, actor=WEBHOOK_ACTOR
+                    session,
+                    sid,
+                    status,
+                    error_code,
+                    at,
+                    actor=WEBHOOK_ACTOR,
+                    message_id=message_id,
+                    attempt_id=attempt_id,
+                    provider=PROVIDER,
+                    lead_time=self.lead_time,
                 )
                 if error_code == OPTED_OUT_CODE:
                     _set_opt_out(
@@ -201,6 +226,22 @@ class _Webhooks:
         return _twiml()
 
 
+def _attempt_of(query: ImmutableMultiDict[str, str]) -> tuple[int | None, str | None]:
+    """``message_id`` and ``attempt_id`` from the callback URL the dispatcher gave Twilio.
+
+    They let a callback that beats the dispatcher's write-back find its row.
+    Both or neither: half a pair cannot name an attempt, so it is ignored.
+    """
+    raw_id, attempt = query.get("message_id") or None, query.get("attempt_id") or None
+    if raw_id is None or attempt is None:
+        return None, None
+    if not raw_id.isascii() or not raw_id.isdigit() or len(raw_id) > 18:
+        raise WebhookError(400, f"message_id must be a message number, got {raw_id[:20]!r}")
+    if len(attempt) > MAX_ATTEMPT_ID:
+        raise WebhookError(400, f"attempt_id longer than {MAX_ATTEMPT_ID} characters")
+    return int(raw_id), attempt
+
+
 def _twiml() -> Response:
     return Response(EMPTY_TWIML, status_code=200, media_type="text/xml")
 
@@ -242,14 +283,23 @@ def create_app(
     clock: Callable[[], datetime],
     opt_out_keywords: Iterable[str] = DEFAULT_OPT_OUT,
     opt_in_keywords: Iterable[str] = DEFAULT_OPT_IN,
+    lead_time: timedelta = DEFAULT_LEAD_TIME,
 ) -> Starlette:
     """The webhook ASGI app. ``clock`` gives aware UTC instants (the CLI passes the wall clock).
 
     Keywords normally come from ``ruleset.contact_policy``; the defaults are
-    STOP/TD/退订 and START. Raises :class:`ConfigurationError` without an auth
+    STOP/TD/退订 and START. ``lead_time`` is the pre-call notice lead time
+    (``precall_notice`` rule), for a callback that shows a notice sent before
+    the dispatcher recorded it. Raises :class:`ConfigurationError` without an auth
     token or public URL: an app that cannot check signatures must not start.
     """
-    hooks = _Webhooks(engine, settings, clock, KeywordMatcher(opt_out_keywords, opt_in_keywords))
+    hooks = _Webhooks(
+        engine,
+        settings,
+        clock,
+        KeywordMatcher(opt_out_keywords, opt_in_keywords),
+        lead_time,
+    )
     routes: Sequence[Route] = [
         Route(STATUS_CALLBACK_PATH, hooks.status, methods=["POST"]),
         Route(INBOUND_PATH, hooks.inbound, methods=["POST"]),

@@ -6,13 +6,15 @@ import socket
 import threading
 import warnings
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import uvicorn
 from pydantic import SecretStr
 from sqlalchemy import Engine, func, select
+from test_dispatcher_support import add_task, connect, task
 
 with warnings.catch_warnings():
     # Starlette 1.x nags about httpx vs httpx2 at import; httpx is what we ship.
@@ -40,7 +42,7 @@ INBOUND_URL = PUBLIC + "/twilio/inbound"
 @pytest.fixture
 def settings(fake_twilio: FakeTwilio) -> Settings:
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         sms_backend="twilio",
         public_url=PUBLIC,
         twilio_api_base=fake_twilio.base_url,
@@ -73,10 +75,15 @@ def add_customer(engine: Engine, now: datetime, ref: str = "C001", phone: str = 
 
 
 def add_message(
-    engine: Engine, now: datetime, customer_id: int, sid: str | None, status: str = "sent"
+    engine: Engine,
+    now: datetime,
+    customer_id: int,
+    sid: str | None,
+    status: str = "sent",
+    **overrides: Any,
 ) -> int:
     with transaction(engine) as session:
-        row = OutboundMessage(
+        values: dict[str, Any] = dict(
             customer_id=customer_id,
             channel="sms",
             category="service",
@@ -96,6 +103,8 @@ def add_message(
             updated_at=now,
             sent_at=now if status == "sent" else None,
         )
+        values.update(overrides)
+        row = OutboundMessage(**values)
         session.add(row)
         session.flush()
         return row.id
@@ -371,6 +380,156 @@ def test_app_refuses_to_start_without_token_or_public_url(
         )
     with pytest.raises(ConfigurationError, match="VIPCARE_PUBLIC_URL"):
         create_app(engine, settings.model_copy(update={"public_url": ""}), clock=lambda: now)
+
+
+# -- callbacks that beat the dispatcher's write-back ------------------------------
+
+ATTEMPT = "9f2c41d0:early"
+LEAD = timedelta(hours=3)
+
+
+def early_url(message_id: int, attempt_id: str = ATTEMPT) -> str:
+    """The StatusCallback URL the dispatcher gives Twilio (``notifications.dispatcher``)."""
+    return f"{STATUS_URL}?{urlencode({'message_id': message_id, 'attempt_id': attempt_id})}"
+
+
+def sending_notice(engine: Engine, now: datetime) -> tuple[int, int, int]:
+    """A pre-call notice claimed by a dispatcher (``sending``, no provider id yet) and its task."""
+    customer = add_customer(engine, now)
+    mid = add_message(
+        engine,
+        now,
+        customer,
+        None,
+        status="sending",
+        provider=None,
+        attempt_id=ATTEMPT,
+        sending_at=now,
+        occurrence="grace:early",
+    )
+    with connect(engine) as conn:
+        tid = add_task(conn, customer, mid, now)
+    return customer, mid, tid
+
+
+@pytest.fixture
+def later_client(engine: Engine, settings: Settings, now: datetime) -> Iterator[TestClient]:
+    """The app a minute after ``now``, with a 3-hour pre-call lead time."""
+    app = create_app(engine, settings, clock=lambda: now + timedelta(minutes=1), lead_time=LEAD)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.mark.parametrize("first", ["sent", "delivered"])
+def test_callback_before_the_write_back_finds_the_sending_row_by_attempt(
+    engine: Engine,
+    settings: Settings,
+    later_client: TestClient,
+    fake_twilio: FakeTwilio,
+    now: datetime,
+    first: str,
+) -> None:
+    sid = sent_through_fake(settings)
+    _customer, mid, tid = sending_notice(engine, now)
+    at = now + timedelta(minutes=1)
+
+    response = post(later_client, fake_twilio.status_callback(sid, first, url=early_url(mid)))
+
+    assert response.status_code == 200, response.text
+    row = message(engine, mid)
+    assert (row.status, row.provider_message_id, row.provider) == (first, sid, "twilio")
+    assert (row.attempt_id, row.sent_at) == (ATTEMPT, at)
+    assert row.delivered_at == (at if first == "delivered" else None)
+    expected = ["message.sent"] + (["message.delivered"] if first == "delivered" else [])
+    assert audit_actions(engine) == expected
+    # The pre-call task is scheduled as the dispatcher would have, with the rule's lead time.
+    waiting = task(engine, tid)
+    assert (waiting.status, waiting.ready_at, waiting.no_notice) == (
+        "awaiting_notice",
+        at + LEAD,
+        False,
+    )
+    # Later callbacks find the row by its sid alone; a repeat changes nothing.
+    assert post(later_client, fake_twilio.status_callback(sid, "delivered")).status_code == 200
+    assert (
+        post(later_client, fake_twilio.status_callback(sid, first, url=early_url(mid))).status_code
+        == 200
+    )
+    assert message(engine, mid).status == "delivered"
+    assert audit_actions(engine) == ["message.sent", "message.delivered"]
+
+
+@pytest.mark.parametrize(("word", "code"), [("undelivered", 30003), ("failed", 30008)])
+def test_early_delivery_failure_releases_the_task_without_notice(
+    engine: Engine,
+    settings: Settings,
+    later_client: TestClient,
+    fake_twilio: FakeTwilio,
+    now: datetime,
+    word: str,
+    code: int,
+) -> None:
+    sid = sent_through_fake(settings)
+    _customer, mid, tid = sending_notice(engine, now)
+    response = post(later_client, fake_twilio.status_callback(sid, word, code, url=early_url(mid)))
+    assert response.status_code == 200, response.text
+    row = message(engine, mid)
+    assert (row.status, row.error_code, row.provider_message_id) == (word, str(code), sid)
+    released = task(engine, tid)
+    assert (released.status, released.no_notice) == ("ready", True)
+    assert audit_actions(engine)[:2] == ["message.sent", f"message.{word}"]
+
+
+def test_early_callback_for_another_attempt_or_row_is_unknown(
+    engine: Engine, settings: Settings, client: TestClient, fake_twilio: FakeTwilio, now: datetime
+) -> None:
+    sid = sent_through_fake(settings)
+    _customer, mid, _tid = sending_notice(engine, now)
+    other = add_message(
+        engine,
+        now,
+        add_customer(engine, now, "C002"),
+        None,
+        status="sending",
+        provider=None,
+        attempt_id="other:1",
+        occurrence="grace:other",
+    )
+    for url in (
+        early_url(mid, "9f2c41d0:stale"),  # an older attempt of the same row
+        early_url(other),  # the right attempt id on another row
+        STATUS_URL,  # no query: only the sid, which nobody has recorded yet
+        f"{STATUS_URL}?message_id={mid}",  # half a pair names no attempt
+    ):
+        response = post(client, fake_twilio.status_callback(sid, "delivered", url=url))
+        assert response.status_code == 404, url
+    for row_id in (mid, other):
+        row = message(engine, row_id)
+        assert (row.status, row.provider_message_id) == ("sending", None)
+    assert audit_actions(engine) == []
+
+
+def test_callback_query_is_signed_and_validated(
+    engine: Engine, settings: Settings, client: TestClient, fake_twilio: FakeTwilio, now: datetime
+) -> None:
+    sid = sent_through_fake(settings)
+    _customer, mid, _tid = sending_notice(engine, now)
+    url, params, headers = fake_twilio.status_callback(sid, "delivered", url=early_url(mid))
+    # The signature covers the query: pointing it at another row is a forgery.
+    forged = url.replace(f"message_id={mid}", f"message_id={mid + 1}")
+    response = client.post(forged.removeprefix(PUBLIC), data=params, headers=headers)
+    assert response.status_code == 403
+    assert message(engine, mid).status == "sending"
+    # Signed but malformed query values are the sender's mistake: 400, never 500.
+    for query in ("message_id=abc&attempt_id=x", f"message_id={mid}&attempt_id={'x' * 65}"):
+        signed = fake_twilio.status_callback(sid, "delivered", url=f"{STATUS_URL}?{query}")
+        assert post(client, signed).status_code == 400, query
+    long_sid = {"MessageSid": "SM" + "0" * 70, "MessageStatus": "delivered"}
+    response = client.post(
+        "/twilio/status", data=long_sid, headers=_signed(fake_twilio, "/twilio/status", long_sid)
+    )
+    assert response.status_code == 400
+    assert message(engine, mid).status == "sending"
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

@@ -21,23 +21,27 @@ def webhooks(
     """Serve POST /twilio/status and POST /twilio/inbound (signed requests only).
 
     Needs TWILIO_AUTH_TOKEN and VIPCARE_PUBLIC_URL (the URL Twilio calls, which
-    the signatures cover). Opt-out/opt-in keywords come from the contact policy.
+    the signatures cover). Opt-out/opt-in keywords come from the contact policy,
+    the pre-call lead time from the precall_notice rule.
     """
     import uvicorn
 
+    from notifications.dispatcher import lead_time_of
     from notifications.logging import install_masking
     from notifications.webhooks import create_app
     from rules import load_rules
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     cfg = settings()
-    policy = load_rules(cfg.rules_dir).contact_policy
+    ruleset = load_rules(cfg.rules_dir)
+    policy = ruleset.contact_policy
     app = create_app(
         engine(),
         cfg,
         clock=now_utc,
         opt_out_keywords=policy.opt_out_keywords,
         opt_in_keywords=policy.opt_in_keywords,
+        lead_time=lead_time_of(ruleset),
     )
     config = uvicorn.Config(app, host=host, port=port, log_level="info", proxy_headers=True)
     token = cfg.twilio_auth_token.get_secret_value() if cfg.twilio_auth_token else ""
