@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     voice_backend: Literal["mock", "twilio"] = "mock"
     public_url: str = Field(default="", description="Public base URL for provider callbacks.")
     twilio_api_base: str = Field(default="", description="Point the Twilio client elsewhere.")
+    mock_store: Path | None = Field(
+        default=None,
+        description="JSONL file where the mock backends keep their sends, so a restarted "
+        "dispatcher can reconcile against them (VIPCARE_MOCK_STORE); in memory when empty.",
+    )
     send_rate_per_second: float = Field(default=10.0, gt=0)
     dispatch_concurrency: int = Field(default=4, ge=1, le=64)
     batch_size: int = Field(default=5000, ge=100)

@@ -13,10 +13,13 @@ MOCK_STORE_ENV = "VIPCARE_MOCK_STORE"
 
 
 def mock_store_path(settings: Settings) -> str | None:
-    """Where the mock keeps its sends: setting ``mock_store`` or env ``VIPCARE_MOCK_STORE``."""
-    configured = getattr(settings, "mock_store", None)
-    if configured:
-        return str(configured)
+    """Where the mock keeps its sends: setting ``mock_store`` (env/.env ``VIPCARE_MOCK_STORE``).
+
+    The environment is also read directly, for a settings object made before
+    the variable was set (``get_settings`` is cached per process).
+    """
+    if settings.mock_store:
+        return str(settings.mock_store)
     return os.environ.get(MOCK_STORE_ENV) or None
 
 
