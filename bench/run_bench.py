@@ -56,9 +56,8 @@ def main() -> None:
         for journey in (j for j in RUN_ORDER if j in DECIDERS):
             t = time.perf_counter()
             report = run_journey(engine, ctx, journey)
-            print(
-                f"  {label:9} {journey:13} {time.perf_counter() - t:6.1f}s  decided={report.decided}"
-            )
+            took = time.perf_counter() - t
+            print(f"  {label:9} {journey:13} {took:6.1f}s  decided={report.decided}")
         print(f"{label}: {time.perf_counter() - total:.1f}s for {args.customers} customers")
 
 
