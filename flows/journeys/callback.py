@@ -130,13 +130,18 @@ def escalate_overdue(
     if not rows:
         return 0
     ids = [r.id for r in rows]
+    won: set[int] = set()  # a concurrent run may have escalated some first: audit only ours
     for start in range(0, len(ids), 1000):
-        session.execute(
-            update(CallTask)
-            .where(CallTask.id.in_(ids[start : start + 1000]), CallTask.escalated_at.is_(None))
-            .values(priority=CallTask.priority + 1, escalated_at=ctx.at),
-            execution_options={"synchronize_session": False},
+        won.update(
+            session.execute(
+                update(CallTask)
+                .where(CallTask.id.in_(ids[start : start + 1000]), CallTask.escalated_at.is_(None))
+                .values(priority=CallTask.priority + 1, escalated_at=ctx.at)
+                .returning(CallTask.id),
+                execution_options={"synchronize_session": False},
+            ).scalars()
         )
+    rows = [r for r in rows if r.id in won]
     audit.append(
         session,
         ctx.actor,

@@ -163,14 +163,19 @@ def _close(
 ) -> None:
     from crm import audit
 
-    session.execute(
-        update(GracePeriod)
-        .where(
-            GracePeriod.id.in_([c.extra["grace_id"] for c in rows]), GracePeriod.status == "open"
-        )
-        .values(status=status, closed_on=ctx.as_of),
-        execution_options={"synchronize_session": False},
+    closed = set(
+        session.execute(
+            update(GracePeriod)
+            .where(
+                GracePeriod.id.in_([c.extra["grace_id"] for c in rows]),
+                GracePeriod.status == "open",
+            )
+            .values(status=status, closed_on=ctx.as_of)
+            .returning(GracePeriod.id),
+            execution_options={"synchronize_session": False},
+        ).scalars()
     )
+    rows = [c for c in rows if c.extra["grace_id"] in closed]  # a concurrent run got the rest
     audit.append(
         session,
         ctx.actor,
