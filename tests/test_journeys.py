@@ -13,6 +13,7 @@ from crm.db import transaction
 from crm.errors import InvalidTransition
 from crm.models import CallTask, CreditLedger, GracePeriod, JourneyOccurrence, OutboundMessage, Plan
 from crm.tasks import RetryPolicy, complete
+from flows.journeys.registry import run_journey
 from notifications.backends.mock import MockSMSBackend, MockStore, MockVoiceBackend
 from notifications.dispatcher import dispatch
 from tests.builders import Crm, crm_tmp_csv, months_before, utc
@@ -442,3 +443,42 @@ def test_plan_fit_makes_one_full_pass_per_month(crm):
     december = crm.run(date(2026, 12, 1), "plan_fit")["plan_fit"]
     assert december["decided"] == 1
     assert {t.details["suggested_plan"] for t in crm.rows(CallTask, customer_id=late)} == {"SMALL"}
+
+
+def test_two_concurrent_runs_of_the_same_day_never_double_send_or_credit(engine):
+    """A second scheduler racing the first: the occurrence keys let exactly one win each intent."""
+    import threading
+
+    crm = Crm(engine)
+    crm.manager("M1", capacity=500)
+    for i in range(60):
+        crm.customer(
+            f"R{i}",
+            tier="diamond",
+            birthday=date(1980, 11, 23),
+            balance=Decimal("-1.00"),
+            last_contact_on=date(2026, 9, 1),
+        )
+    errors: list[BaseException] = []
+
+    def run(run_id: str) -> None:
+        try:
+            ctx = crm.context(date(2026, 11, 23), run_id=run_id)
+            for journey in ("grace_credit", "birthday", "callback"):
+                run_journey(engine, ctx, journey)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(f"sched-{k}",)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert len(crm.rows(CreditLedger, kind="grace_credit")) == 60
+    assert len(crm.rows(CreditLedger, kind="birthday_perk")) == 60
+    assert all(c.balance == Decimal("69.00") for c in (crm.get(f"R{i}") for i in range(60)))
+    assert len(crm.rows(OutboundMessage, journey="birthday")) == 60
+    assert len(crm.rows(CallTask, kind="callback")) == 60
+    with transaction(crm.engine) as s:
+        assert audit.verify(s).ok
