@@ -165,7 +165,10 @@ class _Doc:
 
 
 def _read(path: Path) -> _Doc:
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return _Doc(path, "", None, [RuleIssue(str(path), 1, 1, f"cannot read the file: {exc}")])
     doc = _Doc(path, hashlib.sha256(raw).hexdigest(), None, [])
     try:
         text = raw.decode("utf-8-sig")
