@@ -463,3 +463,28 @@ def test_cli_reports_stale_balances(cli, engine, tmp_path):
     assert result.exit_code == 0
     assert "1 rows, 0 new, 0 updated, 1 stale skipped" in result.stdout
     assert f"{feed}:2: skipped stale balance for C1001" in result.stdout
+
+
+def test_a_crash_while_writing_rolls_back_the_whole_file(engine, now, tmp_path, monkeypatch):
+    import crm.importer as importer
+
+    load_base(engine, now)
+    before = counts(engine)
+    rows = [
+        f"K{i},Crash {i},+86137{i:08d},,,,gold,film,GLB-58,AM-001,,,,,,," for i in range(11_000)
+    ]
+    path = csv_file(tmp_path, "customers", *rows)
+    real_write = importer._Customers.write
+    calls = []
+
+    def failing_write(self, session, chunk, ctx, report):
+        calls.append(len(chunk))
+        if len(calls) == 3:
+            raise RuntimeError("disk full")
+        real_write(self, session, chunk, ctx, report)
+
+    monkeypatch.setattr(importer._Customers, "write", failing_write)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run(engine, "customers", path, now)
+    assert calls == [5_000, 5_000, 1_000]
+    assert counts(engine) == before, "two written chunks must roll back with the third"
