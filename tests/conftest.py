@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="vipcare-prefect-"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from crm.db import make_engine
 from crm.models import Base

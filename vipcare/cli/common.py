@@ -8,6 +8,7 @@ the commands that need them, never here.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
@@ -22,8 +23,10 @@ from sqlalchemy import Engine
 
 from vipcare.settings import Settings, get_settings
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped or captured output is not wrapped at 80 columns: tables stay readable in logs.
+_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200"))
+console = Console(width=_WIDTH)
+err_console = Console(stderr=True, width=_WIDTH)
 
 P = ParamSpec("P")
 R = TypeVar("R")
