@@ -357,23 +357,24 @@ def make_chunk(ctx: _Context, first_index: int, count: int, first_id: int) -> Ch
         birthday = _birthday(rng, as_of)
         mmdd = None if birthday is None else birthday.month * 100 + birthday.day
 
-        # Plan and usage profile; about a fifth of customers misfit their plan on purpose.
+        # Plan and usage profile: about one customer in eight misfits their plan on purpose
+        # (so plan-fit has work, as in a real base); the rest use most of their allowance.
         plans = ctx.tier_plans[rank]
         u = rnd()
-        if u < 0.12:  # heavy user on the cheapest plan: big overage
+        if u < 0.05:  # heavy user on the cheapest plan: big overage
             plan_id, spec = plans[0]
-            factor = 2.2 + 2.0 * rnd()
-        elif u < 0.22:  # light user on the most expensive plan: overpaying
+            factor, jitter = 2.2 + 2.0 * rnd(), 0.4
+        elif u < 0.09:  # light user on the most expensive plan: overpaying
             plan_id, spec = plans[-1]
-            factor = 0.03 + 0.15 * rnd()
-        elif u < 0.28:  # a little over the allowance
+            factor, jitter = 0.03 + 0.15 * rnd(), 0.4
+        elif u < 0.13:  # a little over the allowance
             plan_id, spec = plans[randrange(len(plans))]
-            factor = 1.0 + 0.4 * rnd()
-        else:
+            factor, jitter = 1.0 + 0.4 * rnd(), 0.4
+        else:  # a plan that fits: most of the allowance used
             plan_id, spec = plans[randrange(len(plans))]
-            factor = 0.35 + 0.6 * rnd()
-        voice_base = spec.voice_minutes * factor * (0.6 + 0.8 * rnd())
-        data_base = spec.data_mb * factor * (0.6 + 0.8 * rnd())
+            factor, jitter = 0.8 + 0.2 * rnd(), 0.1
+        voice_base = spec.voice_minutes * factor * (1 - jitter + 2 * jitter * rnd())
+        data_base = spec.data_mb * factor * (1 - jitter + 2 * jitter * rnd())
         sms_base = spec.sms * factor * (0.2 + 0.8 * rnd())
 
         manager_id = None if rnd() < 0.005 else ctx.manager_ids[randrange(n_managers)]
@@ -392,10 +393,10 @@ def make_chunk(ctx: _Context, first_index: int, count: int, first_id: int) -> Ch
         else:
             joined_ord = as_of_ord - (recent_days + 31) - randrange(3650)
         joined_on = date.fromordinal(joined_ord)
-        if rnd() < 0.08:
+        if rnd() < 0.03:
             last_contact = None
-        else:
-            ago = 1 + int(rnd() * CADENCE_DAYS[tier] * 1.8)
+        else:  # most are within their cadence; about one in twelve is overdue
+            ago = 1 + int(rnd() * CADENCE_DAYS[tier] * 1.08)
             last_contact = date.fromordinal(max(joined_ord, as_of_ord - ago))
 
         if rnd() >= 0.45:

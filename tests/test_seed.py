@@ -206,8 +206,9 @@ def test_shape_plans_and_usage_make_plan_fit_fire(seeded):
             heavy += 1
         if all(r[1] < current.data_mb * 0.2 for r in rows) and current.monthly_fee >= 288:
             light += 1
-    assert big_savers > N * 0.1, "plan-fit needs customers who would save a lot"
-    assert heavy > N * 0.03 and light > N * 0.03
+    # About one customer in eight misfits on purpose: enough for plan-fit, not a flood.
+    assert N * 0.05 < big_savers < N * 0.2, "plan-fit needs some customers who would save a lot"
+    assert heavy > N * 0.02 and light > N * 0.01
 
 
 def test_seed_is_audited_and_rows_read_back_through_the_orm(seeded):
