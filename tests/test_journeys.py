@@ -482,3 +482,69 @@ def test_two_concurrent_runs_of_the_same_day_never_double_send_or_credit(engine)
     assert len(crm.rows(CallTask, kind="callback")) == 60
     with transaction(crm.engine) as s:
         assert audit.verify(s).ok
+
+
+def test_plan_fit_sql_prefilter_never_drops_a_customer_the_exact_check_accepts(crm):
+    """The SQL bound is only a shortcut: the same customers as costing everyone in Python."""
+    import random
+
+    from flows.journeys.plan_fit import best_alternative, load_plans
+
+    rng = random.Random(4)
+    as_of = date(2026, 11, 23)
+    months = months_before(as_of)
+    plan_ids = [
+        crm.plan(
+            f"P{i}",
+            fee=f"{fee}.00",
+            voice=voice,
+            data=data,
+            sms=sms,
+            voice_rate=rate,
+            data_rate="0.0290",
+            sms_rate="0.10",
+            tiers=tiers,
+        )
+        for i, (fee, voice, data, sms, rate, tiers) in enumerate(
+            [
+                (38, 50, 1024, 50, "0.19", ("silver", "gold")),
+                (58, 200, 3072, 100, "0.15", ("silver", "gold", "platinum")),
+                (88, 500, 10240, 200, "0.12", ("gold", "platinum", "diamond")),
+                (128, 800, 20480, 300, "0.10", ("gold", "platinum", "diamond")),
+                (198, 1500, 40960, 500, "0.08", ("platinum", "diamond")),
+            ]
+        )
+    ]
+    usage_by_ref = {}
+    for i in range(80):
+        tier = rng.choice(["silver", "gold", "platinum", "diamond"])
+        eligible = {
+            "silver": [0, 1],
+            "gold": [0, 1, 2, 3],
+            "platinum": [1, 2, 3, 4],
+            "diamond": [2, 3, 4],
+        }[tier]
+        cid = crm.customer(f"Q{i}", tier=tier, plan_id=plan_ids[rng.choice(eligible)])
+        u = (rng.randrange(0, 2000), rng.randrange(0, 50000), rng.randrange(0, 600))
+        crm.usage(cid, months, *u)
+        usage_by_ref[f"Q{i}"] = (cid, tier, u)
+    crm.run(as_of, "plan_fit")
+    decided = {crm.get_ref(t.customer_id) for t in crm.rows(CallTask, kind="plan_fit")}
+    trigger = crm.ruleset.journeys["plan_fit"].trigger
+    with crm.session() as s:
+        plans = load_plans(s)
+    current = {ref: crm.get(ref).plan_id for ref in usage_by_ref}
+    expected = {
+        ref
+        for ref, (_cid, tier, u) in usage_by_ref.items()
+        if best_alternative(
+            plans[current[ref]],
+            tier,
+            [u, u, u],
+            sorted(plans.values(), key=lambda p: p.fee),
+            trigger.min_saving_share,
+            trigger.min_saving_amount,
+        )
+    }
+    assert decided == expected
+    assert 5 < len(expected) < 75  # the sample really exercises both sides

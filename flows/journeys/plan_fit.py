@@ -14,12 +14,13 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import BigInteger, and_, case, false, func, literal, select, type_coerce
 from sqlalchemy.orm import Session
 
-from crm.models import CallTask, Customer, MonthlyUsage, Plan, PlanTier
+from crm.models import TIERS, CallTask, Customer, MonthlyUsage, Plan, PlanTier
 from crm.types import to_minor
 from flows.journeys.base import (
     Decision,
@@ -155,6 +156,58 @@ def best_alternative(
     return best
 
 
+def _units(column: Any) -> Any:
+    """A Money column's stored integer (minor units), for arithmetic inside SQL."""
+    return type_coerce(column, BigInteger)
+
+
+def _over(used: Any, included: Any, rate: Any) -> Any:
+    return case((used > included, (used - included) * _units(rate)), else_=literal(0))
+
+
+def could_save_enough(
+    plans: list[PlanCost], months: list[date], min_share: Decimal, min_amount: Decimal
+) -> Any:
+    """A SQL pre-filter: only customers whose current cost leaves room for the saving.
+
+    The current plan's cost over the months is computed in SQL (a correlated sum
+    over ``monthly_usage``); no alternative can cost less than the cheapest fee
+    open to the tier, so ``current - months * cheapest_fee`` bounds every possible
+    saving from above. Customers whose bound misses either threshold are dropped
+    here; the exact comparison happens in Python for the few that remain.
+    """
+    if not plans:
+        return false()
+    current_total = (
+        select(
+            func.coalesce(
+                func.sum(
+                    _units(Plan.monthly_fee) * 100
+                    + _over(
+                        MonthlyUsage.voice_minutes, Plan.voice_minutes, Plan.voice_overage_per_min
+                    )
+                    + _over(MonthlyUsage.data_mb, Plan.data_mb, Plan.data_overage_per_mb)
+                    + _over(MonthlyUsage.sms, Plan.sms, Plan.sms_overage)
+                ),
+                0,
+            )
+        )
+        .where(MonthlyUsage.customer_id == Customer.id, MonthlyUsage.month.in_(months))
+        .correlate(Customer, Plan)
+        .scalar_subquery()
+    )
+    cheapest = {
+        tier: min((p.fee for p in plans if tier in p.tiers), default=None) for tier in TIERS
+    }
+    whens = [(Customer.tier == t, literal(fee)) for t, fee in cheapest.items() if fee is not None]
+    if not whens:
+        return false()
+    best_possible = current_total - case(*whens, else_=current_total) * len(months)
+    needed = to_minor(min_amount, SCALE) * len(months)
+    share_bp = int((min_share * 10_000).to_integral_value(ROUND_FLOOR))  # floor: never too strict
+    return and_(best_possible >= needed, best_possible * 10_000 >= current_total * share_bp)
+
+
 def decide(session: Session, ctx: RunContext, rule: PlanFitRule) -> Iterator[list[Decision]]:
     trigger = rule.trigger
     months = full_months_before(ctx.as_of, trigger.months)
@@ -173,15 +226,19 @@ def decide(session: Session, ctx: RunContext, rule: PlanFitRule) -> Iterator[lis
         )
         .exists()
     )
-    stmt = customer_select(
-        Customer.plan_id.label("plan_id"), *when_columns(actions, ctx.as_of)
-    ).where(
-        compile_condition(rule.audience, ctx.as_of),
-        Customer.plan_id.is_not(None),
-        Customer.do_not_call.is_(False),
-        no_open_task("plan_fit"),
-        ~recently_declined,
-        occurrence_absent(rule.journey, occurrence),
+    stmt = (
+        customer_select(Customer.plan_id.label("plan_id"), *when_columns(actions, ctx.as_of))
+        .join(Plan, Plan.id == Customer.plan_id)
+        .where(
+            compile_condition(rule.audience, ctx.as_of),
+            Customer.do_not_call.is_(False),
+            no_open_task("plan_fit"),
+            ~recently_declined,
+            occurrence_absent(rule.journey, occurrence),
+            could_save_enough(
+                plan_list, months, trigger.min_saving_share, trigger.min_saving_amount
+            ),
+        )
     )
     for batch in iter_candidates(session, stmt, ctx):
         usage: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
