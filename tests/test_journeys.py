@@ -548,3 +548,21 @@ def test_plan_fit_sql_prefilter_never_drops_a_customer_the_exact_check_accepts(c
     }
     assert decided == expected
     assert 5 < len(expected) < 75  # the sample really exercises both sides
+
+
+@pytest.mark.parametrize(
+    ("current_fee", "alternative_fee", "suggested"),
+    [
+        ("120.00", "100.00", True),  # saves exactly 20.00 a month (16.7 %): both thresholds met
+        ("120.00", "100.01", False),  # 19.99 a month
+        ("140.00", "119.00", True),  # 21.00 and exactly 15 %
+        ("140.00", "119.01", False),  # 20.99 but 14.99 %
+    ],
+)
+def test_plan_fit_thresholds_at_the_boundary(crm, current_fee, alternative_fee, suggested):
+    cur = crm.plan("CUR", fee=current_fee, voice=1000, data=20480, sms=500)
+    crm.plan("ALT", fee=alternative_fee, voice=1000, data=20480, sms=500)
+    cid = crm.customer("B", tier="gold", plan_id=cur)
+    crm.usage(cid, months_before(date(2026, 11, 23)), voice=100, data=100, sms=10)
+    crm.run(date(2026, 11, 23), "plan_fit")
+    assert len(crm.rows(CallTask, customer_id=cid)) == (1 if suggested else 0)
