@@ -20,6 +20,8 @@ from flows.journeys.base import (
     JourneyReport,
     RunContext,
     apply_decisions,
+    common_variables,
+    notice_actions,
 )
 from rules.templates import render
 
@@ -97,6 +99,17 @@ def _mark_pass(session: Session, ctx: RunContext, rule: Any, period: str) -> Non
     insert_ignoring_conflicts(session, JourneyPass, [row], returning="id")
 
 
+def _task_reason(details: dict[str, Any]) -> str:
+    if "suggested_plan" in details:
+        return (
+            f" ({details['current_plan']} → {details['suggested_plan']},"
+            f" saves {details['monthly_saving']}/month)"
+        )
+    if "due_on" in details:
+        return f" (due {details['due_on']})"
+    return ""
+
+
 def _finish(session: Session, dry_run: bool) -> None:
     if dry_run:
         session.rollback()
@@ -131,20 +144,32 @@ def preview(
         batch_size=max(limit, 2000),
     )
     out: list[dict[str, Any]] = []
+    precall = ruleset.journeys.get("precall_notice")
     for decisions in DECIDERS[journey_id](session, ctx, rule):
         for d in decisions:
+            c = d.customer
             texts = {
-                m.template: render(rule, m.template, d.customer.locale, m.variables)
-                for m in d.messages
+                m.template: render(rule, m.template, c.locale, m.variables) for m in d.messages
             }
             actions = [f"send {m.template}" for m in d.messages]
-            actions += [f"grant credit {c.amount}" for c in d.credits]
-            actions += [f"call task {t.kind}" for t in d.tasks]
+            actions += [f"grant credit {credit.amount}" for credit in d.credits]
+            for t in d.tasks:
+                actions.append(f"call task {t.kind}" + _task_reason(t.details))
+                if c.do_not_call:
+                    actions[-1] += " (skipped: do-not-call)"
+                elif precall is not None and precall.enabled and not c.sms_opt_out:
+                    notice = notice_actions(precall)
+                    if notice:
+                        variables = {**common_variables(ctx, c), "task_kind": t.kind}
+                        texts[notice[0].template] = render(
+                            precall, notice[0].template, c.locale, variables
+                        )
             out.append(
                 {
-                    "customer_id": d.customer.external_id,
-                    "name": d.customer.name,
-                    "tier": d.customer.tier,
+                    "customer_id": c.external_id,
+                    "name": c.name,
+                    "tier": c.tier,
+                    "locale": c.locale,
                     "occurrence": d.occurrence,
                     "actions": actions,
                     "texts": texts,
@@ -153,4 +178,5 @@ def preview(
             )
             if len(out) >= limit:
                 return out
+    return out
     return out

@@ -73,10 +73,31 @@ def settings() -> Settings:
     return get_settings()
 
 
-def engine() -> Engine:
-    from crm.db import make_engine
+def engine(require_schema: bool = True) -> Engine:
+    """The configured database; refuses (exit 1) one that ``vipcare init`` has not set up."""
+    from sqlalchemy.exc import SQLAlchemyError
 
-    return make_engine(settings().database_url)
+    from crm.db import make_engine
+    from crm.schema import current_revision, head_revision
+    from vipcare.settings import redact_url
+
+    eng = make_engine(settings().database_url)
+    if not require_schema:
+        return eng
+    where = redact_url(settings().database_url)
+    path = eng.url.database if eng.dialect.name == "sqlite" else None
+    if path and path != ":memory:" and not os.path.exists(path):
+        fail(f"no database at {path}; run `vipcare init` first")
+    try:
+        current = current_revision(eng)
+    except SQLAlchemyError as exc:
+        reason = getattr(exc, "orig", None) or exc
+        fail(f"cannot open the database {where}: {type(exc).__name__}: {reason}")
+    if current is None:
+        fail(f"the database {where} has no vipcare schema yet; run `vipcare init` first")
+    if current != head_revision():
+        fail(f"the database {where} is at schema revision {current}; run `vipcare init` to upgrade")
+    return eng
 
 
 def parse_date(value: str | None, option: str = "--date") -> date | None:

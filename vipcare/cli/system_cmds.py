@@ -17,7 +17,7 @@ def init() -> None:
     """Create or upgrade the database schema. Running it again is harmless."""
     from crm.schema import upgrade
 
-    before, after = upgrade(engine())
+    before, after = upgrade(engine(require_schema=False))
     if before == after:
         console.print(f"database already at revision [bold]{after}[/]; nothing to do")
     else:
