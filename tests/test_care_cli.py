@@ -109,3 +109,17 @@ def test_ledger_list_json(cli, crm):
 def test_tasks_list_rejects_unknown_status(cli, crm):
     out = cli.invoke(app, ["tasks", "list", "--status", "redy"])
     assert out.exit_code == 2 and "redy" in out.output
+
+
+def test_commands_refuse_a_database_that_was_never_initialised(tmp_path, monkeypatch):
+    target = tmp_path / "missing.db"
+    monkeypatch.setenv("VIPCARE_DATABASE_URL", f"sqlite:///{target}")
+    get_settings.cache_clear()
+    try:
+        out = CliRunner().invoke(app, ["tasks", "list"])
+        assert out.exit_code == 1 and "vipcare init" in out.output
+        assert not target.exists()  # a read-only command does not create an empty file
+        assert CliRunner().invoke(app, ["init"]).exit_code == 0
+        assert CliRunner().invoke(app, ["tasks", "list", "--json"]).stdout.strip() == "[]"
+    finally:
+        get_settings.cache_clear()
