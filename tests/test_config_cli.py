@@ -56,6 +56,7 @@ def test_secrets_from_the_environment_are_never_printed(
     monkeypatch.setenv("VIPCARE_DATABASE_URL", DB_URL)
     monkeypatch.setenv("VIPCARE_SMS_BACKEND", "twilio")
     monkeypatch.setenv("VIPCARE_MOCK_STORE", str(tmp_path / "mock.jsonl"))
+    monkeypatch.setenv("VIPCARE_PUBLIC_URL", "https://hook:callback-pass-123@care.example.com/x")
 
     table = config(cli)
     as_json = config(cli, "--json")
@@ -66,6 +67,8 @@ def test_secrets_from_the_environment_are_never_printed(
     assert values["twilio_account_sid"] == values["twilio_auth_token"] == "********"
     assert values["database_url"] == "postgresql+psycopg://care:***@db.internal:5432/vipcare"
     assert values["sms_backend"] == "twilio"
+    assert values["public_url"] == "https://***@care.example.com/x"
+    assert "callback-pass-123" not in table + as_json
     assert values["mock_store"] == str(tmp_path / "mock.jsonl")
     # The table shows the same settings (the redacted token is there, the real one is not).
     assert "twilio_auth_token" in table and "********" in table

@@ -89,9 +89,24 @@ class Settings(BaseSettings):
                 out[name] = ""
             elif name == "database_url":
                 out[name] = redact_url(str(value))
+            elif name in {"public_url", "twilio_api_base"}:
+                out[name] = redact_http_url(str(value))
             else:
                 out[name] = str(value)
         return out
+
+
+def redact_http_url(url: str) -> str:
+    """Hide ``user:password@`` in an http(s) URL (a callback base may carry basic auth)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
 def redact_url(url: str) -> str:
