@@ -133,6 +133,8 @@ class DispatchSummary:
     """Rows another process moved while this one held them (not written back)."""
     tasks_ready: int = 0
     claimed: int = 0
+    halted: str | None = None
+    """Why the run stopped early (bad credentials, missing sender): fix it and dispatch again."""
     started_at: datetime | None = None
     finished_at: datetime | None = None
     suppressed_reasons: dict[str, int] = field(default_factory=dict)
@@ -204,6 +206,12 @@ class _Run:
 
     def now(self) -> datetime:
         return self.at + timedelta(microseconds=(self.clock() - self.t0) // 1000)
+
+    def halt(self, reason: str) -> None:
+        """Stop sending: the first reason wins (worker threads may race to set it)."""
+        if self.summary.halted is None:
+            self.summary.halted = reason
+            log.error("dispatch halted: %s", reason)
 
     def backend(self, channel: str) -> ChannelBackend:
         found = self._backends.get(channel)
@@ -344,6 +352,8 @@ class _Run:
     # -- 3. send ------------------------------------------------------------------
     def attempt(self, m: DueMessage) -> _Outcome:
         """One provider call for ``m`` (runs in a worker thread; no database here)."""
+        if self.summary.halted is not None:
+            return RetryOutcome(m, self.now(), f"not sent: {self.summary.halted}", refund=True)
         backend = self.backend(m.channel)
         limiter = self.limits.for_sender(m.channel)
         msg = self.outgoing(m)
@@ -374,7 +384,9 @@ class _Run:
                     )
             return self._transient(m, exc)
         except NotificationError as exc:  # configuration trouble: nothing was sent
-            return self._transient(m, TransientSendError(str(exc), provider=backend.provider))
+            # Every later send would fail the same way: stop the run, keep the try.
+            self.halt(str(exc))
+            return RetryOutcome(m, self.now(), f"not sent: {exc}", refund=True)
         except Exception as exc:
             log.exception(
                 "message %s to %s: unexpected error from %s",
@@ -498,6 +510,8 @@ def dispatch(
                 remaining -= taken
             if to_send:
                 run.send_all(pool, to_send)
+            if run.summary.halted is not None:
+                break
     with transaction(engine) as session:
         run.summary.tasks_ready += outbox.promote_ready_tasks(session, run.now(), actor)
     run.summary.finished_at = run.now()

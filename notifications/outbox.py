@@ -650,6 +650,8 @@ class RetryOutcome:
     message: DueMessage
     next_attempt_at: datetime
     reason: str
+    refund: bool = False
+    """Nothing reached the provider (our own configuration failed): the try does not count."""
 
 
 @dataclass
@@ -781,10 +783,16 @@ def write_back(
                 status=QUEUED,
                 next_attempt_at=bindparam("m_next"),
                 status_reason=bindparam("m_reason"),
+                attempts=_T.c.attempts - bindparam("m_refund"),
                 updated_at=at,
             ),
             [
-                {"m_id": o.message.id, "m_next": o.next_attempt_at, "m_reason": o.reason[:500]}
+                {
+                    "m_id": o.message.id,
+                    "m_next": o.next_attempt_at,
+                    "m_reason": o.reason[:500],
+                    "m_refund": 1 if o.refund else 0,
+                }
                 for o in retried
             ],
         )

@@ -406,3 +406,31 @@ def test_misconfigured_backend_fails_loudly_and_changes_nothing(
         dispatch(engine, settings, OPEN_POLICY, now)
     row = message(engine, mid)
     assert (row.status, row.attempts, row.attempt_id) == ("queued", 0, None)
+
+
+class _RevokedCredentials(MockSMSBackend):
+    """A provider that rejects our credentials (Twilio 20003) on every send."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.calls = 0
+
+    def send(self, msg: OutgoingMessage) -> SendResult:
+        self.calls += 1
+        raise ConfigurationError("Twilio rejected the credentials (20003): check TWILIO_AUTH_TOKEN")
+
+
+def test_bad_credentials_halt_the_run_without_using_up_tries(engine: Engine, now: datetime) -> None:
+    ids = seed_simple(engine, now, 30)
+    h = Harness(engine, dispatch_concurrency=1)
+    h.sms = _RevokedCredentials(store=h.store)
+    summary = h.run(now)
+    assert summary.halted is not None and "20003" in summary.halted
+    assert h.sms.calls == 1  # stopped at the first rejection, not once per message
+    assert summary.sent == summary.failed == 0
+    rows = [message(engine, mid) for mid in ids]
+    assert {r.status for r in rows} == {"queued"}
+    assert {r.attempts for r in rows} == {0}  # the try does not count: nothing reached Twilio
+    h.sms = MockSMSBackend(store=h.store)  # credentials fixed
+    again = h.run(now + timedelta(minutes=1))
+    assert again.halted is None and again.sent == 30

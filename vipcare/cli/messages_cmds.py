@@ -10,6 +10,7 @@ import typer
 from vipcare.cli.common import (
     console,
     engine,
+    fail,
     input_errors,
     now_utc,
     parse_instant,
@@ -79,6 +80,8 @@ def dispatch(
     data = summary.as_dict()
     if as_json:
         print_json(data)
+        if summary.halted:
+            fail(f"dispatch stopped early: {summary.halted}")
         return
     console.print(f"[bold]dispatch[/] as of {when.isoformat().replace('+00:00', 'Z')}")
     rows = [
@@ -101,6 +104,8 @@ def dispatch(
             f"[yellow]{summary.unresolved} message(s) left in 'sending': the provider could not "
             "say whether it has them; the next dispatch reconciles them.[/]"
         )
+    if summary.halted:
+        fail(f"dispatch stopped early, nothing more was sent: {summary.halted}")
 
 
 @messages_app.command("list")
