@@ -163,7 +163,6 @@ class Customer(Base):
         CheckConstraint("tier_rank BETWEEN 0 AND 3", name="tier_rank"),
         CheckConstraint(_in("status", CUSTOMER_STATUSES), name="status"),
         Index("ix_customers_birth_mmdd", "birth_mmdd"),
-        Index("ix_customers_status_tier", "status", "tier_rank"),
         Index("ix_customers_balance", "balance"),
         Index("ix_customers_manager", "manager_id"),
         Index("ix_customers_plan", "plan_id"),
@@ -384,6 +383,7 @@ class GracePeriod(Base):
         UniqueConstraint("customer_id", "occurrence"),
         CheckConstraint(_in("status", GRACE_STATUSES), name="status"),
         Index("ix_grace_periods_open", "status", "deadline"),
+        Index("ix_grace_periods_customer", "customer_id", "status"),
     )
 
 

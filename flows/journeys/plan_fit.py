@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, case, false, func, literal, select, type_coerce
+from sqlalchemy import BigInteger, case, false, func, literal, select, type_coerce
 from sqlalchemy.orm import Session
 
 from crm.models import TIERS, CallTask, Customer, MonthlyUsage, Plan, PlanTier
@@ -196,16 +196,29 @@ def could_save_enough(
         .correlate(Customer, Plan)
         .scalar_subquery()
     )
-    cheapest = {
-        tier: min((p.fee for p in plans if tier in p.tiers), default=None) for tier in TIERS
-    }
-    whens = [(Customer.tier == t, literal(fee)) for t, fee in cheapest.items() if fee is not None]
-    if not whens:
-        return false()
-    best_possible = current_total - case(*whens, else_=current_total) * len(months)
     needed = to_minor(min_amount, SCALE) * len(months)
     share_bp = int((min_share * 10_000).to_integral_value(ROUND_FLOOR))  # floor: never too strict
-    return and_(best_possible >= needed, best_possible * 10_000 >= current_total * share_bp)
+    whens = []
+    for tier in TIERS:
+        fees = [p.fee for p in plans if tier in p.tiers]
+        if fees:
+            floor = min(fees) * len(months)  # no alternative costs less than this
+            whens.append((Customer.tier == tier, literal(_least_total(floor, needed, share_bp))))
+    if not whens:
+        return false()
+    # One comparison, so the correlated sum is computed once per customer.
+    return current_total >= case(*whens, else_=literal(None))
+
+
+def _least_total(floor: int, needed: int, share_bp: int) -> int | None:
+    """The smallest current total T with T - floor >= needed and (T - floor) >= share * T.
+
+    ``(T - floor) * 10000 >= T * share_bp``  ⇔  ``T >= floor * 10000 / (10000 - share_bp)``.
+    """
+    if share_bp >= 10_000:
+        return floor + needed if floor <= 0 else None
+    by_share = -(-floor * 10_000 // (10_000 - share_bp))  # ceiling division
+    return max(floor + needed, by_share)
 
 
 def decide(session: Session, ctx: RunContext, rule: PlanFitRule) -> Iterator[list[Decision]]:

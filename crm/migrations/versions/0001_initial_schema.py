@@ -114,7 +114,6 @@ def upgrade() -> None:
         batch_op.create_index('ix_customers_birth_mmdd', ['birth_mmdd'], unique=False)
         batch_op.create_index('ix_customers_manager', ['manager_id'], unique=False)
         batch_op.create_index('ix_customers_plan', ['plan_id'], unique=False)
-        batch_op.create_index('ix_customers_status_tier', ['status', 'tier_rank'], unique=False)
 
     op.create_table('plan_tiers',
     sa.Column('plan_id', sa.Integer(), nullable=False),
@@ -169,6 +168,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('customer_id', 'occurrence', name=op.f('uq_grace_periods_customer_id_occurrence'))
     )
     with op.batch_alter_table('grace_periods', schema=None) as batch_op:
+        batch_op.create_index('ix_grace_periods_customer', ['customer_id', 'status'], unique=False)
         batch_op.create_index('ix_grace_periods_open', ['status', 'deadline'], unique=False)
 
     op.create_table('journey_occurrences',
@@ -306,6 +306,7 @@ def downgrade() -> None:
     op.drop_table('journey_occurrences')
     with op.batch_alter_table('grace_periods', schema=None) as batch_op:
         batch_op.drop_index('ix_grace_periods_open')
+        batch_op.drop_index('ix_grace_periods_customer')
 
     op.drop_table('grace_periods')
     with op.batch_alter_table('customer_clubs', schema=None) as batch_op:
@@ -321,7 +322,6 @@ def downgrade() -> None:
 
     op.drop_table('plan_tiers')
     with op.batch_alter_table('customers', schema=None) as batch_op:
-        batch_op.drop_index('ix_customers_status_tier')
         batch_op.drop_index('ix_customers_plan')
         batch_op.drop_index('ix_customers_manager')
         batch_op.drop_index('ix_customers_birth_mmdd')
