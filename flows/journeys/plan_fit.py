@@ -135,21 +135,33 @@ def best_alternative(
     min_share: Decimal,
     min_amount: Decimal,
 ) -> Suggestion | None:
-    """The cheapest eligible plan, if it beats the thresholds; exact integer comparisons."""
+    """The cheapest eligible plan, if it beats the thresholds; exact integer comparisons.
+
+    ``plans`` must be sorted by fee: a plan whose fees alone reach the best total
+    found so far (or leave no room for the saving) ends the search.
+    """
     months = len(usage)
     current_total = sum(current.month_cost(*u) for u in usage)
     needed = to_minor(min_amount, SCALE) * months
-    best: Suggestion | None = None
+    ceiling = current_total - needed  # an alternative must cost at most this
+    best_plan: PlanCost | None = None
     for plan in plans:
+        if plan.fee * months > ceiling:
+            break  # this and every dearer plan cannot save enough (or beat the best)
         if plan.id == current.id or tier not in plan.tiers:
             continue
-        if plan.fee * months > current_total - needed:  # cannot possibly save enough
-            continue
-        total = sum(plan.month_cost(*u) for u in usage)
-        if best is None or total < best.suggested_total:
-            best = Suggestion(plan, current_total, total, months)
-    if best is None:
+        total = 0
+        for voice, data, sms in usage:
+            total += plan.month_cost(voice, data, sms)
+            if total > ceiling:
+                break
+        if total <= ceiling:
+            best_plan, ceiling = plan, total - 1 if total > 0 else total
+    if best_plan is None:
         return None
+    best = Suggestion(
+        best_plan, current_total, sum(best_plan.month_cost(*u) for u in usage), months
+    )
     saving = best.saving_total
     if saving < needed or Decimal(saving) < min_share * Decimal(current_total):
         return None
