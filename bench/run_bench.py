@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -43,10 +43,11 @@ def main() -> None:
     print(f"seed {args.customers} customers: {time.perf_counter() - t0:.1f}s")
     tz = ZoneInfo("Asia/Shanghai")
     ruleset = load_rules(RULES)
-    for label in ("first run", "rerun"):
+    days = [("first run", as_of), ("rerun", as_of), ("next day", as_of + timedelta(days=1))]
+    for label, day in days:
         ctx = RunContext(
-            as_of,
-            care_day_instant(as_of, tz),
+            day,
+            care_day_instant(day, tz),
             f"bench-{label}",
             ruleset,
             tz,
