@@ -3,10 +3,9 @@
     python bench/run_bench.py --customers 100000 [--database-url URL] [--keep]
 
 Seeds a fresh database (SQLite file in a temp dir by default), then times every
-journey of one care day and a rerun of the same day (which must add nothing).
-Prefect is left out so the numbers are the journeys' own; the flow adds a few
-seconds of server start-up and ~10 ms per task.
-"""
+journey of one care day (the first ever: it carries the seeded backlog and the
+month's plan-fit pass), a rerun of the same day (which must add nothing) and the
+next day (a normal day).
 
 from __future__ import annotations
 
