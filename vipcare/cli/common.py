@@ -17,16 +17,32 @@ from functools import wraps
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.table import Table
 from sqlalchemy import Engine
 
 from vipcare.settings import Settings, get_settings
 
-# Piped or captured output is not wrapped at 80 columns: tables stay readable in logs.
-_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200"))
-console = Console(width=_WIDTH)
-err_console = Console(stderr=True, width=_WIDTH)
+
+class _Console(Console):
+    """Piped or captured output uses ``COLUMNS`` when set, else 200 columns, read at print time:
+    tables in logs and files are not squeezed to 80 columns."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        real = super().size
+        if self.is_terminal:
+            return real
+        columns = os.environ.get("COLUMNS", "")
+        return ConsoleDimensions(int(columns) if columns.isdigit() else 200, real.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
+console = _Console()
+err_console = _Console(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
