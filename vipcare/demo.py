@@ -97,9 +97,14 @@ def _story(engine: Any, as_of: date) -> None:
                 OutboundMessage.body,
                 OutboundMessage.status,
             )
-            .where(OutboundMessage.status.in_(("sent", "delivered")))
+            .where(
+                OutboundMessage.id.in_(  # the first sent message of each template
+                    select(func.min(OutboundMessage.id))
+                    .where(OutboundMessage.status.in_(("sent", "delivered")))
+                    .group_by(OutboundMessage.template)
+                )
+            )
             .order_by(OutboundMessage.id)
-            .limit(40)
         ).all()
         plan_fit = session.execute(
             select(CallTask.details, Customer.external_id, Customer.name)
