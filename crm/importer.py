@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, tzinfo
 from decimal import Decimal
@@ -161,8 +161,13 @@ def import_csv(
     actor: audit.Actor,
     at: datetime,
     operator_tz: str | tzinfo,
+    progress: Callable[[str, int], None] | None = None,
 ) -> ImportReport:
-    """Import one CSV file of ``kind``; raises :class:`ImportFileError` if any row is bad."""
+    """Import one CSV file of ``kind``; raises :class:`ImportFileError` if any row is bad.
+
+    ``progress(phase, rows)`` is called as rows are checked (``"checking"``) and
+    written (``"writing"``), for a progress display on big files.
+    """
     if kind not in KINDS:
         raise UnknownKindError(kind)
     if at.tzinfo is None:
@@ -184,14 +189,18 @@ def import_csv(
         with engine.connect() as conn:
             handler.load_refs(conn, ctx)
             conn.rollback()
-            report.rows = _validate(conn, handler, source, ctx, spool)
+            report.rows = _validate(conn, handler, source, ctx, spool, progress)
         if issues:
             raise ImportFileError(display, issues.sorted(HEADERS[kind]), issues.total)
         spool.seek(0)
         try:
             with transaction(engine) as session:
+                written = 0
                 for chunk in _replay(spool):
                     handler.write(session, chunk, ctx, report)
+                    written += len(chunk)
+                    if progress is not None:
+                        progress("writing", written)
                 report.audit_seq = audit.record(
                     session,
                     actor,
@@ -224,7 +233,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _validate(conn: Any, handler: _Handler, path: Path, ctx: _Ctx, spool: IO[bytes]) -> int:
+def _validate(
+    conn: Any,
+    handler: _Handler,
+    path: Path,
+    ctx: _Ctx,
+    spool: IO[bytes],
+    progress: Callable[[str, int], None] | None = None,
+) -> int:
     """Pass 1: check every row; spool good chunks while the file is still clean."""
     rows = 0
     seen: dict[Any, int] = {}
@@ -258,6 +274,8 @@ def _validate(conn: Any, handler: _Handler, path: Path, ctx: _Ctx, spool: IO[byt
             pending.append(record)
             if len(pending) >= CHUNK:
                 flush()
+        if progress is not None and rows % CHUNK == 0:
+            progress("checking", rows)
     flush()
     return rows
 

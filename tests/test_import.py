@@ -488,3 +488,18 @@ def test_a_crash_while_writing_rolls_back_the_whole_file(engine, now, tmp_path, 
         run(engine, "customers", path, now)
     assert calls == [5_000, 5_000, 1_000]
     assert counts(engine) == before, "two written chunks must roll back with the third"
+
+
+def test_progress_reports_checking_and_writing(engine, now, tmp_path):
+    rows = [
+        f"P{i:05d},Name {i},+86138{i:08d},zh-CN,Asia/Shanghai,,gold,,,,1.00,0.00,active,no,no,,"
+        for i in range(6_000)
+    ]
+    path = csv_file(tmp_path, "customers", *rows)
+    seen: list[tuple[str, int]] = []
+    report = import_csv(
+        engine, "customers", path, ACTOR, now, TZ, progress=lambda p, n: seen.append((p, n))
+    )
+    assert report.rows == 6_000
+    assert [n for p, n in seen if p == "checking"] == [5_000]
+    assert [n for p, n in seen if p == "writing"] == [5_000, 6_000]

@@ -156,11 +156,35 @@ def import_(
 
     if not file.is_file():
         fail(f"{file}: no such file")
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     eng = _schema_engine()
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed:,} rows"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+    phases: dict[str, Any] = {}
+
+    def on_progress(phase: str, rows: int) -> None:
+        if phase not in phases:
+            phases[phase] = bar.add_task(f"{phase} {file.name}", total=None)
+        bar.update(phases[phase], completed=rows)
+
     try:
-        report = import_csv(
-            eng, kind.value, file, Actor("import", "cli"), now_utc(), settings().timezone
-        )
+        with bar:
+            report = import_csv(
+                eng,
+                kind.value,
+                file,
+                Actor("import", "cli"),
+                now_utc(),
+                settings().timezone,
+                progress=on_progress,
+            )
     except ImportFileError as exc:
         for line in exc.render().splitlines():
             err_console.print(escape(line), highlight=False, soft_wrap=True)
