@@ -55,7 +55,7 @@ def decide(session: Session, ctx: RunContext, rule: CallbackRule) -> Iterator[li
             no_open_task("callback"),
         )
         for batch in iter_candidates(session, stmt, ctx):
-            closed = _last_closed_cycle(session, [c.id for c in batch])
+            closed = last_closed_cycle(session, [c.id for c in batch])
             decisions = []
             for c in batch:
                 anchors = [d for d in (c.extra["last_contact_on"], c.extra["joined_on"]) if d]
@@ -89,7 +89,7 @@ def decide(session: Session, ctx: RunContext, rule: CallbackRule) -> Iterator[li
             yield decisions
 
 
-def _last_closed_cycle(session: Session, ids: list[int]) -> dict[int, date]:
+def last_closed_cycle(session: Session, ids: list[int]) -> dict[int, date]:
     """The day each customer's last callback task closed: a cycle whose tries ran out counts."""
     rows = session.execute(
         select(CallTask.customer_id, func.max(CallTask.completed_at))

@@ -119,9 +119,13 @@ def explain(
     as_of = parse_date(date_) or today_local()
     ruleset = load_rules(_rules_dir(rules_dir))
     rule = ruleset.journey(journey)
+    from flows.journeys.explain import trigger_checks
+
     with transaction(engine()) as session:
         facts = facts_for(session, customer_id)
+        checks = trigger_checks(session, ruleset, rule.journey, customer_id, as_of)
     audience = explain_condition(rule.audience, facts, as_of)
+    would_act = rule.enabled and audience.passed and all(c.passed for c in checks)
     actions: list[dict[str, Any]] = []
     deadline = list(getattr(rule, "deadline_action_list", []))
     for stage, items in (("actions", rule.action_list), ("on_deadline", deadline)):
@@ -145,7 +149,9 @@ def explain(
                 "rule_hash": rule.content_hash,
                 "enabled": rule.enabled,
                 "in_audience": audience.passed,
+                "would_act": would_act,
                 "audience": audience.to_dict(),
+                "trigger": [c.to_dict() for c in checks],
                 "actions": [{k: v for k, v in a.items() if k != "_verdict"} for a in actions],
             }
         )
@@ -171,11 +177,15 @@ def explain(
         console.print(f"  {mark} {stage}{a['action']}{when}", highlight=False, markup=True)
         if a["_verdict"] is not None:
             _print_explanation(a["_verdict"], 2)
-    console.print(
-        "[dim]The audience says who the journey considers; its trigger (birthday date,"
-        " balance threshold, usage, cadence) and limits are applied when it runs.[/]",
-        highlight=False,
-    )
+    if checks:
+        console.print("[bold]trigger and limits[/]", highlight=False)
+        for c in checks:
+            mark = "[green]✔[/]" if c.passed else "[red]✘[/]"
+            console.print(
+                f"  {mark} {escape(c.check)}  [dim](actual: {escape(c.actual)})[/]", highlight=False
+            )
+    outcome = "[green]would act[/]" if would_act else "[red]would not act[/]"
+    console.print(f"verdict: the journey {outcome} on {as_of}", highlight=False)
 
 
 def _print_explanation(node: Any, depth: int) -> None:
