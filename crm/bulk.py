@@ -37,17 +37,3 @@ def insert_ignoring_conflicts(
     for start in range(0, len(rows), 2000):
         won.update(session.execute(stmt, list(rows[start : start + 2000])).scalars().all())
     return won
-
-
-def insert_returning_ids(
-    session: Session, model: type[DeclarativeBase], rows: Sequence[dict[str, Any]]
-) -> list[int]:
-    """Bulk INSERT returning the new primary keys in the order of ``rows``."""
-    if not rows:
-        return []
-    table = table_of(model)
-    stmt = table.insert().returning(table.c.id, sort_by_parameter_order=True)
-    ids: list[int] = []
-    for start in range(0, len(rows), 2000):
-        ids.extend(session.execute(stmt, list(rows[start : start + 2000])).scalars().all())
-    return ids

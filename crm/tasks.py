@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crm import audit
@@ -178,44 +178,6 @@ def complete(
         )
     audit.append(session, actor, at, entries)
     return Completion(task.id, outcome, last_contact, retry_id)
-
-
-def cancel_open_tasks(
-    session: Session, customer_ids: list[int], reason: str, at: datetime, actor: Actor
-) -> int:
-    """Cancel a customer's open tasks (e.g. they asked not to be called)."""
-    rows = session.execute(
-        select(CallTask.id, CallTask.customer_id, Customer.external_id)
-        .join(Customer, Customer.id == CallTask.customer_id)
-        .where(
-            CallTask.customer_id.in_(customer_ids),
-            CallTask.status.in_(("awaiting_notice", "ready")),
-        )
-    ).all()
-    if not rows:
-        return 0
-    session.execute(
-        update(CallTask)
-        .where(CallTask.id.in_([r.id for r in rows]))
-        .values(status="cancelled", completed_at=at, note=reason),
-        execution_options={"synchronize_session": False},
-    )
-    audit.append(
-        session,
-        actor,
-        at,
-        [
-            AuditEntry(
-                action="task.cancelled",
-                details={"task_id": r.id, "reason": reason},
-                customer_id=r.customer_id,
-                customer_ref=r.external_id,
-                entity=f"task:{r.id}",
-            )
-            for r in rows
-        ],
-    )
-    return len(rows)
 
 
 def task_view(

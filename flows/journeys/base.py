@@ -18,12 +18,13 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, bindparam, func, select, true, update
+from sqlalchemy import Select, bindparam, func, select, true, update
 from sqlalchemy.orm import Session
 
 from crm import audit
 from crm.audit import Actor, AuditEntry
 from crm.bulk import insert_ignoring_conflicts, table_of
+from crm.jsonable import jsonable
 from crm.models import (
     CallTask,
     CreditLedger,
@@ -227,12 +228,6 @@ class JourneyReport:
     skipped_existing: int = 0
     counts: Counter[str] = field(default_factory=Counter)
 
-    def merge(self, other: JourneyReport) -> None:
-        self.candidates += other.candidates
-        self.decided += other.decided
-        self.skipped_existing += other.skipped_existing
-        self.counts.update(other.counts)
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "journey": self.journey,
@@ -302,8 +297,8 @@ class CapacityPlanner:
                 self.load[(manager_id, day)] = count
         self._cursor: dict[int, date] = {}
 
-    def assign(self, manager_id: int | None, earliest: date | None = None) -> date:
-        start = working_day_on_or_after(max(earliest or self.as_of, self.as_of))
+    def assign(self, manager_id: int | None) -> date:
+        start = working_day_on_or_after(self.as_of)
         if manager_id is None:
             return start
         capacity = self.capacity.get(manager_id, 0)
@@ -314,8 +309,7 @@ class CapacityPlanner:
         if capacity <= 0:
             day = start
         self.load[(manager_id, day)] += 1
-        if earliest is None or earliest <= self.as_of:
-            self._cursor[manager_id] = day
+        self._cursor[manager_id] = day
         return day
 
     def book(self, manager_id: int | None, day: date) -> None:
@@ -350,7 +344,7 @@ def apply_decisions(
             "rule_id": rule.rule_id,
             "rule_hash": rule.content_hash,
             "run_id": ctx.run_id,
-            "details": _jsonable(d.summary()),
+            "details": jsonable(d.summary()),
         }
         for d in decisions
     ]
@@ -373,7 +367,7 @@ def apply_decisions(
         entries.append(
             AuditEntry(
                 action=f"journey.{journey}",
-                details=_jsonable(d.summary()),
+                details=jsonable(d.summary()),
                 customer_id=d.customer.id,
                 customer_ref=d.customer.external_id,
                 entity=f"occurrence:{journey}:{d.occurrence}",
@@ -529,7 +523,7 @@ def _write_tasks(
             "priority": t.priority,
             "due_on": t.due_on,
             "scheduled_on": t.scheduled_on,
-            "details": _jsonable(t.details),
+            "details": jsonable(t.details),
             "attempt": t.attempt,
             "rule_hash": rule.content_hash,
             "created_at": ctx.at,
@@ -602,24 +596,6 @@ def insert_notices(session: Session, rows: list[dict[str, Any]]) -> list[int]:
         for message_id, customer_id, occurrence in session.execute(stmt):
             found[(customer_id, occurrence)] = message_id
     return [found[(r["customer_id"], r["occurrence"])] for r in rows]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def and_all(*conds: Any) -> Any:
-    return and_(*[c for c in conds if c is not None])
 
 
 def notice_actions(rule: JourneyBase) -> list[Any]:

@@ -12,7 +12,6 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from functools import wraps
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
@@ -21,6 +20,7 @@ from rich.console import Console, ConsoleDimensions
 from rich.table import Table
 from sqlalchemy import Engine
 
+from crm.jsonable import jsonable
 from vipcare.settings import Settings, get_settings
 
 
@@ -145,20 +145,6 @@ def now_utc() -> datetime:
 
 def today_local() -> date:
     return now_utc().astimezone(settings().tz).date()
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
 
 
 def print_json(rows: Any) -> None:
