@@ -566,3 +566,24 @@ def test_plan_fit_thresholds_at_the_boundary(crm, current_fee, alternative_fee, 
     crm.usage(cid, months_before(date(2026, 11, 23)), voice=100, data=100, sms=10)
     crm.run(date(2026, 11, 23), "plan_fit")
     assert len(crm.rows(CallTask, customer_id=cid)) == (1 if suggested else 0)
+
+
+def test_joining_do_not_call_cancels_open_calls_and_their_notice(crm):
+    cid = crm.customer("LATER_DNC", tier="diamond", last_contact_on=date(2026, 10, 1))
+    crm.run(date(2026, 11, 23), "callback")
+    (task,) = crm.rows(CallTask, customer_id=cid)
+    assert task.status == "awaiting_notice"
+    crm.update("LATER_DNC", do_not_call=True)  # e.g. from `vipcare import customers`
+    report = crm.run(date(2026, 11, 24), "callback")["callback"]
+    assert report["tasks_cancelled_do_not_call"] == 1
+    (task,) = crm.rows(CallTask, customer_id=cid)
+    assert task.status == "cancelled"
+    notice = crm.rows(OutboundMessage, id=task.notice_message_id)[0]
+    assert notice.status == "suppressed" and notice.status_reason.startswith("do_not_call")
+    with transaction(crm.engine) as s:
+        rows = audit.list_rows(s, customer_ref="LATER_DNC", actions=["task.cancelled"])
+    assert [r.action for r in rows] == ["task.cancelled"]
+    assert (
+        crm.run(date(2026, 11, 25), "callback")["callback"].get("tasks_cancelled_do_not_call", 0)
+        == 0
+    )

@@ -166,3 +166,73 @@ def escalate_overdue(
     )
     report.counts["tasks_escalated"] += len(rows)
     return len(rows)
+
+
+def cancel_calls_to_do_not_call(session: Session, ctx: RunContext, report: JourneyReport) -> int:
+    """A customer who joined the do-not-call list since a task was made gets no call.
+
+    Their open call tasks are cancelled and the pre-call SMS still waiting for
+    them is suppressed ("your manager will call soon" would now be untrue), audited.
+    """
+    from crm.models import OutboundMessage
+
+    rows = session.execute(
+        update(CallTask)
+        .where(
+            CallTask.status.in_(OPEN_TASK_STATUSES),
+            CallTask.customer_id.in_(select(Customer.id).where(Customer.do_not_call.is_(True))),
+        )
+        .values(status="cancelled", completed_at=ctx.at, note="customer is on the do-not-call list")
+        .returning(CallTask.id, CallTask.customer_id, CallTask.kind, CallTask.notice_message_id),
+        execution_options={"synchronize_session": False},
+    ).all()
+    if not rows:
+        return 0
+    notices = [r.notice_message_id for r in rows if r.notice_message_id is not None]
+    suppressed: set[int] = set()
+    for start in range(0, len(notices), 1000):
+        suppressed.update(
+            session.execute(
+                update(OutboundMessage)
+                .where(
+                    OutboundMessage.id.in_(notices[start : start + 1000]),
+                    OutboundMessage.status == "queued",
+                )
+                .values(
+                    status="suppressed",
+                    status_reason="do_not_call: the call was cancelled",
+                    updated_at=ctx.at,
+                )
+                .returning(OutboundMessage.id),
+                execution_options={"synchronize_session": False},
+            ).scalars()
+        )
+    refs = dict(
+        session.execute(
+            select(Customer.id, Customer.external_id).where(
+                Customer.id.in_({r.customer_id for r in rows})
+            )
+        ).all()
+    )
+    audit.append(
+        session,
+        ctx.actor,
+        ctx.at,
+        [
+            AuditEntry(
+                action="task.cancelled",
+                details={
+                    "task_id": r.id,
+                    "kind": r.kind,
+                    "reason": "do_not_call",
+                    "notice_suppressed": r.notice_message_id in suppressed,
+                },
+                customer_id=r.customer_id,
+                customer_ref=refs.get(r.customer_id),
+                entity=f"task:{r.id}",
+            )
+            for r in rows
+        ],
+    )
+    report.counts["tasks_cancelled_do_not_call"] += len(rows)
+    return len(rows)
