@@ -587,3 +587,13 @@ def test_joining_do_not_call_cancels_open_calls_and_their_notice(crm):
         crm.run(date(2026, 11, 25), "callback")["callback"].get("tasks_cancelled_do_not_call", 0)
         == 0
     )
+
+
+def test_closing_the_account_cancels_open_calls(crm):
+    cid = crm.customer("CLOSING", tier="diamond", last_contact_on=date(2026, 10, 1))
+    crm.run(date(2026, 11, 23), "callback")
+    crm.update("CLOSING", status="closed")
+    report = crm.run(date(2026, 11, 24), "callback")["callback"]
+    assert report["tasks_cancelled_closed"] == 1
+    (task,) = crm.rows(CallTask, customer_id=cid)
+    assert (task.status, task.note) == ("cancelled", "the customer's account is closed")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date, timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -168,21 +169,36 @@ def escalate_overdue(
     return len(rows)
 
 
-def cancel_calls_to_do_not_call(session: Session, ctx: RunContext, report: JourneyReport) -> int:
-    """A customer who joined the do-not-call list since a task was made gets no call.
+CANCEL_REASONS: dict[str, tuple[Any, str]] = {
+    "do_not_call": (Customer.do_not_call.is_(True), "customer is on the do-not-call list"),
+    "closed": (Customer.status == "closed", "the customer's account is closed"),
+}
+
+
+def cancel_calls_no_longer_wanted(session: Session, ctx: RunContext, report: JourneyReport) -> int:
+    """Calls that must no longer happen: the customer joined do-not-call or closed the account.
 
     Their open call tasks are cancelled and the pre-call SMS still waiting for
     them is suppressed ("your manager will call soon" would now be untrue), audited.
     """
+    return sum(
+        _cancel_calls(session, ctx, report, code, where, note)
+        for code, (where, note) in CANCEL_REASONS.items()
+    )
+
+
+def _cancel_calls(
+    session: Session, ctx: RunContext, report: JourneyReport, code: str, where: Any, note: str
+) -> int:
     from crm.models import OutboundMessage
 
     rows = session.execute(
         update(CallTask)
         .where(
             CallTask.status.in_(OPEN_TASK_STATUSES),
-            CallTask.customer_id.in_(select(Customer.id).where(Customer.do_not_call.is_(True))),
+            CallTask.customer_id.in_(select(Customer.id).where(where)),
         )
-        .values(status="cancelled", completed_at=ctx.at, note="customer is on the do-not-call list")
+        .values(status="cancelled", completed_at=ctx.at, note=note)
         .returning(CallTask.id, CallTask.customer_id, CallTask.kind, CallTask.notice_message_id),
         execution_options={"synchronize_session": False},
     ).all()
@@ -200,7 +216,7 @@ def cancel_calls_to_do_not_call(session: Session, ctx: RunContext, report: Journ
                 )
                 .values(
                     status="suppressed",
-                    status_reason="do_not_call: the call was cancelled",
+                    status_reason=f"{code}: the call was cancelled",
                     updated_at=ctx.at,
                 )
                 .returning(OutboundMessage.id),
@@ -224,7 +240,7 @@ def cancel_calls_to_do_not_call(session: Session, ctx: RunContext, report: Journ
                 details={
                     "task_id": r.id,
                     "kind": r.kind,
-                    "reason": "do_not_call",
+                    "reason": code,
                     "notice_suppressed": r.notice_message_id in suppressed,
                 },
                 customer_id=r.customer_id,
@@ -234,5 +250,5 @@ def cancel_calls_to_do_not_call(session: Session, ctx: RunContext, report: Journ
             for r in rows
         ],
     )
-    report.counts["tasks_cancelled_do_not_call"] += len(rows)
+    report.counts[f"tasks_cancelled_{code}"] += len(rows)
     return len(rows)

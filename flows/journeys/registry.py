@@ -61,7 +61,7 @@ def run_journey(
             grace_credit.close_graces(session, ctx, rule, report)
             _finish(session, dry_run)
         if journey == "callback":
-            callback.cancel_calls_to_do_not_call(session, ctx, report)
+            callback.cancel_calls_no_longer_wanted(session, ctx, report)
             callback.escalate_overdue(session, ctx, rule, report)
             _finish(session, dry_run)
         planner = CapacityPlanner(session, ctx.as_of)
