@@ -17,10 +17,10 @@ from datetime import date, timedelta
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, case, false, func, literal, select, type_coerce
+from sqlalchemy import BigInteger, and_, case, false, func, literal, select, type_coerce
 from sqlalchemy.orm import Session
 
-from crm.models import TIERS, CallTask, Customer, MonthlyUsage, Plan, PlanTier
+from crm.models import CallTask, Customer, MonthlyUsage, Plan, PlanTier
 from crm.types import to_minor
 from flows.journeys.base import (
     Decision,
@@ -177,60 +177,80 @@ def _over(used: Any, included: Any, rate: Any) -> Any:
     return case((used > included, (used - included) * _units(rate)), else_=literal(0))
 
 
-def could_save_enough(
-    plans: list[PlanCost], months: list[date], min_share: Decimal, min_amount: Decimal
-) -> Any:
-    """A SQL pre-filter: only customers whose current cost leaves room for the saving.
+def _least(dialect: str, *values: Any) -> Any:
+    """The smallest of several values: ``min(a, b)`` in SQLite, ``LEAST`` elsewhere."""
+    if len(values) == 1:
+        return values[0]
+    return func.min(*values) if dialect == "sqlite" else func.least(*values)
 
-    The current plan's cost over the months is computed in SQL (a correlated sum
-    over ``monthly_usage``); no alternative can cost less than the cheapest fee
-    open to the tier, so ``current - months * cheapest_fee`` bounds every possible
-    saving from above. Customers whose bound misses either threshold are dropped
-    here; the exact comparison happens in Python for the few that remain.
+
+NO_PLAN = 10**15
+"""Stands in for the cost of a plan the customer may not take (min() must not see NULL)."""
+
+
+def could_save_enough(
+    plans: list[PlanCost],
+    months: list[date],
+    min_share: Decimal,
+    min_amount: Decimal,
+    dialect: str,
+) -> Any:
+    """The plan-fit test in SQL, set-based: one correlated subquery per customer.
+
+    Over the customer's usage rows of ``months`` it sums the cost under the
+    current plan (C) and under every other plan (one SUM per plan, a huge stand-in
+    for plans the tier may not take), takes the cheapest (B) and returns one
+    margin that is >= 0 exactly when the saving S = C - B meets both thresholds
+    and every month has usage: ``min(S*10000 - C*share, (S - needed)*10000,
+    (months_present - months)*10000)``. The share is floored to basis points, so
+    the filter is never stricter than the rule; Python re-checks the few rows
+    that pass with exact Decimal arithmetic.
     """
     if not plans:
         return false()
-    current_total = (
-        select(
-            func.coalesce(
+    m = MonthlyUsage
+
+    def over(used: Any, included: int, rate: int) -> Any:
+        return case((used > included, (used - included) * rate), else_=literal(0))
+
+    current = func.sum(
+        _units(Plan.monthly_fee) * 100
+        + _over(m.voice_minutes, Plan.voice_minutes, Plan.voice_overage_per_min)
+        + _over(m.data_mb, Plan.data_mb, Plan.data_overage_per_mb)
+        + _over(m.sms, Plan.sms, Plan.sms_overage)
+    )
+    alternatives = [
+        case(
+            (
+                and_(Customer.tier.in_(sorted(p.tiers)), Customer.plan_id != p.id),
                 func.sum(
-                    _units(Plan.monthly_fee) * 100
-                    + _over(
-                        MonthlyUsage.voice_minutes, Plan.voice_minutes, Plan.voice_overage_per_min
-                    )
-                    + _over(MonthlyUsage.data_mb, Plan.data_mb, Plan.data_overage_per_mb)
-                    + _over(MonthlyUsage.sms, Plan.sms, Plan.sms_overage)
+                    literal(p.fee)
+                    + over(m.voice_minutes, p.voice, p.voice_rate)
+                    + over(m.data_mb, p.data, p.data_rate)
+                    + over(m.sms, p.sms, p.sms_rate)
                 ),
-                0,
+            ),
+            else_=literal(NO_PLAN),
+        )
+        for p in plans
+    ]
+    saving = current - _least(dialect, *alternatives)
+    needed = to_minor(min_amount, SCALE) * len(months)
+    share_bp = int((min_share * 10_000).to_integral_value(ROUND_FLOOR))
+    margin = (
+        select(
+            _least(
+                dialect,
+                saving * 10_000 - current * share_bp,
+                (saving - needed) * 10_000,
+                (func.count() - len(months)) * 10_000,
             )
         )
-        .where(MonthlyUsage.customer_id == Customer.id, MonthlyUsage.month.in_(months))
+        .where(m.customer_id == Customer.id, m.month.in_(months))
         .correlate(Customer, Plan)
         .scalar_subquery()
     )
-    needed = to_minor(min_amount, SCALE) * len(months)
-    share_bp = int((min_share * 10_000).to_integral_value(ROUND_FLOOR))  # floor: never too strict
-    whens = []
-    for tier in TIERS:
-        fees = [p.fee for p in plans if tier in p.tiers]
-        if fees:
-            floor = min(fees) * len(months)  # no alternative costs less than this
-            whens.append((Customer.tier == tier, literal(_least_total(floor, needed, share_bp))))
-    if not whens:
-        return false()
-    # One comparison, so the correlated sum is computed once per customer.
-    return current_total >= case(*whens, else_=literal(None))
-
-
-def _least_total(floor: int, needed: int, share_bp: int) -> int | None:
-    """The smallest current total T with T - floor >= needed and (T - floor) >= share * T.
-
-    ``(T - floor) * 10000 >= T * share_bp``  ⇔  ``T >= floor * 10000 / (10000 - share_bp)``.
-    """
-    if share_bp >= 10_000:
-        return floor + needed if floor <= 0 else None
-    by_share = -(-floor * 10_000 // (10_000 - share_bp))  # ceiling division
-    return max(floor + needed, by_share)
+    return margin >= 0
 
 
 def decide(session: Session, ctx: RunContext, rule: PlanFitRule) -> Iterator[list[Decision]]:
@@ -261,7 +281,11 @@ def decide(session: Session, ctx: RunContext, rule: PlanFitRule) -> Iterator[lis
             ~recently_declined,
             occurrence_absent(rule.journey, occurrence),
             could_save_enough(
-                plan_list, months, trigger.min_saving_share, trigger.min_saving_amount
+                plan_list,
+                months,
+                trigger.min_saving_share,
+                trigger.min_saving_amount,
+                session.get_bind().dialect.name,
             ),
         )
     )
