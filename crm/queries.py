@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from crm.errors import NotFound
+from crm.jsonable import jsonable
 from crm.models import TIERS, Customer, CustomerClub, Manager, Plan, PlanTier
 
 
@@ -45,26 +46,7 @@ class CustomerRow:
 
     def to_json(self) -> dict[str, Any]:
         """CSV column names; money as strings like "-5.00", dates ISO, clubs a list."""
-        return {
-            "customer_id": self.customer_id,
-            "name": self.name,
-            "phone": self.phone,
-            "locale": self.locale,
-            "timezone": self.timezone,
-            "birthday": _iso(self.birthday),
-            "tier": self.tier,
-            "clubs": list(self.clubs),
-            "plan_code": self.plan_code,
-            "account_manager_id": self.account_manager_id,
-            "balance": str(self.balance),
-            "balance_as_of": _iso(self.balance_as_of),
-            "credit_limit": str(self.credit_limit),
-            "status": self.status,
-            "sms_opt_out": self.sms_opt_out,
-            "do_not_call": self.do_not_call,
-            "joined_on": _iso(self.joined_on),
-            "last_contact_on": _iso(self.last_contact_on),
-        }
+        return dict(jsonable(asdict(self)))
 
 
 @dataclass(frozen=True)
@@ -81,18 +63,7 @@ class PlanRow:
     tiers: list[str]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "plan_code": self.plan_code,
-            "name": self.name,
-            "monthly_fee": str(self.monthly_fee),
-            "voice_minutes": self.voice_minutes,
-            "data_mb": self.data_mb,
-            "sms": self.sms,
-            "voice_overage_per_min": str(self.voice_overage_per_min),
-            "data_overage_per_mb": str(self.data_overage_per_mb),
-            "sms_overage": str(self.sms_overage),
-            "tiers": list(self.tiers),
-        }
+        return dict(jsonable(asdict(self)))
 
 
 @dataclass(frozen=True)
@@ -105,22 +76,7 @@ class ManagerRow:
     customers: int
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "manager_id": self.manager_id,
-            "name": self.name,
-            "phone": self.phone,
-            "email": self.email,
-            "daily_call_capacity": self.daily_call_capacity,
-            "customers": self.customers,
-        }
-
-
-def _iso(value: date | None) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    return value.isoformat()
+        return dict(jsonable(asdict(self)))
 
 
 def manager_id_for(session: Session, manager_ref: str) -> int:

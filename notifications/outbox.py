@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -1164,24 +1164,7 @@ class MessageView:
     attempts: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "customer_id": self.customer_id,
-            "channel": self.channel,
-            "category": self.category,
-            "template": self.template,
-            "journey": self.journey,
-            "occurrence": self.occurrence,
-            "status": self.status,
-            "status_reason": self.status_reason,
-            "error_code": self.error_code,
-            "provider_message_id": self.provider_message_id,
-            "scheduled_for": self.scheduled_for,
-            "sent_at": self.sent_at,
-            "delivered_at": self.delivered_at,
-            "to": self.to,
-            "attempts": self.attempts,
-        }
+        return asdict(self)
 
 
 def list_messages(

@@ -280,6 +280,7 @@ def plans_list(
 ) -> None:
     """List the plan catalogue with fees, allowances, overage rates and eligible tiers."""
     from crm.db import transaction
+    from crm.importer import HEADERS
     from crm.queries import list_plans
 
     with transaction(_schema_engine()) as session:
@@ -289,18 +290,7 @@ def plans_list(
         return
     print_table(
         "plans",
-        [
-            "plan_code",
-            "name",
-            "monthly_fee",
-            "voice_minutes",
-            "data_mb",
-            "sms",
-            "voice_overage_per_min",
-            "data_overage_per_mb",
-            "sms_overage",
-            "tiers",
-        ],
+        list(HEADERS["plans"]),
         (
             (
                 p.plan_code,
