@@ -28,7 +28,7 @@ from sqlalchemy import Engine, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from crm import audit
+from crm import audit, consent
 from crm.csvio import Cells, Issues, RowIssue, read_rows
 from crm.db import transaction
 from crm.errors import CrmError
@@ -150,6 +150,7 @@ class _Ctx:
     at: datetime
     tz: tzinfo
     today: date
+    actor: audit.Actor = audit.SYSTEM
     plans: dict[str, int] = field(default_factory=dict)
     managers: dict[str, int] = field(default_factory=dict)
 
@@ -182,7 +183,7 @@ def import_csv(
         raise CsvImportError(f"{display}: no such file")
     report = ImportReport(kind=kind, file=display, sha256=_sha256(source))
     issues = Issues(display)
-    ctx = _Ctx(issues=issues, at=at, tz=tz, today=at.astimezone(tz).date())
+    ctx = _Ctx(issues=issues, at=at, tz=tz, today=at.astimezone(tz).date(), actor=actor)
     handler = _HANDLERS[kind]
 
     with tempfile.TemporaryFile(prefix="vipcare-import-") as spool:
@@ -525,6 +526,7 @@ class _Customers(_Handler):
         default_tz = getattr(ctx.tz, "key", None) or str(ctx.tz)
         rows = [_merge_customer(r, stored.get(r[0]), default_tz) for r in chunk]
         _upsert(session, table, ["external_id"], rows)
+        _apply_consent(session, chunk, stored, ctx)
 
         ids = {ref: row.id for ref, row in stored.items()}
         new_refs = [ref for ref in refs if ref not in stored]
@@ -602,10 +604,9 @@ def _merge_customer(record: tuple[Any, ...], old: Any, default_tz: str) -> dict[
         else:
             row["balance"] = old.balance
         row["balance_as_of"] = old.balance_as_of
-        # An import may set an opt-out or do-not-call flag but never clears one:
-        # customers opt back in themselves (START), never through a bulk file.
-        row["sms_opt_out"] = bool(sms_opt_out) or old.sms_opt_out
-        row["do_not_call"] = bool(do_not_call) or old.do_not_call
+        # Flags of a stored customer change only through crm.consent (_apply_consent).
+        row["sms_opt_out"] = old.sms_opt_out
+        row["do_not_call"] = old.do_not_call
         # vipcare records contacts itself, so a stale file never moves the date back.
         dates = [d for d in (last_contact_on, old.last_contact_on) if d is not None]
         row["last_contact_on"] = max(dates) if dates else None
@@ -614,6 +615,33 @@ def _merge_customer(record: tuple[Any, ...], old: Any, default_tz: str) -> dict[
         None if birthday_value is None else birthday_value.month * 100 + birthday_value.day
     )
     return row
+
+
+def _apply_consent(
+    session: Session, chunk: list[tuple[Any, ...]], stored: dict[str, Any], ctx: _Ctx
+) -> None:
+    """Flags the file sets on stored customers, through the consent owner (audited).
+
+    An import may set an opt-out or do-not-call flag but never clears one:
+    customers opt back in themselves (START), never through a bulk file.
+    """
+    flags: tuple[tuple[consent.Flag, int], ...] = (("sms_opt_out", 13), ("do_not_call", 14))
+    for flag, position in flags:
+        ids = [
+            stored[r[0]].id
+            for r in chunk
+            if r[0] in stored and r[position] and not getattr(stored[r[0]], flag)
+        ]
+        if ids:
+            consent.set_flag(
+                session,
+                flag,
+                True,
+                ids,
+                ctx.at,
+                ctx.actor,
+                source="import",  # type: ignore[arg-type]
+            )
 
 
 class _CustomerRefs(_Handler):

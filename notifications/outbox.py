@@ -28,7 +28,7 @@ from sqlalchemy import String, Table, and_, bindparam, func, literal, select, up
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
-from crm import audit
+from crm import audit, consent
 from crm.audit import Actor, AuditEntry
 from crm.db import is_sqlite
 from crm.errors import InvalidTransition, NotFound
@@ -871,7 +871,9 @@ def write_back(
             for o in failed
         ]
         opted = {o.message.customer_id: o for o in failed if o.opted_out}
-        entries += _opt_out_customers(session, opted, at)
+        audit.append(session, actor, at, entries)
+        entries = []
+        _opt_out_customers(session, opted, at, actor)
     audit.append(session, actor, at, entries)
     if sent:
         set_tasks_ready_at(session, {o.message.id: o.sent_at for o in sent}, lead_time)
@@ -885,34 +887,24 @@ def write_back(
 
 
 def _opt_out_customers(
-    session: Session, opted: Mapping[int, FailedOutcome], at: datetime
-) -> list[AuditEntry]:
-    """The provider says the recipient unsubscribed: set ``sms_opt_out`` (once) and audit."""
+    session: Session, opted: Mapping[int, FailedOutcome], at: datetime, actor: Actor
+) -> None:
+    """The provider says the recipient unsubscribed: opt them out through the consent owner."""
     if not opted:
-        return []
-    changed = set(
-        session.scalars(
-            select(_C.c.id).where(_C.c.id.in_(sorted(opted)), _C.c.sms_opt_out.is_(False))
-        )
+        return
+    consent.set_flag(
+        session,
+        "sms_opt_out",
+        True,
+        opted,
+        at,
+        actor,
+        source="provider",
+        per_customer={
+            cid: {"error_code": o.error_code, "message_id": o.message.id}
+            for cid, o in opted.items()
+        },
     )
-    if not changed:
-        return []
-    session.execute(update(_C).where(_C.c.id.in_(sorted(changed))).values(sms_opt_out=True))
-    return [
-        AuditEntry(
-            action="customer.sms_opt_out",
-            details={
-                "sms_opt_out": True,
-                "source": "provider",
-                "error_code": opted[cid].error_code,
-                "message_id": opted[cid].message.id,
-            },
-            customer_id=cid,
-            customer_ref=opted[cid].message.customer_ref,
-            entity=f"customer:{opted[cid].message.customer_ref}",
-        )
-        for cid in sorted(changed)
-    ]
 
 
 # ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import ImmutableMultiDict
@@ -25,8 +25,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
-from crm import audit
-from crm.audit import Actor, AuditEntry
+from crm import consent
+from crm.audit import Actor
 from crm.db import transaction
 from crm.errors import InvalidTransition, NotFound
 from crm.models import Customer
@@ -247,33 +247,18 @@ def _twiml() -> Response:
 
 
 def _set_opt_out(session: Any, who: Any, value: bool, at: datetime, details: dict[str, Any]) -> int:
-    """Set ``sms_opt_out`` on the customers ``who`` selects where it changes; audit each one."""
-    rows = session.execute(
-        select(Customer.id, Customer.external_id).where(
-            Customer.id.in_(who), Customer.sms_opt_out.is_(not value)
-        )
-    ).all()
-    if not rows:
-        return 0
-    ids = [r.id for r in rows]
-    session.execute(update(Customer).where(Customer.id.in_(ids)).values(sms_opt_out=value))
-    action = "customer.sms_opt_out" if value else "customer.sms_opt_in"
-    audit.append(
+    """Set ``sms_opt_out`` through the consent owner, for the customers ``who`` selects."""
+    changed = consent.set_flag(
         session,
-        WEBHOOK_ACTOR,
+        "sms_opt_out",
+        value,
+        Customer.id.in_(who),
         at,
-        [
-            AuditEntry(
-                action=action,
-                details={"sms_opt_out": value, **details},
-                customer_id=r.id,
-                customer_ref=r.external_id,
-                entity=f"customer:{r.external_id}",
-            )
-            for r in rows
-        ],
+        WEBHOOK_ACTOR,
+        source=details.pop("source"),
+        details=details,
     )
-    return len(rows)
+    return len(changed)
 
 
 def create_app(
