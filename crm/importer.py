@@ -640,7 +640,7 @@ def _apply_consent(
                 ids,
                 ctx.at,
                 ctx.actor,
-                source="import",  # type: ignore[arg-type]
+                source="import",
             )
 
 
