@@ -1,53 +1,74 @@
-"""Call tasks: the guarded state machine and what a manager's outcome sets in motion.
+"""Call tasks: the one owner of ``call_tasks``, a guarded state machine.
 
-``awaiting_notice → ready → done``; ``awaiting_notice | ready → cancelled``. A
-manager completes a ``ready`` task with an outcome (and a 1–5 satisfaction
-score when the customer was reached); reaching the customer sets
-``last_contact_on``; a ``no_answer`` callback comes back after the rule's retry
-days, up to its maximum number of tries.
+``awaiting_notice → ready → done``; ``awaiting_notice | ready → cancelled``.
+Every write to the table goes through this module — the journeys' bulk
+creation, the pre-call notice linking, readiness, cancellation, escalation and a
+manager's outcome — and each checks :data:`TRANSITIONS` and audits only the
+rows it actually changed. A manager completes a ``ready`` task with an outcome
+(and a 1–5 satisfaction score when the customer was reached); reaching the
+customer sets ``last_contact_on``; a ``no_answer`` callback comes back after the
+rule's retry days, up to its maximum number of tries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from crm import audit
 from crm.audit import Actor, AuditEntry
+from crm.bulk import table_of
 from crm.errors import CrmError, InvalidTransition, NotFound
+from crm.jsonable import jsonable
 from crm.models import TASK_OUTCOMES, CallTask, Customer, Manager
 
+AWAITING_NOTICE = "awaiting_notice"
+READY = "ready"
+DONE = "done"
+CANCELLED = "cancelled"
+OPEN: tuple[str, ...] = (AWAITING_NOTICE, READY)
+"""Statuses of a task a manager may still have to call."""
+
 TRANSITIONS: dict[str, dict[str, str | None]] = {
-    "awaiting_notice": {
-        "ready": None,
-        "cancelled": None,
-        "done": "the pre-call SMS has not gone out yet (or its lead time has not passed); "
+    AWAITING_NOTICE: {
+        READY: None,
+        CANCELLED: None,
+        DONE: "the pre-call SMS has not gone out yet (or its lead time has not passed); "
         "wait for the task to be ready",
     },
-    "ready": {"done": None, "cancelled": None},
-    "done": {},
-    "cancelled": {},
+    READY: {DONE: None, CANCELLED: None},
+    DONE: {},
+    CANCELLED: {},
 }
+"""Every status move of a call task; a reason string means "refused, because …"."""
 REACHED = frozenset({"reached", "declined", "plan_changed"})
 """Outcomes in which the customer was actually spoken to."""
 
 
-def check_transition(task_id: int, current: str, target: str) -> None:
+def transition_reason(current: str, target: str) -> str | None:
+    """Why ``current → target`` is refused, or None when it is allowed."""
     allowed = TRANSITIONS.get(current, {})
     if target not in allowed:
-        reason = (
-            f"a {current} task is closed"
-            if not allowed
-            else f"allowed from {current}: {', '.join(sorted(allowed))}"
-        )
+        if not allowed:
+            return f"a {current} task is closed"
+        return f"allowed from {current}: {', '.join(sorted(allowed))}"
+    return allowed[target]
+
+
+def check_transition(task_id: int | str, current: str, target: str) -> None:
+    reason = transition_reason(current, target)
+    if reason is not None:
         raise InvalidTransition(f"task {task_id}", current, target, reason)
-    why = allowed[target]
-    if why is not None:
-        raise InvalidTransition(f"task {task_id}", current, target, why)
+
+
+def _allowed_from(target: str) -> tuple[str, ...]:
+    """The statuses from which a bulk move to ``target`` is legal (the guard of its UPDATE)."""
+    return tuple(s for s in TRANSITIONS if transition_reason(s, target) is None)
 
 
 class TaskInputError(CrmError):
@@ -248,3 +269,411 @@ def list_tasks(
         view.update(customer_name=name, customer_phone=mask(phone), tier=tier)
         out.append(view)
     return out
+
+
+# ---------------------------------------------------------------------------
+# Bulk moves: journeys, the dispatcher and provider callbacks
+# ---------------------------------------------------------------------------
+
+_TASKS = table_of(CallTask)
+_CUSTOMERS = table_of(Customer)
+
+
+def create_tasks(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert new call tasks (journeys' bulk writer); each row must start in an open status."""
+    for row in rows:
+        if row["status"] not in OPEN:
+            raise InvalidTransition("new task", "(none)", row["status"], "a new task starts open")
+    if rows:
+        session.execute(_TASKS.insert(), list(rows))
+    return len(rows)
+
+
+def _entry(action: str, row: Any, details: dict[str, Any]) -> AuditEntry:
+    return AuditEntry(
+        action=action,
+        details={"task_id": row.id, **details},
+        customer_id=row.customer_id,
+        customer_ref=row.external_id,
+        entity=f"task:{row.id}",
+        rule_id=row.journey,
+        rule_hash=row.rule_hash,
+    )
+
+
+def link_notice(
+    session: Session, task_ids: Sequence[int], message_id: int, ready_at: datetime | None = None
+) -> int:
+    """Tasks waiting for a pre-call notice now wait for ``message_id`` (one notice per day)."""
+    if not task_ids:
+        return 0
+    values: dict[str, Any] = {"notice_message_id": message_id}
+    if ready_at is not None:
+        values["ready_at"] = ready_at
+    result = session.execute(
+        update(_TASKS)
+        .where(
+            _TASKS.c.id.in_(list(task_ids)),
+            _TASKS.c.status == AWAITING_NOTICE,
+            _TASKS.c.notice_message_id.is_(None),
+        )
+        .values(**values)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def schedule_ready(
+    session: Session, sent_at_by_message: Mapping[int, datetime], lead_time: timedelta
+) -> int:
+    """A notice went out: its waiting tasks become ready at ``sent_at + lead_time``.
+
+    The task stays ``awaiting_notice``; :func:`promote_ready` flips it when the
+    time comes (an already scheduled task is kept). Returns how many were scheduled.
+    """
+    if not sent_at_by_message:
+        return 0
+    waiting = session.execute(
+        select(_TASKS.c.id, _TASKS.c.notice_message_id).where(
+            _TASKS.c.notice_message_id.in_(sorted(sent_at_by_message)),
+            _TASKS.c.status == AWAITING_NOTICE,
+            _TASKS.c.ready_at.is_(None),
+        )
+    ).all()
+    if not waiting:
+        return 0
+    session.execute(
+        update(_TASKS)
+        .where(_TASKS.c.id == bindparam("t_id"), _TASKS.c.ready_at.is_(None))
+        .values(ready_at=bindparam("t_ready")),
+        [
+            {"t_id": t.id, "t_ready": sent_at_by_message[t.notice_message_id] + lead_time}
+            for t in waiting
+        ],
+    )
+    return len(waiting)
+
+
+def ready_without_notice(
+    session: Session,
+    reason_by_message: Mapping[int, str],
+    at: datetime,
+    actor: Actor,
+    *,
+    status_word: str,
+) -> int:
+    """The notice will never arrive: its waiting tasks become ``ready`` now, ``no_notice``.
+
+    The reason goes into the task's details so the manager knows the call is
+    unannounced. Audited as ``task.ready``, only for the rows this call moved.
+    """
+    if not reason_by_message:
+        return 0
+    rows = session.execute(
+        select(_TASKS.c.id, _TASKS.c.notice_message_id, _TASKS.c.details)
+        .where(
+            _TASKS.c.notice_message_id.in_(sorted(reason_by_message)),
+            _TASKS.c.status == AWAITING_NOTICE,
+        )
+        .order_by(_TASKS.c.id)
+    ).all()
+    if not rows:
+        return 0
+    reasons = {
+        t.id: f"notice {status_word}: {reason_by_message[t.notice_message_id]}" for t in rows
+    }
+    details = {t.id: {**(t.details or {}), "no_notice_reason": reasons[t.id]} for t in rows}
+    return _make_ready(session, [t.id for t in rows], at, actor, reasons, details)
+
+
+def ready_now_without_notice(
+    session: Session, task_ids: Sequence[int], reason: str, at: datetime, actor: Actor
+) -> int:
+    """Waiting tasks that will get no notice at all (customer opted out of SMS): ready now."""
+    if not task_ids:
+        return 0
+    rows = session.execute(
+        select(_TASKS.c.id, _TASKS.c.details).where(
+            _TASKS.c.id.in_(list(task_ids)), _TASKS.c.status == AWAITING_NOTICE
+        )
+    ).all()
+    details = {t.id: {**(t.details or {}), "no_notice_reason": reason} for t in rows}
+    return _make_ready(
+        session, [t.id for t in rows], at, actor, dict.fromkeys(details, reason), details
+    )
+
+
+def _make_ready(
+    session: Session,
+    ids: list[int],
+    at: datetime,
+    actor: Actor,
+    reasons: Mapping[int, str],
+    details: Mapping[int, dict[str, Any]],
+) -> int:
+    check_transition("(bulk)", AWAITING_NOTICE, READY)
+    moved: list[int] = []
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        moved += (
+            session.execute(
+                update(_TASKS)
+                .where(_TASKS.c.id.in_(chunk), _TASKS.c.status.in_(_allowed_from(READY)))
+                .values(status=READY, no_notice=True, ready_at=at)
+                .returning(_TASKS.c.id)
+            )
+            .scalars()
+            .all()
+        )
+    if not moved:
+        return 0
+    session.execute(
+        update(_TASKS)
+        .where(_TASKS.c.id == bindparam("t_id"))
+        .values(details=bindparam("t_details")),
+        [{"t_id": tid, "t_details": jsonable(details[tid])} for tid in moved],
+    )
+    rows = _audit_rows(session, moved)
+    audit.append(
+        session,
+        actor,
+        at,
+        [
+            _entry(
+                "task.ready",
+                r,
+                {
+                    "no_notice": True,
+                    "reason": reasons[r.id],
+                    "notice_message_id": r.notice_message_id,
+                },
+            )
+            for r in rows
+        ],
+    )
+    return len(moved)
+
+
+def _audit_rows(session: Session, ids: Sequence[int]) -> list[Any]:
+    """What an audit row needs about each task (customer ref, journey, rule hash), in id order."""
+    out: list[Any] = []
+    ordered = sorted(ids)
+    for start in range(0, len(ordered), 1000):
+        out += session.execute(
+            select(
+                _TASKS.c.id,
+                _TASKS.c.customer_id,
+                _TASKS.c.kind,
+                _TASKS.c.journey,
+                _TASKS.c.rule_hash,
+                _TASKS.c.ready_at,
+                _TASKS.c.scheduled_on,
+                _TASKS.c.notice_message_id,
+                _CUSTOMERS.c.external_id,
+            )
+            .join(_CUSTOMERS, _CUSTOMERS.c.id == _TASKS.c.customer_id)
+            .where(_TASKS.c.id.in_(ordered[start : start + 1000]))
+            .order_by(_TASKS.c.id)
+        ).all()
+    return out
+
+
+def promote_ready(
+    session: Session, at: datetime, actor: Actor = audit.SYSTEM, batch: int = 5000
+) -> int:
+    """``awaiting_notice → ready`` for every task whose ``ready_at <= at``; audited.
+
+    Set-based in batches. Only the rows this call's guarded UPDATE actually
+    changed are audited (``RETURNING``), so concurrent dispatchers never write
+    two ``task.ready`` rows for one task. Returns how many tasks became ready.
+    """
+    check_transition("(bulk)", AWAITING_NOTICE, READY)
+    total = 0
+    last_id = 0
+    while True:
+        ids = (
+            session.execute(
+                select(_TASKS.c.id)
+                .where(
+                    _TASKS.c.status == AWAITING_NOTICE,
+                    _TASKS.c.ready_at.is_not(None),
+                    _TASKS.c.ready_at <= at,
+                    _TASKS.c.id > last_id,
+                )
+                .order_by(_TASKS.c.id)
+                .limit(batch)
+            )
+            .scalars()
+            .all()
+        )
+        if not ids:
+            return total
+        last_id = ids[-1]
+        moved = (
+            session.execute(
+                update(_TASKS)
+                .where(_TASKS.c.id.in_(ids), _TASKS.c.status == AWAITING_NOTICE)
+                .values(status=READY)
+                .returning(_TASKS.c.id)
+            )
+            .scalars()
+            .all()
+        )
+        rows = _audit_rows(session, moved)
+        audit.append(
+            session,
+            actor,
+            at,
+            [
+                _entry(
+                    "task.ready",
+                    r,
+                    {
+                        "no_notice": False,
+                        "ready_at": r.ready_at,
+                        "notice_message_id": r.notice_message_id,
+                    },
+                )
+                for r in rows
+            ],
+        )
+        total += len(rows)
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """A task :func:`cancel_open` closed, and the notice it was waiting for (if any)."""
+
+    task_id: int
+    customer_id: int
+    kind: str
+    notice_message_id: int | None
+
+
+def cancel_open(
+    session: Session,
+    customers: ColumnElement[bool],
+    at: datetime,
+    actor: Actor,
+    *,
+    reason: str,
+    note: str,
+    keep_kinds: Sequence[str] = (),
+    details: Mapping[str, Any] | None = None,
+) -> list[Cancelled]:
+    """Cancel the open tasks of the customers ``customers`` selects; audited ``task.cancelled``.
+
+    ``keep_kinds`` stay open (a suspended line keeps its grace follow-up call).
+    The caller decides what happens to the notices (see ``Cancelled``).
+    """
+    check_transition("(bulk)", READY, CANCELLED)
+    where = [
+        _TASKS.c.status.in_(_allowed_from(CANCELLED)),
+        _TASKS.c.customer_id.in_(select(Customer.id).where(customers)),
+    ]
+    if keep_kinds:
+        where.append(_TASKS.c.kind.not_in(list(keep_kinds)))
+    rows = session.execute(
+        update(_TASKS)
+        .where(*where)
+        .values(status=CANCELLED, completed_at=at, note=note)
+        .returning(_TASKS.c.id, _TASKS.c.customer_id, _TASKS.c.kind, _TASKS.c.notice_message_id)
+    ).all()
+    if not rows:
+        return []
+    cancelled = sorted(
+        (Cancelled(r.id, r.customer_id, r.kind, r.notice_message_id) for r in rows),
+        key=lambda c: c.task_id,
+    )
+    audited = _audit_rows(session, [c.task_id for c in cancelled])
+    audit.append(
+        session,
+        actor,
+        at,
+        [
+            _entry("task.cancelled", r, {"kind": r.kind, "reason": reason, **(details or {})})
+            for r in audited
+        ],
+    )
+    return cancelled
+
+
+def open_tasks_on_notices(session: Session, message_ids: Iterable[int]) -> set[int]:
+    """Of ``message_ids``, the notices some open task still waits for (keep those)."""
+    ids = sorted(set(message_ids))
+    if not ids:
+        return set()
+    return set(
+        session.execute(
+            select(_TASKS.c.notice_message_id).where(
+                _TASKS.c.notice_message_id.in_(ids), _TASKS.c.status.in_(OPEN)
+            )
+        ).scalars()
+    )
+
+
+def escalate_overdue(
+    session: Session,
+    planned_before: date,
+    at: datetime,
+    actor: Actor,
+    *,
+    rule_id: str,
+    rule_hash: str,
+    as_of: date,
+) -> int:
+    """Raise the priority of open tasks planned before ``planned_before``, once each; audited.
+
+    Guarded by ``escalated_at IS NULL`` with ``RETURNING``: of two concurrent
+    runs, each task is escalated (and audited) by exactly one.
+    """
+    ids = (
+        session.execute(
+            select(_TASKS.c.id).where(
+                _TASKS.c.status.in_(OPEN),
+                _TASKS.c.scheduled_on < planned_before,
+                _TASKS.c.escalated_at.is_(None),
+            )
+        )
+        .scalars()
+        .all()
+    )
+    won: list[int] = []
+    for start in range(0, len(ids), 1000):
+        won += (
+            session.execute(
+                update(_TASKS)
+                .where(
+                    _TASKS.c.id.in_(ids[start : start + 1000]),
+                    _TASKS.c.escalated_at.is_(None),
+                    _TASKS.c.status.in_(OPEN),
+                )
+                .values(priority=_TASKS.c.priority + 1, escalated_at=at)
+                .returning(_TASKS.c.id)
+            )
+            .scalars()
+            .all()
+        )
+    rows = _audit_rows(session, won)
+    audit.append(
+        session,
+        actor,
+        at,
+        [
+            AuditEntry(
+                action="task.escalated",
+                details={
+                    "task_id": r.id,
+                    "kind": r.kind,
+                    "scheduled_on": r.scheduled_on,
+                    "overdue_days": (as_of - r.scheduled_on).days,
+                },
+                customer_id=r.customer_id,
+                customer_ref=r.external_id,
+                entity=f"task:{r.id}",
+                rule_id=rule_id,
+                rule_hash=rule_hash,
+            )
+            for r in rows
+        ],
+    )
+    return len(rows)

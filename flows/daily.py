@@ -2,7 +2,9 @@
 
 One task per (journey, shard), never one per customer. Journey tasks do their
 own batching and are not retried (a rerun is already a no-op thanks to the
-occurrence keys); the dispatch task does I/O with a provider and is retried.
+occurrence keys). The run only *decides*: what it queues is sent by the
+dispatcher (``vipcare dispatch``, or the scheduler every few minutes), so every
+time zone's send window is served the same day.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ class DailyCareParams(BaseModel):
         default_factory=list, description="empty means every enabled journey"
     )
     dry_run: bool = False
-    dispatch: bool = True
     shards: int = Field(default=1, ge=1, le=64)
     batch_size: int = Field(default=5000, ge=100)
 
@@ -72,18 +73,6 @@ def journey_task(params: DailyCareParams, run_id: str, journey: str, shard: int)
     return report.as_dict()
 
 
-@task(name="dispatch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def dispatch_task(params: DailyCareParams, run_id: str) -> dict[str, Any]:
-    """Send what is due through the contact policy and the configured channel."""
-    from notifications.dispatcher import dispatch
-    from vipcare.settings import Settings
-
-    ctx = _context(params, run_id, 0)
-    settings = Settings(database_url=params.database_url, timezone=params.operator_tz)
-    summary = dispatch(_engine(params.database_url), settings, ctx.ruleset, ctx.at)
-    return summary.as_dict()
-
-
 def _merge(journey: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
     total = JourneyReport(journey)
     for part in parts:
@@ -96,9 +85,7 @@ def _merge(journey: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
     return total.as_dict()
 
 
-def summary_markdown(
-    params: DailyCareParams, journeys: list[dict[str, Any]], sent: dict[str, Any] | None
-) -> str:
+def summary_markdown(params: DailyCareParams, journeys: list[dict[str, Any]]) -> str:
     keys = sorted({k for j in journeys for k in j if k != "journey"})
     lines = [
         f"# vipcare daily care run, {params.as_of.isoformat()}"
@@ -109,15 +96,12 @@ def summary_markdown(
     ]
     for j in journeys:
         lines.append(f"| {j['journey']} | " + " | ".join(str(j.get(k, 0)) for k in keys) + " |")
-    if sent is not None:
-        lines += ["", "## Dispatch", "", "| outcome | count |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in sent.items() if isinstance(v, int)]
     return "\n".join(lines) + "\n"
 
 
 @flow(name="daily-care", log_prints=False)
 def daily_care(params: DailyCareParams) -> dict[str, Any]:
-    """Run the enabled journeys for ``params.as_of``, then dispatch what is due."""
+    """Run the enabled journeys for ``params.as_of``; they queue, the dispatcher sends."""
     run_ctx = get_run_context()
     run_id = str(getattr(getattr(run_ctx, "flow_run", None), "id", None) or uuid.uuid4())
     ruleset = load_rules(Path(params.rules_dir))
@@ -139,18 +123,14 @@ def daily_care(params: DailyCareParams) -> dict[str, Any]:
         # PostgreSQL the Prefect deployment runs shards on separate workers.
         parts = [journey_task(params, run_id, journey, shard) for shard in range(params.shards)]
         reports.append(_merge(journey, parts))
-    sent = None
-    if params.dispatch and not params.dry_run:
-        sent = dispatch_task(params, run_id)
     artifact_id = create_markdown_artifact(
         key="daily-care-summary",
-        markdown=summary_markdown(params, reports, sent),
+        markdown=summary_markdown(params, reports),
         description=f"vipcare care day {params.as_of.isoformat()}",
     )
     return {
         "run_id": run_id,
         "as_of": params.as_of.isoformat(),
         "journeys": reports,
-        "dispatch": sent,
         "artifact_id": str(artifact_id),
     }

@@ -40,11 +40,13 @@ from urllib.parse import urlencode
 
 from sqlalchemy import Engine
 
+from crm import tasks
 from crm.audit import Actor
 from crm.db import transaction
 from crm.phones import mask
 from notifications import outbox
 from notifications.base import ChannelBackend, OutgoingMessage, SendResult
+from notifications.config import NotificationConfig
 from notifications.errors import (
     NotificationError,
     OptedOutError,
@@ -58,16 +60,9 @@ from notifications.outbox import (
     SentOutcome,
     WriteBack,
 )
-from notifications.policy import (
-    WEEK,
-    CapCounter,
-    Recipient,
-    policy_of,
-    policy_ref,
-    precheck,
-)
+from notifications.policy import WEEK, CapCounter, Recipient, policy_ref, precheck
 from notifications.ratelimit import SenderLimits
-from vipcare.settings import Settings
+from rules.models import ContactPolicy
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +97,6 @@ class Backoff:
         if retry_after is not None:
             seconds = max(seconds, retry_after)
         return timedelta(seconds=seconds)
-
-
-def lead_time_of(ruleset: object) -> timedelta:
-    """The pre-call lead time of a ``RuleSet`` (``precall_notice.trigger.lead_time_hours``)."""
-    journeys = getattr(ruleset, "journeys", None)
-    rule = journeys.get("precall_notice") if isinstance(journeys, Mapping) else None
-    hours = getattr(getattr(rule, "trigger", None), "lead_time_hours", None)
-    if isinstance(hours, int | float) and hours >= 0:
-        return timedelta(hours=hours)
-    return outbox.DEFAULT_LEAD_TIME
 
 
 @dataclass
@@ -163,8 +148,8 @@ class _Run:
     def __init__(
         self,
         engine: Engine,
-        settings: Settings,
-        policy: Any,
+        settings: NotificationConfig,
+        policy: ContactPolicy,
         at: datetime,
         backends: Mapping[str, ChannelBackend] | None,
         lead_time: timedelta,
@@ -180,8 +165,8 @@ class _Run:
             raise ValueError("dispatch time must be timezone-aware")
         self.engine = engine
         self.settings = settings
-        self.policy = policy_of(policy)
-        self.policy_ref = policy_ref(self.policy)
+        self.policy = policy
+        self.policy_ref = policy_ref(policy)
         self.at = at
         self.lead_time = lead_time
         self.clock = clock
@@ -454,15 +439,15 @@ class _Run:
 
 def dispatch(
     engine: Engine,
-    settings: Settings,
-    policy: Any,
+    settings: NotificationConfig,
+    policy: ContactPolicy,
     at: datetime,
+    *,
+    lead_time: timedelta,
     backends: Mapping[str, ChannelBackend] | None = None,
     limit: int | None = None,
-    lead_time: timedelta | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], int] = time.monotonic_ns,
-    *,
     reconcile_all: bool = False,
     reconcile_grace: timedelta = timedelta(minutes=5),
     backoff: Backoff | None = None,
@@ -473,13 +458,14 @@ def dispatch(
 ) -> DispatchSummary:
     """Send what is due at ``at``; see the module docstring for the steps.
 
-    ``policy`` is a contact policy or a ``RuleSet`` (its ``contact_policy`` is
-    used). ``backends`` maps channel → backend (default: from settings).
+    ``settings`` is the typed notification config (built at the edge),
+    ``policy`` the contact policy. ``backends`` maps channel → backend (default:
+    from ``settings``).
     ``limit`` caps how many due rows this run claims. ``sleep``/``clock``
     (monotonic nanoseconds) drive the rate limiter and the run's notion of
-    elapsed time. ``lead_time`` (pre-call task readiness after the notice) defaults
-    to the ``precall_notice`` rule's ``lead_time_hours`` when ``policy`` is a
-    ``RuleSet``, else 2 hours. Safe to run concurrently with another dispatcher.
+    elapsed time. ``lead_time`` is how long after its pre-call notice a call task
+    becomes ready (``RuleSet.precall_lead_time``); it has no default, so a caller
+    can never silently drop the rule's value. Safe to run concurrently.
     """
     run = _Run(
         engine,
@@ -487,7 +473,7 @@ def dispatch(
         policy,
         at,
         backends,
-        lead_time if lead_time is not None else lead_time_of(policy),
+        lead_time,
         sleep,
         clock,
         backoff or Backoff(),
@@ -513,7 +499,7 @@ def dispatch(
             if run.summary.halted is not None:
                 break
     with transaction(engine) as session:
-        run.summary.tasks_ready += outbox.promote_ready_tasks(session, run.now(), actor)
+        run.summary.tasks_ready += tasks.promote_ready(session, run.now(), actor)
     run.summary.finished_at = run.now()
     log.info("dispatch finished: %s", {k: v for k, v in run.summary.as_dict().items() if v})
     return run.summary

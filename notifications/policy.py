@@ -1,9 +1,8 @@
 """The contact policy, applied in one place: send window, frequency caps, opt-out, do-not-call.
 
 The policy itself is data (``rules/contact_policy.yaml``, loaded by the rules
-package as ``ruleset.contact_policy``); this module only needs the few fields
-described by :class:`ContactPolicyLike`, so any object with that shape works
-(the rules package's pydantic model, or a small test double).
+package as ``ruleset.contact_policy``, a typed :class:`rules.models.ContactPolicy`);
+this module applies it.
 
 Decisions, in this order (the order matters):
 
@@ -26,97 +25,21 @@ Decisions, in this order (the order matters):
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Any, Literal, Protocol
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from rules.models import CategoryCaps, ContactPolicy, SendWindow
 
 WEEK = timedelta(days=7)
 
 
-class SendWindowLike(Protocol):
-    """Customer-local ``[start, end)``; ``start > end`` means the window spans midnight."""
-
-    @property
-    def start(self) -> time: ...
-
-    @property
-    def end(self) -> time: ...
-
-
-class CategoryCapLike(Protocol):
-    @property
-    def per_day(self) -> int | None: ...
-
-    @property
-    def per_week(self) -> int | None: ...
-
-
-class ContactPolicyLike(Protocol):
-    """What the dispatcher needs of ``rules``' ``ContactPolicy``."""
-
-    @property
-    def send_window(self) -> SendWindowLike: ...
-
-    @property
-    def categories(self) -> Any:
-        """Caps per category: a mapping, or an object with one attribute per category."""
-
-    @property
-    def unsubscribe_text(self) -> Mapping[str, str]: ...
-
-
-@dataclass(frozen=True)
-class SendWindow:
-    start: time
-    end: time
-
-
-@dataclass(frozen=True)
-class CategoryCap:
-    per_day: int | None = None
-    per_week: int | None = None
-
-
-@dataclass(frozen=True)
-class ContactPolicy:
-    """A plain policy, for tests and for running without the rules package."""
-
-    send_window: SendWindow = SendWindow(time(9, 0), time(20, 0))
-    categories: Mapping[str, CategoryCap] = field(
-        default_factory=lambda: {
-            "service": CategoryCap(per_day=3, per_week=10),
-            "marketing": CategoryCap(per_day=1, per_week=2),
-        }
-    )
-    opt_out_keywords: Sequence[str] = ("STOP", "TD", "退订")
-    opt_in_keywords: Sequence[str] = ("START",)
-    unsubscribe_text: Mapping[str, str] = field(
-        default_factory=lambda: {"zh-CN": "回TD退订", "en": "Reply STOP to opt out"}
-    )
-    rule_id: str = "contact_policy"
-    content_hash: str | None = None
-
-
-DEFAULT_POLICY = ContactPolicy()
-"""The shipped defaults of ``rules/contact_policy.yaml``, for when no rule file is loaded."""
-
-
-def policy_of(policy_or_ruleset: object) -> ContactPolicyLike:
-    """Accept a ``RuleSet`` (uses ``.contact_policy``) or a policy itself."""
-    inner = getattr(policy_or_ruleset, "contact_policy", None)
-    candidate = inner if inner is not None else policy_or_ruleset
-    for attr in ("send_window", "categories", "unsubscribe_text"):
-        if not hasattr(candidate, attr):
-            raise TypeError(f"{type(candidate).__name__} is not a contact policy (no {attr})")
-    return candidate  # type: ignore[return-value]
-
-
-def policy_ref(policy: object) -> tuple[str | None, str | None]:
-    """(rule_id, content_hash) of a policy loaded from a rule file, for audit rows."""
-    return getattr(policy, "rule_id", None), getattr(policy, "content_hash", None)
+def policy_ref(policy: ContactPolicy) -> tuple[str, str]:
+    """(rule_id, content_hash) of the policy, for audit rows."""
+    return policy.rule_id, policy.content_hash
 
 
 # ---------------------------------------------------------------------------
@@ -133,13 +56,9 @@ def zone(name: str) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
-def in_window(local: time, window: SendWindowLike) -> bool:
-    start, end = window.start, window.end
-    if start == end:
-        return True  # a zero-length window is read as "any time"
-    if start < end:
-        return start <= local < end
-    return local >= start or local < end  # spans midnight
+def in_window(local: time, window: SendWindow) -> bool:
+    """``[start, end)`` in customer-local time (the rules guarantee start < end)."""
+    return window.start <= local < window.end
 
 
 def _local_instant(day: date, at: time, tz: ZoneInfo) -> datetime:
@@ -152,7 +71,7 @@ def _local_instant(day: date, at: time, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, at).replace(tzinfo=tz).astimezone(UTC)
 
 
-def schedule_in_window(at_utc: datetime, customer_tz: str, window: SendWindowLike) -> datetime:
+def schedule_in_window(at_utc: datetime, customer_tz: str, window: SendWindow) -> datetime:
     """The first instant at or after ``at_utc`` inside the customer's local send window.
 
     ``at_utc`` itself when it is inside; otherwise the next local window start,
@@ -174,7 +93,7 @@ def schedule_in_window(at_utc: datetime, customer_tz: str, window: SendWindowLik
 
 
 def schedule_for_timezones(
-    at_utc: datetime, timezones: Iterable[str], window: SendWindowLike
+    at_utc: datetime, timezones: Iterable[str], window: SendWindow
 ) -> dict[str, datetime]:
     """:func:`schedule_in_window` per distinct zone: journeys map it over many customers.
 
@@ -195,35 +114,23 @@ def local_day_start(at_utc: datetime, customer_tz: str) -> datetime:
 # ---------------------------------------------------------------------------
 
 
-def category_cap(policy: ContactPolicyLike, category: str) -> CategoryCapLike | None:
-    """The caps of ``category``; ``rules`` models categories as attributes, tests as a dict."""
-    categories = policy.categories
-    if isinstance(categories, Mapping):
-        found: CategoryCapLike | None = categories.get(category)
-        return found
-    return getattr(categories, category, None)
+def category_cap(policy: ContactPolicy, category: str) -> CategoryCaps | None:
+    """The caps of ``category`` (service or marketing)."""
+    found: CategoryCaps | None = getattr(policy.categories, category, None)
+    return found
 
 
-def unsubscribe_text_for(policy: ContactPolicyLike, locale: str) -> str | None:
-    """The required unsubscribe wording for ``locale`` (``en-US`` → ``en`` → ``zh-CN`` → ``en``)."""
-    by_rules = getattr(policy, "unsubscribe_for", None)
-    if callable(by_rules):  # the rules package's own locale chain
-        found = by_rules(locale)
-        return str(found) if found else None
-    texts = policy.unsubscribe_text
-    for candidate in (locale, locale.split("-")[0], "zh-CN", "en"):
-        text = texts.get(candidate)
-        if text:
-            return text
-    return None
+def unsubscribe_text_for(policy: ContactPolicy, locale: str) -> str | None:
+    """The required unsubscribe wording for ``locale`` (``en-US`` → ``en`` → ``zh-CN``)."""
+    return policy.unsubscribe_for(locale) or None
 
 
-def has_unsubscribe_wording(body: str, locale: str, policy: ContactPolicyLike) -> bool:
+def has_unsubscribe_wording(body: str, locale: str, policy: ContactPolicy) -> bool:
     text = unsubscribe_text_for(policy, locale)
     return text is None or text.casefold() in body.casefold()
 
 
-def ensure_unsubscribe(body: str, locale: str, policy: ContactPolicyLike) -> str:
+def ensure_unsubscribe(body: str, locale: str, policy: ContactPolicy) -> str:
     """``body`` with the unsubscribe wording appended if missing (for journeys, when rendering)."""
     text = unsubscribe_text_for(policy, locale)
     if text is None or text.casefold() in body.casefold():
@@ -268,9 +175,7 @@ class Recipient:
     do_not_call: bool
 
 
-def precheck(
-    policy: ContactPolicyLike, r: Recipient, at: datetime, *, window: bool = True
-) -> Decision:
+def precheck(policy: ContactPolicy, r: Recipient, at: datetime, *, window: bool = True) -> Decision:
     """Everything but the caps: opt-out, do-not-call, wording, window."""
     if r.channel == "sms" and r.sms_opt_out:
         return Decision("suppress", "customer opted out of SMS", "opt_out")
@@ -311,7 +216,7 @@ class CapCounter:
     """
 
     def __init__(
-        self, policy: ContactPolicyLike, history: Iterable[tuple[int, str, datetime]] = ()
+        self, policy: ContactPolicy, history: Iterable[tuple[int, str, datetime]] = ()
     ) -> None:
         self.policy = policy
         self._sent: dict[tuple[int, str], list[datetime]] = defaultdict(list)
@@ -335,7 +240,7 @@ class CapCounter:
         cap = category_cap(self.policy, r.category)
         if cap is not None:
             day, week = self.counts(r.customer_id, r.category, at, r.timezone)
-            if cap.per_day is not None and day >= cap.per_day:
+            if day >= cap.per_day:
                 local_day = at.astimezone(zone(r.timezone)).date()
                 return Decision(
                     "suppress",
@@ -343,7 +248,7 @@ class CapCounter:
                     f"{local_day.isoformat()} (customer-local); the cap is {cap.per_day}",
                     "cap_day",
                 )
-            if cap.per_week is not None and week >= cap.per_week:
+            if week >= cap.per_week:
                 return Decision(
                     "suppress",
                     f"weekly cap reached: {week} {r.category} message(s) in the last 7 days; "
@@ -355,7 +260,7 @@ class CapCounter:
 
 
 def decide(
-    policy: ContactPolicyLike, r: Recipient, at: datetime, caps: CapCounter | None = None
+    policy: ContactPolicy, r: Recipient, at: datetime, caps: CapCounter | None = None
 ) -> Decision:
     """The full decision for one message at send time (see the module doc for the order)."""
     first = precheck(policy, r, at)

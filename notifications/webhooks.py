@@ -32,11 +32,11 @@ from crm.errors import InvalidTransition, NotFound
 from crm.models import Customer
 from crm.phones import InvalidPhone, mask, to_e164
 from notifications.backends.twilio import STATUS_CALLBACK_PATH, normalise_twilio_status
+from notifications.config import NotificationConfig
 from notifications.errors import ConfigurationError, WebhookError
 from notifications.inbound import DEFAULT_OPT_IN, DEFAULT_OPT_OUT, KeywordMatcher
 from notifications.logging import install_masking
 from notifications.outbox import DEFAULT_LEAD_TIME
-from vipcare.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,12 @@ class _Webhooks:
     def __init__(
         self,
         engine: Engine,
-        settings: Settings,
+        settings: NotificationConfig,
         clock: Callable[[], datetime],
         keywords: KeywordMatcher,
         lead_time: timedelta,
     ) -> None:
-        token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
+        token = settings.auth_token()
         if not token:
             raise ConfigurationError("webhooks need TWILIO_AUTH_TOKEN to check X-Twilio-Signature")
         if not settings.public_url:
@@ -263,7 +263,7 @@ def _set_opt_out(session: Any, who: Any, value: bool, at: datetime, details: dic
 
 def create_app(
     engine: Engine,
-    settings: Settings,
+    settings: NotificationConfig,
     *,
     clock: Callable[[], datetime],
     opt_out_keywords: Iterable[str] = DEFAULT_OPT_OUT,

@@ -14,6 +14,7 @@ import re
 import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -37,11 +38,14 @@ from rules.models import (
     ContactPolicy,
     GraceCreditRule,
     JourneyBase,
+    PrecallNoticeRule,
 )
 from rules.templates import RENDER_ERRORS, compile_text, variables_used
 from rules.values import show
 
 POLICY_STEM = "contact_policy"
+DEFAULT_LEAD_TIME = timedelta(hours=2)
+"""Lead time of the pre-call notice when no precall_notice rule is loaded."""
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
@@ -61,6 +65,14 @@ class RuleSet:
         except KeyError:
             choices = list(self.journeys) or list(JOURNEY_IDS)
             raise UnknownNameError("journey", journey_id, choices) from None
+
+    @property
+    def precall_lead_time(self) -> timedelta:
+        """How long after its pre-call notice a call task becomes ready (the precall rule)."""
+        rule = self.journeys.get("precall_notice")
+        if isinstance(rule, PrecallNoticeRule):
+            return timedelta(hours=rule.trigger.lead_time_hours)
+        return DEFAULT_LEAD_TIME
 
     @property
     def hashes(self) -> dict[str, str]:

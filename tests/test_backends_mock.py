@@ -176,7 +176,7 @@ def test_get_backend_defaults_to_mock_and_reads_store_env(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("VIPCARE_MOCK_STORE", str(tmp_path / "env.jsonl"))
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None).notifications()  # type: ignore[call-arg]
     sms = get_backend(settings, "sms")
     voice = get_backend(settings, "voice", seed=3)
     assert isinstance(sms, MockSMSBackend) and isinstance(voice, MockVoiceBackend)

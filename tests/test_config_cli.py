@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from notifications.backends import get_backend, mock_store_path
+from notifications.backends import get_backend
 from notifications.backends.mock import MockSMSBackend
 from vipcare.cli import app
 from vipcare.settings import Settings, get_settings
@@ -103,8 +103,8 @@ def test_mock_store_setting_reaches_the_mock_backend(
     monkeypatch.delenv("VIPCARE_MOCK_STORE", raising=False)
     store = tmp_path / "sends.jsonl"
     settings = Settings(_env_file=None, mock_store=store)
-    assert mock_store_path(settings) == str(store)
-    assert mock_store_path(Settings(_env_file=None)) is None
-    backend = get_backend(settings, "sms")
+    assert settings.notifications().mock_store == store
+    assert Settings(_env_file=None).notifications().mock_store is None
+    backend = get_backend(settings.notifications(), "sms")
     assert isinstance(backend, MockSMSBackend)
     assert backend.store.path == store

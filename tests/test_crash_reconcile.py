@@ -38,6 +38,9 @@ from notifications.base import OutgoingMessage, SendResult
 from notifications.dispatcher import DispatchSummary, dispatch
 from notifications.errors import TransientSendError
 
+LEAD = timedelta(hours=2)
+"""The pre-call lead time these tests dispatch with."""
+
 
 def _stuck(engine: Engine, now: datetime) -> tuple[int, int, int]:
     """Two rows a dead dispatcher left in 'sending' (attempts A1, A2) and a task on the first."""
@@ -61,6 +64,7 @@ def _run(engine: Engine, sms: MockSMSBackend, at: datetime, **kw: object) -> Dis
         make_settings(),
         OPEN_POLICY,
         at,
+        lead_time=LEAD,
         backends={"sms": sms},
         sleep=clock.sleep,
         clock=clock,
@@ -118,13 +122,13 @@ def test_provider_unreachable_leaves_rows_in_sending(engine: Engine, now: dateti
 CHILD = textwrap.dedent(
     """
     import sys
-    from datetime import datetime, time
+    from datetime import datetime, timedelta
 
     from crm.db import make_engine
     from notifications.backends.mock import MockSMSBackend
     from notifications.dispatcher import dispatch
-    from notifications.policy import CategoryCap, ContactPolicy, SendWindow
-    from vipcare.settings import Settings
+    from notifications.config import NotificationConfig
+    from tests.policies import ALL_DAY, make_policy
 
     url, store, marker, block, stop_after, at = sys.argv[1:7]
 
@@ -145,16 +149,13 @@ CHILD = textwrap.dedent(
             return result
 
 
-    policy = ContactPolicy(
-        send_window=SendWindow(time(0), time(0)),
-        categories={"service": CategoryCap(per_day=99, per_week=99)},
-    )
-    settings = Settings(
-        _env_file=None, send_rate_per_second=1000, dispatch_concurrency=1, batch_size=100
+    policy = make_policy(ALL_DAY, service=(99, 99))
+    settings = NotificationConfig(
+        send_rate_per_second=1000, dispatch_concurrency=1, batch_size=100
     )
     dispatch(
         make_engine(url), settings, policy, datetime.fromisoformat(at),
-        backends={"sms": AcceptThenHang()}, chunk_size=4,
+        lead_time=timedelta(hours=2), backends={"sms": AcceptThenHang()}, chunk_size=4,
     )
     print("finished without being killed", flush=True)
     """
@@ -186,6 +187,7 @@ def test_sigkill_mid_dispatch_then_restart(
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
     )
     try:
         assert child.stdout is not None

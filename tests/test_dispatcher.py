@@ -36,7 +36,7 @@ from notifications.backends.mock import MockSMSBackend, MockStore, MockVoiceBack
 from notifications.base import OutgoingMessage, SendResult
 from notifications.dispatcher import Backoff, DispatchSummary, dispatch
 from notifications.errors import ConfigurationError
-from notifications.policy import CategoryCap, ContactPolicy, SendWindow
+from tests.policies import ALL_DAY, make_policy
 
 
 class Harness:
@@ -52,6 +52,7 @@ class Harness:
 
     def run(self, at: datetime, policy: Any = OPEN_POLICY, **kw: Any) -> DispatchSummary:
         kw.setdefault("rng", random.Random(7))
+        kw.setdefault("lead_time", timedelta(hours=2))
         return dispatch(
             self.engine,
             self.settings,
@@ -145,10 +146,7 @@ def test_send_window_across_time_zones(engine: Engine, now: datetime) -> None:
 
 
 def test_frequency_caps_suppress_with_reason(engine: Engine, now: datetime) -> None:
-    policy = ContactPolicy(
-        send_window=SendWindow(now.time(), now.time()),
-        categories={"service": CategoryCap(per_day=3, per_week=4)},
-    )
+    policy = make_policy(ALL_DAY, service=(3, 4))
     with connect(engine) as conn:
         busy = add_customer(conn, "BUSY", 1)
         # two already sent today (Shanghai day), one five days ago
@@ -385,6 +383,7 @@ def test_status_callback_racing_the_write_back(engine: Engine, now: datetime) ->
         make_settings(public_url="https://vip.example"),
         OPEN_POLICY,
         now,
+        lead_time=timedelta(hours=2),
         backends={"sms": sms},
         sleep=clock.sleep,
         clock=clock,
@@ -403,7 +402,7 @@ def test_misconfigured_backend_fails_loudly_and_changes_nothing(
     (mid,) = seed_simple(engine, now, 1)
     settings = make_settings(sms_backend="twilio")  # no credentials
     with pytest.raises(ConfigurationError):
-        dispatch(engine, settings, OPEN_POLICY, now)
+        dispatch(engine, settings, OPEN_POLICY, now, lead_time=timedelta(hours=2))
     row = message(engine, mid)
     assert (row.status, row.attempts, row.attempt_id) == ("queued", 0, None)
 

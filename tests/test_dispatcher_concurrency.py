@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, text
@@ -17,6 +17,9 @@ from notifications import outbox
 from notifications.backends.mock import MockSMSBackend, MockStore
 from notifications.base import OutgoingMessage, SendResult
 from notifications.dispatcher import DispatchSummary, dispatch
+
+LEAD = timedelta(hours=2)
+"""The pre-call lead time these tests dispatch with."""
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -81,6 +84,7 @@ def test_two_dispatchers_never_send_the_same_row(db_url: str, now: datetime) -> 
                         make_settings(dispatch_concurrency=2),
                         OPEN_POLICY,
                         now,
+                        lead_time=LEAD,
                         backends={"sms": backends[k]},
                         sleep=clock.sleep,
                         clock=clock,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import pairwise
 
 import pytest
@@ -15,6 +15,9 @@ from notifications.backends.mock import MockSMSBackend
 from notifications.base import OutgoingMessage, SendResult
 from notifications.dispatcher import dispatch
 from notifications.ratelimit import NANOS, RateLimiter, SenderLimits
+
+LEAD = timedelta(hours=2)
+"""The pre-call lead time these tests dispatch with."""
 
 
 def max_in_any_second(stamps: list[int]) -> int:
@@ -141,7 +144,14 @@ def test_dispatch_keeps_the_rate_exactly(engine: Engine, now: datetime) -> None:
     sms = TimedSMS(clock)
     settings = make_settings(send_rate_per_second=10, dispatch_concurrency=1)
     summary = dispatch(
-        engine, settings, OPEN_POLICY, now, backends={"sms": sms}, sleep=clock.sleep, clock=clock
+        engine,
+        settings,
+        OPEN_POLICY,
+        now,
+        lead_time=LEAD,
+        backends={"sms": sms},
+        sleep=clock.sleep,
+        clock=clock,
     )
     assert summary.sent == 25
     gaps = {b - a for a, b in pairwise(sms.started)}
@@ -166,6 +176,7 @@ def test_dispatch_with_a_thread_pool_shares_one_limiter_per_sender(
         settings,
         OPEN_POLICY,
         now,
+        lead_time=LEAD,
         backends={"sms": sms},
         sleep=clock.sleep,
         clock=clock,

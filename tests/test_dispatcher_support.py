@@ -15,20 +15,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select
 
 from crm.models import CallTask, Customer, OutboundMessage
-from notifications.policy import CategoryCap, ContactPolicy, SendWindow
-from vipcare.settings import Settings
+from notifications.config import NotificationConfig
+from tests.policies import ALL_DAY, make_policy
 
-ANY_TIME = SendWindow(time(0, 0), time(0, 0))
-"""A zero-length window reads as 'any time': tests that are not about the window use it."""
-
-OPEN_POLICY = ContactPolicy(
-    send_window=ANY_TIME,
-    categories={
-        "service": CategoryCap(per_day=100, per_week=700),
-        "marketing": CategoryCap(per_day=100, per_week=700),
-    },
-)
-DAYTIME_POLICY = ContactPolicy(send_window=SendWindow(time(9, 0), time(20, 0)))
+OPEN_POLICY = make_policy(ALL_DAY, service=(100, 700), marketing=(100, 700))
+"""Open at every instant, caps out of the way: for tests that are not about the policy."""
+DAYTIME_POLICY = make_policy((time(9, 0), time(20, 0)))
 
 
 def phone(n: int) -> str:
@@ -36,7 +28,7 @@ def phone(n: int) -> str:
     return f"+86138{n:08d}"
 
 
-def make_settings(**overrides: Any) -> Settings:
+def make_settings(**overrides: Any) -> NotificationConfig:
     values: dict[str, Any] = {
         "send_rate_per_second": 1000.0,
         "dispatch_concurrency": 2,
@@ -44,7 +36,7 @@ def make_settings(**overrides: Any) -> Settings:
         "public_url": "",
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)
+    return NotificationConfig(**values)
 
 
 class FakeClock:

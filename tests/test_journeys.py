@@ -35,9 +35,10 @@ def send_due(crm: Crm, at):
     settings = Settings(database_url=str(crm.engine.url), send_rate_per_second=1000)
     summary = dispatch(
         crm.engine,
-        settings,
+        settings.notifications(),
         crm.ruleset.contact_policy,
         at,
+        lead_time=crm.ruleset.precall_lead_time,
         backends=backends,
         sleep=lambda _s: None,
         clock=lambda: 0,

@@ -16,7 +16,7 @@ from test_dispatcher_support import (
     task,
 )
 
-from crm import audit
+from crm import audit, tasks
 from crm.audit import Actor
 from crm.db import transaction
 from crm.errors import InvalidTransition, NotFound
@@ -170,16 +170,16 @@ def test_set_ready_at_then_promote(engine: Engine, now: datetime) -> None:
         t2 = add_task(conn, cid, m2, now)
     lead = timedelta(hours=2)
     with transaction(engine) as s:
-        assert outbox.set_tasks_ready_at(s, {m1: now, m2: now + timedelta(hours=1)}, lead) == 2
+        assert tasks.schedule_ready(s, {m1: now, m2: now + timedelta(hours=1)}, lead) == 2
     assert task(engine, t1).ready_at == now + lead
     assert task(engine, t1).status == "awaiting_notice"
     with transaction(engine) as s:
-        assert outbox.promote_ready_tasks(s, now + lead - timedelta(seconds=1)) == 0
-        assert outbox.promote_ready_tasks(s, now + lead) == 1
+        assert tasks.promote_ready(s, now + lead - timedelta(seconds=1)) == 0
+        assert tasks.promote_ready(s, now + lead) == 1
     assert (task(engine, t1).status, task(engine, t2).status) == ("ready", "awaiting_notice")
     with transaction(engine) as s:
-        assert outbox.promote_ready_tasks(s, now + lead) == 0  # idempotent
-        assert outbox.promote_ready_tasks(s, now + 2 * lead, batch=1) == 1
+        assert tasks.promote_ready(s, now + lead) == 0  # idempotent
+        assert tasks.promote_ready(s, now + 2 * lead, batch=1) == 1
         ready = s.scalars(select(AuditLog).where(AuditLog.action == "task.ready")).all()
     assert [json.loads(r.details)["task_id"] for r in ready] == [t1, t2]
     assert task(engine, t2).no_notice is False

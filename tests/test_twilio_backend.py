@@ -19,6 +19,7 @@ from notifications.backends.twilio import (
     twiml_say,
 )
 from notifications.base import OutgoingMessage, RetryPolicy
+from notifications.config import NotificationConfig
 from notifications.errors import (
     ConfigurationError,
     OptedOutError,
@@ -58,7 +59,7 @@ def backend(settings: Settings, channel: str = "sms", **options: Any) -> TwilioB
 
 
 def test_sms_goes_through_the_real_client_with_status_callback(
-    fake_twilio: FakeTwilio, twilio_settings: Settings
+    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
 ) -> None:
     sender = backend(twilio_settings)
     assert isinstance(sender, TwilioSMSBackend)
@@ -78,7 +79,7 @@ def test_sms_goes_through_the_real_client_with_status_callback(
 
 
 def test_messaging_service_sid_replaces_the_from_number(
-    fake_twilio: FakeTwilio, twilio_settings: Settings
+    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
 ) -> None:
     sender = backend(twilio_settings, from_number=None, messaging_service_sid="MG" + "1" * 32)
     result = sender.send(sms())
@@ -92,7 +93,7 @@ def test_messaging_service_sid_replaces_the_from_number(
     ("locale", "language"), [("zh-CN", "zh-CN"), ("en", "en-US"), ("en-GB", "en-US")]
 )
 def test_voice_reads_the_notice_in_the_customers_language(
-    fake_twilio: FakeTwilio, twilio_settings: Settings, locale: str, language: str
+    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig, locale: str, language: str
 ) -> None:
     caller = backend(twilio_settings, "voice")
     assert isinstance(caller, TwilioVoiceBackend)
@@ -117,7 +118,7 @@ def test_voice_reads_the_notice_in_the_customers_language(
     ],
 )
 def test_permanent_errors_carry_code_reason_and_response_and_are_not_retried(
-    fake_twilio: FakeTwilio, twilio_settings: Settings, code: int, error: type, words: str
+    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig, code: int, error: type, words: str
 ) -> None:
     fake_twilio.fail_number(TO, code)
     sleeps = Sleeps()
@@ -133,7 +134,7 @@ def test_permanent_errors_carry_code_reason_and_response_and_are_not_retried(
 
 
 def test_invalid_number_is_refused_before_calling_twilio(
-    fake_twilio: FakeTwilio, twilio_settings: Settings
+    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
 ) -> None:
     with pytest.raises(PermanentSendError) as caught:
         backend(twilio_settings).send(sms(to="+86123"))
@@ -142,7 +143,7 @@ def test_invalid_number_is_refused_before_calling_twilio(
 
 
 def test_server_errors_retry_with_backoff_then_succeed_without_duplicates(
-    fake_twilio: FakeTwilio, twilio_settings: Settings
+    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
 ) -> None:
     fake_twilio.queue_fault(500, count=2, path_contains="Messages.json", method="POST")
     sleeps = Sleeps()
@@ -157,7 +158,7 @@ def test_server_errors_retry_with_backoff_then_succeed_without_duplicates(
 
 
 def test_an_unreachable_provider_during_reconciliation_keeps_the_ambiguous_error(
-    fake_twilio: FakeTwilio, twilio_settings: Settings
+    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
 ) -> None:
     fake_twilio.queue_fault(500, method="POST")
     fake_twilio.queue_fault(503, method="GET")
@@ -167,7 +168,7 @@ def test_an_unreachable_provider_during_reconciliation_keeps_the_ambiguous_error
     assert len(fake_twilio.api_requests("POST")) == 1
 
 
-def test_retries_are_bounded(fake_twilio: FakeTwilio, twilio_settings: Settings) -> None:
+def test_retries_are_bounded(fake_twilio: FakeTwilio, twilio_settings: NotificationConfig) -> None:
     fake_twilio.queue_fault(503, count=10, path_contains="Messages.json", method="POST")
     sleeps = Sleeps()
     sender = backend(twilio_settings, sleep=sleeps, retry=RetryPolicy(max_attempts=4))
@@ -181,7 +182,9 @@ def test_retries_are_bounded(fake_twilio: FakeTwilio, twilio_settings: Settings)
     assert fake_twilio.messages == []
 
 
-def test_429_retry_after_is_honoured(fake_twilio: FakeTwilio, twilio_settings: Settings) -> None:
+def test_429_retry_after_is_honoured(
+    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
+) -> None:
     fake_twilio.queue_fault(429, retry_after=3, path_contains="Messages.json", method="POST")
     sleeps = Sleeps()
     sender = backend(twilio_settings, sleep=sleeps)
@@ -195,7 +198,7 @@ def test_429_retry_after_is_honoured(fake_twilio: FakeTwilio, twilio_settings: S
 
 
 def test_429_with_a_long_retry_after_goes_back_to_the_dispatcher(
-    fake_twilio: FakeTwilio, twilio_settings: Settings
+    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
 ) -> None:
     fake_twilio.queue_fault(429, retry_after=120, path_contains="Messages.json", method="POST")
     sleeps = Sleeps()
@@ -208,7 +211,7 @@ def test_429_with_a_long_retry_after_goes_back_to_the_dispatcher(
 
 
 def test_timeout_after_acceptance_is_reconciled_not_resent(
-    fake_twilio: FakeTwilio, twilio_settings: Settings
+    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
 ) -> None:
     release = fake_twilio.hold_next(
         max_wait=5, after_create=True, path_contains="Messages.json", method="POST"
@@ -223,11 +226,12 @@ def test_timeout_after_acceptance_is_reconciled_not_resent(
     assert result.raw.get("reconciled") is True
 
 
-def test_find_previous_attempt_matches_number_body_and_window(twilio_settings: Settings) -> None:
+def test_find_previous_attempt_matches_number_body_and_window(
+    twilio_settings: NotificationConfig,
+) -> None:
     instant = [datetime(2026, 11, 21, 2, 0, tzinfo=UTC)]
     with FakeTwilio(clock=lambda: instant[0]) as fake:
-        settings = twilio_settings.model_copy(update={"twilio_api_base": fake.base_url})
-        settings.twilio_account_sid = twilio_settings.twilio_account_sid
+        settings = twilio_settings.with_changes(twilio_api_base=fake.base_url)
         sent = backend(settings).send(sms(1, body="hello"))
         backend(settings).send(sms(2, to="+8613912345678", body="hello"))
         instant[0] += timedelta(hours=3)
@@ -245,10 +249,10 @@ def test_find_previous_attempt_matches_number_body_and_window(twilio_settings: S
         assert listing.query["To"] == [TO]
 
 
-def test_voice_reconciliation_needs_a_window(twilio_settings: Settings) -> None:
+def test_voice_reconciliation_needs_a_window(twilio_settings: NotificationConfig) -> None:
     instant = [datetime(2026, 11, 21, 2, 0, tzinfo=UTC)]
     with FakeTwilio(clock=lambda: instant[0]) as fake:
-        settings = twilio_settings.model_copy(update={"twilio_api_base": fake.base_url})
+        settings = twilio_settings.with_changes(twilio_api_base=fake.base_url)
         call = OutgoingMessage(9, "voice", TO, "hello", "en", "att-9")
         placed = backend(settings, "voice").send(call)
         found = backend(settings, "voice").find_previous_attempt(
@@ -264,7 +268,7 @@ def test_voice_reconciliation_needs_a_window(twilio_settings: Settings) -> None:
 
 
 def test_bad_credentials_are_a_configuration_error(
-    fake_twilio: FakeTwilio, twilio_settings: Settings
+    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
 ) -> None:
     with pytest.raises(ConfigurationError, match="TWILIO_AUTH_TOKEN"):
         backend(twilio_settings, auth_token="wrong-token-123456").send(sms())
@@ -272,27 +276,27 @@ def test_bad_credentials_are_a_configuration_error(
     assert not request.authorized
 
 
-def test_missing_configuration_is_explained(twilio_settings: Settings) -> None:
+def test_missing_configuration_is_explained(twilio_settings: NotificationConfig) -> None:
     with pytest.raises(ConfigurationError, match="TWILIO_ACCOUNT_SID"):
-        get_backend(twilio_settings.model_copy(update={"twilio_auth_token": None}), "sms")
+        get_backend(twilio_settings.with_changes(twilio_auth_token=None), "sms")
     with pytest.raises(ConfigurationError, match="TWILIO_FROM_NUMBER"):
-        get_backend(twilio_settings.model_copy(update={"twilio_from_number": None}), "sms")
+        get_backend(twilio_settings.with_changes(twilio_from_number=None), "sms")
     with pytest.raises(ConfigurationError, match="TWILIO_FROM_NUMBER"):
         get_backend(
-            twilio_settings.model_copy(
-                update={"twilio_from_number": None, "twilio_messaging_service_sid": "MG1"}
+            twilio_settings.with_changes(
+                twilio_from_number=None, twilio_messaging_service_sid="MG1"
             ),
             "voice",
         )
 
 
-def test_empty_api_base_means_the_real_twilio(twilio_settings: Settings) -> None:
-    real = backend(twilio_settings.model_copy(update={"twilio_api_base": ""}))
+def test_empty_api_base_means_the_real_twilio(twilio_settings: NotificationConfig) -> None:
+    real = backend(twilio_settings.with_changes(twilio_api_base=""))
     assert real.client.api.base_url == "https://api.twilio.com"
 
 
 def test_logs_mask_phones_and_never_show_the_auth_token(
-    fake_twilio: FakeTwilio, twilio_settings: Settings, caplog: pytest.LogCaptureFixture
+    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     fake_twilio.queue_fault(500, path_contains="Messages.json", method="POST")

@@ -71,7 +71,7 @@ class Provider:
             send_rate_per_second=1000.0,
             dispatch_concurrency=2,
             batch_size=100,
-        )
+        ).notifications()
 
     def backend(self) -> ChannelBackend:
         """The production factory; only the sleep (fake clock) and jitter seed are injected."""
@@ -287,7 +287,7 @@ def test_callbacks_that_beat_the_write_back_are_applied_and_not_lost(
 def test_a_429_burst_is_retried_in_call_then_by_the_dispatcher(
     engine: Engine, now: datetime, twilio: Provider
 ) -> None:
-    twilio.settings = twilio.settings.model_copy(update={"dispatch_concurrency": 1})
+    twilio.settings = twilio.settings.with_changes(dispatch_concurrency=1)
     ids = queue(engine, now, 3)
     # The adapter tries 3 times per send: the first message sees three 429s, the second one.
     twilio.fake.queue_fault(429, count=4, retry_after=2, path_contains="Messages.json")

@@ -28,7 +28,7 @@ pytestmark = [
 
 
 def test_one_real_sms_is_accepted_and_found_again() -> None:
-    settings = Settings(_env_file=None, twilio_api_base="")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, twilio_api_base="").notifications()  # type: ignore[call-arg]
     backend = TwilioSMSBackend.from_settings(settings, public_url="")
     attempt = uuid.uuid4().hex
     body = f"vipcare live smoke test {attempt[:8]}"

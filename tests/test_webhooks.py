@@ -25,6 +25,7 @@ from crm.db import transaction
 from crm.models import AuditLog, Customer, OutboundMessage
 from notifications.backends.twilio import TwilioSMSBackend
 from notifications.base import OutgoingMessage
+from notifications.config import NotificationConfig
 from notifications.errors import ConfigurationError, NotificationError
 from notifications.fake_twilio import FakeTwilio
 from notifications.inbound import KeywordMatcher
@@ -40,7 +41,7 @@ INBOUND_URL = PUBLIC + "/twilio/inbound"
 
 
 @pytest.fixture
-def settings(fake_twilio: FakeTwilio) -> Settings:
+def settings(fake_twilio: FakeTwilio) -> NotificationConfig:
     return Settings(
         _env_file=None,
         sms_backend="twilio",
@@ -49,11 +50,11 @@ def settings(fake_twilio: FakeTwilio) -> Settings:
         twilio_account_sid=SecretStr(fake_twilio.account_sid),
         twilio_auth_token=SecretStr(fake_twilio.auth_token),
         twilio_from_number="+15005550006",
-    )
+    ).notifications()
 
 
 @pytest.fixture
-def client(engine: Engine, settings: Settings, now: datetime) -> Iterator[TestClient]:
+def client(engine: Engine, settings: NotificationConfig, now: datetime) -> Iterator[TestClient]:
     with TestClient(create_app(engine, settings, clock=lambda: now)) as test_client:
         yield test_client
 
@@ -127,7 +128,7 @@ def audit_actions(engine: Engine) -> list[str]:
         return list(session.scalars(select(AuditLog.action).order_by(AuditLog.seq)))
 
 
-def sent_through_fake(settings: Settings) -> str:
+def sent_through_fake(settings: NotificationConfig) -> str:
     """Send one SMS with the real adapter to the fake; return Twilio's sid."""
     backend = TwilioSMSBackend.from_settings(settings)
     result = backend.send(OutgoingMessage(1, "sms", PHONE, "尊敬的客户", "zh-CN", "att-1"))
@@ -140,7 +141,11 @@ def post(client: TestClient, signed: tuple[str, dict[str, str], dict[str, str]])
 
 
 def test_send_then_signed_delivered_callback(
-    engine: Engine, settings: Settings, client: TestClient, fake_twilio: FakeTwilio, now: datetime
+    engine: Engine,
+    settings: NotificationConfig,
+    client: TestClient,
+    fake_twilio: FakeTwilio,
+    now: datetime,
 ) -> None:
     sid = sent_through_fake(settings)
     customer = add_customer(engine, now)
@@ -174,7 +179,7 @@ def test_delivery_failures_from_callbacks(
     engine: Engine,
     client: TestClient,
     fake_twilio: FakeTwilio,
-    settings: Settings,
+    settings: NotificationConfig,
     now: datetime,
     code: int,
     status: str,
@@ -191,7 +196,11 @@ def test_delivery_failures_from_callbacks(
 
 
 def test_unsubscribed_callback_fails_message_and_opts_customer_out(
-    engine: Engine, client: TestClient, fake_twilio: FakeTwilio, settings: Settings, now: datetime
+    engine: Engine,
+    client: TestClient,
+    fake_twilio: FakeTwilio,
+    settings: NotificationConfig,
+    now: datetime,
 ) -> None:
     sid = sent_through_fake(settings)
     customer = add_customer(engine, now)
@@ -221,7 +230,7 @@ def test_unsigned_or_tampered_callbacks_get_403_and_change_nothing(
     engine: Engine,
     client: TestClient,
     fake_twilio: FakeTwilio,
-    settings: Settings,
+    settings: NotificationConfig,
     now: datetime,
     attack: str,
 ) -> None:
@@ -300,7 +309,7 @@ def test_ordinary_replies_and_unknown_senders_change_nothing(
 
 
 def test_keywords_come_from_the_contact_policy(
-    engine: Engine, settings: Settings, fake_twilio: FakeTwilio, now: datetime
+    engine: Engine, settings: NotificationConfig, fake_twilio: FakeTwilio, now: datetime
 ) -> None:
     customer = add_customer(engine, now)
     app = create_app(
@@ -372,14 +381,12 @@ def test_non_form_bodies_and_queued_messages_are_refused(
 
 
 def test_app_refuses_to_start_without_token_or_public_url(
-    engine: Engine, settings: Settings, now: datetime
+    engine: Engine, settings: NotificationConfig, now: datetime
 ) -> None:
     with pytest.raises(ConfigurationError, match="TWILIO_AUTH_TOKEN"):
-        create_app(
-            engine, settings.model_copy(update={"twilio_auth_token": None}), clock=lambda: now
-        )
+        create_app(engine, settings.with_changes(twilio_auth_token=None), clock=lambda: now)
     with pytest.raises(ConfigurationError, match="VIPCARE_PUBLIC_URL"):
-        create_app(engine, settings.model_copy(update={"public_url": ""}), clock=lambda: now)
+        create_app(engine, settings.with_changes(public_url=""), clock=lambda: now)
 
 
 # -- callbacks that beat the dispatcher's write-back ------------------------------
@@ -413,7 +420,9 @@ def sending_notice(engine: Engine, now: datetime) -> tuple[int, int, int]:
 
 
 @pytest.fixture
-def later_client(engine: Engine, settings: Settings, now: datetime) -> Iterator[TestClient]:
+def later_client(
+    engine: Engine, settings: NotificationConfig, now: datetime
+) -> Iterator[TestClient]:
     """The app a minute after ``now``, with a 3-hour pre-call lead time."""
     app = create_app(engine, settings, clock=lambda: now + timedelta(minutes=1), lead_time=LEAD)
     with TestClient(app) as test_client:
@@ -423,7 +432,7 @@ def later_client(engine: Engine, settings: Settings, now: datetime) -> Iterator[
 @pytest.mark.parametrize("first", ["sent", "delivered"])
 def test_callback_before_the_write_back_finds_the_sending_row_by_attempt(
     engine: Engine,
-    settings: Settings,
+    settings: NotificationConfig,
     later_client: TestClient,
     fake_twilio: FakeTwilio,
     now: datetime,
@@ -462,7 +471,7 @@ def test_callback_before_the_write_back_finds_the_sending_row_by_attempt(
 @pytest.mark.parametrize(("word", "code"), [("undelivered", 30003), ("failed", 30008)])
 def test_early_delivery_failure_releases_the_task_without_notice(
     engine: Engine,
-    settings: Settings,
+    settings: NotificationConfig,
     later_client: TestClient,
     fake_twilio: FakeTwilio,
     now: datetime,
@@ -481,7 +490,11 @@ def test_early_delivery_failure_releases_the_task_without_notice(
 
 
 def test_early_callback_for_another_attempt_or_row_is_unknown(
-    engine: Engine, settings: Settings, client: TestClient, fake_twilio: FakeTwilio, now: datetime
+    engine: Engine,
+    settings: NotificationConfig,
+    client: TestClient,
+    fake_twilio: FakeTwilio,
+    now: datetime,
 ) -> None:
     sid = sent_through_fake(settings)
     _customer, mid, _tid = sending_notice(engine, now)
@@ -510,7 +523,11 @@ def test_early_callback_for_another_attempt_or_row_is_unknown(
 
 
 def test_callback_query_is_signed_and_validated(
-    engine: Engine, settings: Settings, client: TestClient, fake_twilio: FakeTwilio, now: datetime
+    engine: Engine,
+    settings: NotificationConfig,
+    client: TestClient,
+    fake_twilio: FakeTwilio,
+    now: datetime,
 ) -> None:
     sid = sent_through_fake(settings)
     _customer, mid, _tid = sending_notice(engine, now)
@@ -534,7 +551,7 @@ def test_callback_query_is_signed_and_validated(
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_fake_posts_real_signed_callbacks_to_a_served_app(
-    engine: Engine, settings: Settings, fake_twilio: FakeTwilio, now: datetime
+    engine: Engine, settings: NotificationConfig, fake_twilio: FakeTwilio, now: datetime
 ) -> None:
     """Over real HTTP: uvicorn serves the app, the fake posts the callback itself."""
     sock = socket.socket()
@@ -542,7 +559,7 @@ def test_fake_posts_real_signed_callbacks_to_a_served_app(
     sock.listen(16)
     port = sock.getsockname()[1]
     public = f"http://127.0.0.1:{port}"
-    served = settings.model_copy(update={"public_url": public})
+    served = settings.with_changes(public_url=public)
     app = create_app(engine, served, clock=lambda: now)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

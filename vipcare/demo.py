@@ -8,7 +8,7 @@ lead time has passed → a summary with examples and what to try next.
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,9 @@ from sqlalchemy.engine import make_url
 from crm.db import make_engine, transaction
 from crm.models import CallTask, CreditLedger, Customer, OutboundMessage
 from crm.phones import mask
-from vipcare.cli.common import console, print_table
+from notifications.dispatcher import DispatchSummary
+from rules import load_rules
+from vipcare.console import console, print_care_day, print_table
 from vipcare.settings import Settings
 
 
@@ -36,7 +38,7 @@ def run_demo(cfg: Settings, as_of: date, customers: int, seed_value: int, reset:
     from crm.schema import upgrade
     from flows.journeys.registry import care_day_instant
     from seed import generate
-    from vipcare.cli.care_cmds import _print_run, run_care_day
+    from vipcare.operations import dispatch_due, run_care_day
 
     if reset:
         _reset_sqlite(cfg.database_url)
@@ -59,23 +61,27 @@ def run_demo(cfg: Settings, as_of: date, customers: int, seed_value: int, reset:
         )
     morning = care_day_instant(as_of, cfg.tz)
     console.print(f"3. running the daily care flow for {as_of} at 09:00 {cfg.timezone} (Prefect)…")
-    result = run_care_day(as_of, morning)
-    _print_run(result)
-    later = morning + timedelta(hours=2, minutes=5)
-    console.print("4. dispatching again at 11:05, after the pre-call notices' 2-hour lead time…")
-    _dispatch(cfg, later)
+    print_care_day(run_care_day(cfg, as_of, morning))
+    console.print("4. dispatching what is due at 09:00…")
+    _print_dispatch(dispatch_due(cfg, morning, engine=engine))
+    ruleset = load_rules(cfg.rules_dir)
+    later = morning + ruleset.precall_lead_time + timedelta(minutes=5)
+    console.print(
+        f"5. dispatching again at {later.astimezone(cfg.tz):%H:%M}, after the pre-call notices'"
+        f" lead time ({ruleset.precall_lead_time}), so their calls become ready…"
+    )
+    _print_dispatch(dispatch_due(cfg, later, ruleset=ruleset, engine=engine))
     _story(engine, as_of)
     _next_steps()
 
 
-def _dispatch(cfg: Settings, at: datetime) -> dict[str, Any]:
-    from notifications.dispatcher import dispatch
-    from rules import load_rules
-
-    ruleset = load_rules(cfg.rules_dir)
-    summary = dispatch(make_engine(cfg.database_url), cfg, ruleset.contact_policy, at)
-    result: dict[str, Any] = summary.as_dict()
-    return result
+def _print_dispatch(summary: DispatchSummary) -> None:
+    data = summary.as_dict()
+    print_table(
+        "dispatch",
+        ["outcome", "count"],
+        ((k, v) for k, v in data.items() if isinstance(v, int) and v),
+    )
 
 
 def _story(engine: Any, as_of: date) -> None:

@@ -6,6 +6,7 @@ Secrets are ``SecretStr`` so that printing a settings object never shows them;
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -13,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from notifications.config import NotificationConfig
 
 DEFAULT_RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 
@@ -77,6 +80,27 @@ class Settings(BaseSettings):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def notifications(self) -> NotificationConfig:
+        """The typed configuration the notifications package takes (built here, at the edge)."""
+        store = self.mock_store
+        if store is None and os.environ.get("VIPCARE_MOCK_STORE"):
+            # A settings object cached before the variable was set still honours it.
+            store = Path(os.environ["VIPCARE_MOCK_STORE"])
+        return NotificationConfig(
+            sms_backend=self.sms_backend,
+            voice_backend=self.voice_backend,
+            mock_store=store,
+            send_rate_per_second=self.send_rate_per_second,
+            dispatch_concurrency=self.dispatch_concurrency,
+            batch_size=self.batch_size,
+            public_url=self.public_url,
+            twilio_api_base=self.twilio_api_base,
+            twilio_account_sid=self.twilio_account_sid,
+            twilio_auth_token=self.twilio_auth_token,
+            twilio_from_number=self.twilio_from_number,
+            twilio_messaging_service_sid=self.twilio_messaging_service_sid,
+        )
 
     def redacted_summary(self) -> dict[str, str]:
         """The configuration as strings, with every secret and URL password hidden."""

@@ -1,29 +1,15 @@
-"""Choosing a channel backend from settings: the mock by default, Twilio when configured."""
+"""Choosing a channel backend from the notification config: the mock, or Twilio."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from notifications.base import CHANNELS, ChannelBackend
+from notifications.config import NotificationConfig
 from notifications.errors import ConfigurationError
-from vipcare.settings import Settings
-
-MOCK_STORE_ENV = "VIPCARE_MOCK_STORE"
 
 
-def mock_store_path(settings: Settings) -> str | None:
-    """Where the mock keeps its sends: setting ``mock_store`` (env/.env ``VIPCARE_MOCK_STORE``).
-
-    The environment is also read directly, for a settings object made before
-    the variable was set (``get_settings`` is cached per process).
-    """
-    if settings.mock_store:
-        return str(settings.mock_store)
-    return os.environ.get(MOCK_STORE_ENV) or None
-
-
-def get_backend(settings: Settings, channel: str, **options: Any) -> ChannelBackend:
+def get_backend(settings: NotificationConfig, channel: str, **options: Any) -> ChannelBackend:
     """A new backend for ``channel`` ('sms' or 'voice') as the settings say.
 
     ``options`` go to the backend's constructor (``retry``, ``sleep``, ``rng``,
@@ -34,12 +20,14 @@ def get_backend(settings: Settings, channel: str, **options: Any) -> ChannelBack
         raise ConfigurationError(
             f"unknown channel {channel!r}; expected one of {', '.join(CHANNELS)}"
         )
-    name = settings.sms_backend if channel == "sms" else settings.voice_backend
+    name = settings.backend_for(channel)
     if name == "mock":
         from notifications.backends.mock import MockSMSBackend, MockVoiceBackend
 
         if "store" not in options:
-            options.setdefault("store_path", mock_store_path(settings))
+            options.setdefault(
+                "store_path", str(settings.mock_store) if settings.mock_store else None
+            )
         cls = MockSMSBackend if channel == "sms" else MockVoiceBackend
         return cls(**options)
     if name == "twilio":

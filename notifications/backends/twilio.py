@@ -41,6 +41,7 @@ from notifications.base import (
     RetryPolicy,
     SendResult,
 )
+from notifications.config import NotificationConfig
 from notifications.errors import (
     ConfigurationError,
     NotificationError,
@@ -51,7 +52,6 @@ from notifications.errors import (
     describe_code,
 )
 from notifications.logging import install_masking
-from vipcare.settings import Settings
 
 log = logging.getLogger(__name__)
 HTTP_LOG = logging.getLogger("notifications.twilio.http")
@@ -246,13 +246,11 @@ class TwilioBackend(ChannelBackend):
             self.client.api.base_url = api_base.rstrip("/")
 
     @classmethod
-    def from_settings(cls, settings: Settings, **options: Any) -> TwilioBackend:
-        """Build from ``TWILIO_*`` / ``VIPCARE_*`` settings; ``options`` override (tests)."""
-        sid = settings.twilio_account_sid.get_secret_value() if settings.twilio_account_sid else ""
-        token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
+    def from_settings(cls, settings: NotificationConfig, **options: Any) -> TwilioBackend:
+        """Build from the notification config; ``options`` override (tests)."""
         kwargs: dict[str, Any] = {
-            "account_sid": sid,
-            "auth_token": token,
+            "account_sid": settings.account_sid(),
+            "auth_token": settings.auth_token(),
             "from_number": settings.twilio_from_number,
             "messaging_service_sid": settings.twilio_messaging_service_sid,
             "public_url": settings.public_url,

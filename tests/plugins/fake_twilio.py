@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
+from notifications.config import NotificationConfig
 from notifications.fake_twilio import FakeTwilio
 from vipcare.settings import Settings
 
@@ -26,8 +27,8 @@ def fake_twilio() -> Iterator[FakeTwilio]:
 
 
 @pytest.fixture
-def twilio_settings(fake_twilio: FakeTwilio) -> Settings:
-    """Settings selecting the Twilio backend, aimed at the fake."""
+def twilio_settings(fake_twilio: FakeTwilio) -> NotificationConfig:
+    """The notification config selecting the Twilio backend, aimed at the fake."""
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         sms_backend="twilio",
@@ -37,4 +38,4 @@ def twilio_settings(fake_twilio: FakeTwilio) -> Settings:
         twilio_account_sid=SecretStr(fake_twilio.account_sid),
         twilio_auth_token=SecretStr(fake_twilio.auth_token),
         twilio_from_number=FROM_NUMBER,
-    )
+    ).notifications()

@@ -6,7 +6,8 @@ import json
 
 import typer
 
-from vipcare.cli.common import console, engine, fail, input_errors, print_json, print_table
+from vipcare.cli.common import engine, fail, input_errors
+from vipcare.console import console, print_json, print_table
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 

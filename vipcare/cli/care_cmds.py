@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from datetime import date
 from typing import Any
 
 import typer
@@ -11,18 +10,16 @@ import typer
 from crm.models import TASK_KINDS, TASK_OUTCOMES, TASK_STATUSES
 from vipcare.cli.common import (
     InputError,
-    console,
     engine,
     fail,
     input_errors,
     now_utc,
     parse_date,
     parse_instant,
-    print_json,
-    print_table,
     settings,
     today_local,
 )
+from vipcare.console import console, print_care_day, print_json, print_table
 
 tasks_app = typer.Typer(help="Account managers' call tasks.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The credit ledger.", no_args_is_help=True)
@@ -35,60 +32,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(ledger_app, name="ledger")
 
 
-def _quiet_prefect() -> None:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
-    # The temporary server needs ~6 s on an idle machine; give a busy one room.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-
-
-def run_care_day(
-    as_of: date,
-    at: Any = None,
-    journeys: list[str] | None = None,
-    dry_run: bool = False,
-    dispatch: bool = True,
-    shards: int = 1,
-) -> dict[str, Any]:
-    """Run the Prefect flow ``daily_care`` (imports Prefect only now: it is slow to import)."""
-    _quiet_prefect()
-    from flows.daily import DailyCareParams, daily_care
-
-    cfg = settings()
-    params = DailyCareParams(
-        as_of=as_of,
-        at=at,
-        database_url=cfg.database_url,
-        rules_dir=str(cfg.rules_dir),
-        operator_tz=cfg.timezone,
-        journeys=journeys or [],
-        dry_run=dry_run,
-        dispatch=dispatch,
-        shards=shards,
-        batch_size=cfg.batch_size,
-    )
-    result: dict[str, Any] = daily_care(params)
-    return result
-
-
-def _print_run(result: dict[str, Any]) -> None:
-    journeys = [j for j in result["journeys"] if j.get("candidates") or len(j) > 4]
-    keys = sorted({k for j in journeys for k in j if k != "journey"})
-    print_table(
-        f"care day {result['as_of']}: what each journey decided",
-        ["", *(j["journey"] for j in journeys)],
-        ([key, *(j.get(key, 0) for j in journeys)] for key in keys),
-    )
-    if result.get("dispatch"):
-        sent = result["dispatch"]
-        print_table(
-            "dispatch",
-            ["outcome", "count"],
-            ((k, v) for k, v in sent.items() if isinstance(v, int) and v),
-        )
-
-
 @input_errors
 def run(
     on: str | None = typer.Option(
@@ -99,13 +42,14 @@ def run(
     ),
     journey: list[str] = typer.Option([], "--journey", help="Only this journey (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Decide and count, write nothing."),
-    no_dispatch: bool = typer.Option(
-        False, "--no-dispatch", help="Queue messages without sending."
-    ),
     shards: int = typer.Option(1, "--shards", min=1, max=64, help="Split customers into N shards."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
-    """Run the daily care flow: every enabled journey, then dispatch what is due."""
+    """Run the daily care flow: every enabled journey decides and queues its messages.
+
+    Sending is the dispatcher's job (``vipcare dispatch``, or ``vipcare scheduler``
+    every few minutes), so each customer's send window is served in their own zone.
+    """
     from rules import load_rules
 
     load_rules(settings().rules_dir)  # fail fast, with file:line errors, before Prefect starts
@@ -114,11 +58,13 @@ def run(
     if as_of is None:
         as_of = instant.astimezone(settings().tz).date() if instant else today_local()
         instant = instant or now_utc()
-    result = run_care_day(as_of, instant, journey, dry_run, not no_dispatch, shards)
+    from vipcare.operations import run_care_day
+
+    result = run_care_day(settings(), as_of, instant, journey, dry_run, shards)
     if as_json:
         print_json(result)
     else:
-        _print_run(result)
+        print_care_day(result)
 
 
 @tasks_app.command("list")

@@ -7,42 +7,17 @@ the commands that need them, never here.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from functools import wraps
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console, ConsoleDimensions
-from rich.table import Table
 from sqlalchemy import Engine
 
-from crm.jsonable import jsonable
+from vipcare.console import err_console
 from vipcare.settings import Settings, get_settings
-
-
-class _Console(Console):
-    """Piped or captured output uses ``COLUMNS`` when set, else 200 columns, read at print time:
-    tables in logs and files are not squeezed to 80 columns."""
-
-    @property
-    def size(self) -> ConsoleDimensions:
-        real = super().size
-        if self.is_terminal:
-            return real
-        columns = os.environ.get("COLUMNS", "")
-        return ConsoleDimensions(int(columns) if columns.isdigit() else 200, real.height)
-
-    @size.setter
-    def size(self, new_size: tuple[int, int]) -> None:
-        self._width, self._height = new_size
-
-
-console = _Console()
-err_console = _Console(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -145,27 +120,3 @@ def now_utc() -> datetime:
 
 def today_local() -> date:
     return now_utc().astimezone(settings().tz).date()
-
-
-def print_json(rows: Any) -> None:
-    sys.stdout.write(json.dumps(jsonable(rows), ensure_ascii=False, indent=2) + "\n")
-
-
-def print_table(
-    title: str,
-    columns: Sequence[str],
-    rows: Iterable[Sequence[Any]],
-    empty: str = "nothing to show",
-) -> None:
-    table = Table(title=title, header_style="bold cyan", title_justify="left")
-    for col in columns:
-        justify = "right" if col in {"balance", "amount", "monthly_fee", "credit_limit"} else "left"
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    count = 0
-    for row in rows:
-        table.add_row(*("" if v is None else str(jsonable(v)) for v in row))
-        count += 1
-    if count == 0:
-        console.print(f"[dim]{title}: {empty}[/]")
-    else:
-        console.print(table)

@@ -13,20 +13,17 @@ import typer
 from rich.markup import escape
 from sqlalchemy import Engine, inspect
 
+from crm.jsonable import jsonable
 from vipcare.cli.common import (
-    console,
     engine,
-    err_console,
     fail,
     input_errors,
-    jsonable,
     now_utc,
     parse_date,
-    print_json,
-    print_table,
     settings,
     today_local,
 )
+from vipcare.console import console, err_console, print_json, print_table
 
 customers_app = typer.Typer(help="VIP customers.", no_args_is_help=True)
 plans_app = typer.Typer(help="The plan catalogue.", no_args_is_help=True)

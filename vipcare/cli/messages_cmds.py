@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
 
 import typer
 
-from vipcare.cli.common import (
-    console,
-    engine,
-    fail,
-    input_errors,
-    now_utc,
-    parse_instant,
-    print_json,
-    print_table,
-    settings,
-)
+from vipcare.cli.common import engine, fail, input_errors, now_utc, parse_instant, settings
+from vipcare.console import console, print_json, print_table
 
 messages_app = typer.Typer(help="The outbox: SMS and voice notices.", no_args_is_help=True)
 
@@ -36,13 +26,6 @@ def register(app: typer.Typer) -> None:
     """Attach this module's commands to the main app."""
     app.command("dispatch")(dispatch)
     app.add_typer(messages_app, name="messages")
-
-
-def _ruleset() -> Any:
-    """The loaded rules (contact policy + pre-call lead time); the defaults if none ship."""
-    from rules import load_rules
-
-    return load_rules(settings().rules_dir)
 
 
 @input_errors
@@ -65,14 +48,13 @@ def dispatch(
     another dispatcher runs.
     """
     from crm.audit import Actor
-    from notifications.dispatcher import dispatch as run_dispatch
+    from vipcare.operations import dispatch_due
 
     when = parse_instant(at) or now_utc()
-    summary = run_dispatch(
-        engine(),
+    summary = dispatch_due(
         settings(),
-        _ruleset(),
         when,
+        engine=engine(),
         limit=limit,
         reconcile_all=reconcile_all,
         actor=Actor("cli", "dispatch"),

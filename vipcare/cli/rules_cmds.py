@@ -12,18 +12,8 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from vipcare.cli.common import (
-    console,
-    engine,
-    err_console,
-    fail,
-    input_errors,
-    parse_date,
-    print_json,
-    print_table,
-    settings,
-    today_local,
-)
+from vipcare.cli.common import engine, fail, input_errors, parse_date, settings, today_local
+from vipcare.console import console, err_console, print_json, print_table
 
 rules_app = typer.Typer(
     help="Check, explain and preview the rule files marketing ops edit.",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from vipcare.cli.common import console, engine, input_errors, print_json, print_table, settings
+from vipcare.cli.common import engine, input_errors, settings
+from vipcare.console import console, print_json, print_table
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,8 @@ import logging
 
 import typer
 
-from vipcare.cli.common import console, engine, input_errors, now_utc, settings
+from vipcare.cli.common import engine, input_errors, now_utc, settings
+from vipcare.console import console
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +27,6 @@ def webhooks(
     """
     import uvicorn
 
-    from notifications.dispatcher import lead_time_of
     from notifications.logging import install_masking
     from notifications.webhooks import create_app
     from rules import load_rules
@@ -37,11 +37,11 @@ def webhooks(
     policy = ruleset.contact_policy
     app = create_app(
         engine(),
-        cfg,
+        cfg.notifications(),
         clock=now_utc,
         opt_out_keywords=policy.opt_out_keywords,
         opt_in_keywords=policy.opt_in_keywords,
-        lead_time=lead_time_of(ruleset),
+        lead_time=ruleset.precall_lead_time,
     )
     config = uvicorn.Config(app, host=host, port=port, log_level="info", proxy_headers=True)
     token = cfg.twilio_auth_token.get_secret_value() if cfg.twilio_auth_token else ""

@@ -1,0 +1,70 @@
+"""Console output shared by the CLI and the demo: Rich tables, JSON, the care-day summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console, ConsoleDimensions
+from rich.table import Table
+
+from crm.jsonable import jsonable
+
+
+class _Console(Console):
+    """Piped or captured output uses ``COLUMNS`` when set, else 200 columns, read at print time:
+    tables in logs and files are not squeezed to 80 columns."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        real = super().size
+        if self.is_terminal:
+            return real
+        columns = os.environ.get("COLUMNS", "")
+        return ConsoleDimensions(int(columns) if columns.isdigit() else 200, real.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
+console = _Console()
+err_console = _Console(stderr=True)
+
+
+def print_json(rows: Any) -> None:
+    sys.stdout.write(json.dumps(jsonable(rows), ensure_ascii=False, indent=2) + "\n")
+
+
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    empty: str = "nothing to show",
+) -> None:
+    table = Table(title=title, header_style="bold cyan", title_justify="left")
+    for col in columns:
+        justify = "right" if col in {"balance", "amount", "monthly_fee", "credit_limit"} else "left"
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    count = 0
+    for row in rows:
+        table.add_row(*("" if v is None else str(jsonable(v)) for v in row))
+        count += 1
+    if count == 0:
+        console.print(f"[dim]{title}: {empty}[/]")
+    else:
+        console.print(table)
+
+
+def print_care_day(result: dict[str, Any]) -> None:
+    """What each journey decided on a care day, one column per journey that did something."""
+    journeys = [j for j in result["journeys"] if j.get("candidates") or len(j) > 4]
+    keys = sorted({k for j in journeys for k in j if k != "journey"})
+    print_table(
+        f"care day {result['as_of']}: what each journey decided",
+        ["", *(j["journey"] for j in journeys)],
+        ([key, *(j.get(key, 0) for j in journeys)] for key in keys),
+    )
