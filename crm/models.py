@@ -41,7 +41,8 @@ NAMING = {
 TIERS: tuple[str, ...] = ("silver", "gold", "platinum", "diamond")
 """Tiers in ascending order; ``tier_rank`` is the index in this tuple."""
 CUSTOMER_STATUSES = ("active", "suspended", "closed")
-TASK_KINDS = ("callback", "plan_fit", "grace_followup", "birthday")
+TASK_KINDS = ("callback", "plan_fit", "grace_followup", "birthday", "care")
+"""``care``: a call task of a journey marketing ops declared in YAML (its reason says why)."""
 TASK_STATUSES = ("awaiting_notice", "ready", "done", "cancelled")
 TASK_OUTCOMES = ("reached", "no_answer", "declined", "plan_changed", "wrong_number")
 MESSAGE_STATUSES = (
@@ -52,10 +53,11 @@ MESSAGE_STATUSES = (
     "undelivered",
     "failed",
     "suppressed",
+    "expired",
 )
 MESSAGE_CHANNELS = ("sms", "voice")
 MESSAGE_CATEGORIES = ("service", "marketing")
-GRACE_STATUSES = ("open", "repaid", "suspended")
+GRACE_STATUSES = ("open", "repaid", "suspended", "cancelled")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -151,6 +153,9 @@ class Customer(Base):
     do_not_call: Mapped[bool] = mapped_column(Boolean, default=False)
     joined_on: Mapped[date | None] = mapped_column(Date)
     last_contact_on: Mapped[date | None] = mapped_column(Date)
+    points: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", doc="loyalty points balance (积分)"
+    )
 
     plan: Mapped[Plan | None] = relationship(lazy="joined")
     manager: Mapped[Manager | None] = relationship(lazy="joined")
@@ -162,6 +167,7 @@ class Customer(Base):
         CheckConstraint(_in("tier", TIERS), name="tier"),
         CheckConstraint("tier_rank BETWEEN 0 AND 3", name="tier_rank"),
         CheckConstraint(_in("status", CUSTOMER_STATUSES), name="status"),
+        CheckConstraint("points >= 0", name="points"),
         Index("ix_customers_birth_mmdd", "birth_mmdd"),
         Index("ix_customers_balance", "balance"),
         Index("ix_customers_manager", "manager_id"),
@@ -271,6 +277,9 @@ class OutboundMessage(Base):
     to_phone: Mapped[str] = mapped_column(String(20))
     body: Mapped[str] = mapped_column(Text)
     scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime())
+    valid_until: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), doc="never sent after this instant: it ends 'expired' instead"
+    )
     status: Mapped[str] = mapped_column(String(16), default="queued")
     status_reason: Mapped[str | None] = mapped_column(String(500))
     error_code: Mapped[str | None] = mapped_column(String(32))

@@ -143,3 +143,61 @@ def test_phones():
         to_e164("+86123")
     assert mask("+8613812345678") == "+86138****5678"
     assert "13812345678" not in mask_in_text("send to +8613812345678 failed")
+
+
+def test_downgrade_to_the_first_revision_and_back_keeps_the_data(engine):
+    """Every migration can be undone and redone on a database that holds rows."""
+    from alembic import command
+
+    from crm.schema import alembic_config
+
+    with transaction(engine) as s:
+        s.add(
+            Customer(external_id="C1", name="n", phone="+8613800000000", tier="gold", tier_rank=1)
+        )
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")
+    assert current_revision(engine) == "0001"
+    assert "points" not in {c["name"] for c in inspect(engine).get_columns("customers")}
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    with transaction(engine) as s:
+        assert s.scalars(select(Customer.points)).one() == 0
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "allowed", "refused"),
+    [
+        ("outbound_messages", "status", "expired", "lost"),
+        ("call_tasks", "kind", "care", "visit"),
+        ("grace_periods", "status", "cancelled", "forgiven"),
+    ],
+)
+def test_new_states_are_allowed_and_unknown_ones_refused(engine, table, column, allowed, refused):
+    """The CHECK constraints the migrations rewrote know the new values, and only those."""
+    ddl_values = _check_values(engine, table, column)
+    assert allowed in ddl_values and refused not in ddl_values
+
+
+def _check_values(engine, table: str, column: str) -> str:
+    """The text of the CHECK constraint on ``column`` as the database stores it."""
+    checks = inspect(engine).get_check_constraints(table)
+    found = [c["sqltext"] for c in checks if c["name"] == f"ck_{table}_{column}"]
+    assert found, f"no CHECK on {table}.{column}"
+    return " ".join(found)
+
+
+def test_points_cannot_go_negative(engine):
+    with pytest.raises(IntegrityError), transaction(engine) as s:
+        s.add(
+            Customer(
+                external_id="C1",
+                name="n",
+                phone="+8613800000000",
+                tier="gold",
+                tier_rank=1,
+                points=-1,
+            )
+        )

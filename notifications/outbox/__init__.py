@@ -7,6 +7,7 @@
       │  └────────┤ (transient failure: retry later; crash reconciliation)
       ▼           ▼
   suppressed    failed (permanent, or retries exhausted)
+  expired (never sent after its valid_until)
 
 This package is the one owner of ``outbound_messages``: nothing else writes its
 state. Every move goes through :func:`check_transition`, which refuses an
@@ -40,6 +41,7 @@ from notifications.outbox.rows import DueMessage
 from notifications.outbox.states import (
     ACCEPTED,
     DELIVERED,
+    EXPIRED,
     FAILED,
     QUEUED,
     SENDING,
@@ -65,6 +67,7 @@ __all__ = [
     "ACCEPTED",
     "DEFAULT_LEAD_TIME",
     "DELIVERED",
+    "EXPIRED",
     "FAILED",
     "QUEUED",
     "SENDING",

@@ -13,19 +13,23 @@ DELIVERED = "delivered"
 UNDELIVERED = "undelivered"
 FAILED = "failed"
 SUPPRESSED = "suppressed"
+EXPIRED = "expired"
+"""Not sent before its ``valid_until`` (a greeting after the birthday, a notice after its
+deadline): it will never be sent, and the reason says why."""
 
 TRANSITIONS: Mapping[str, frozenset[str]] = {
-    QUEUED: frozenset({SENDING, SUPPRESSED}),
+    QUEUED: frozenset({SENDING, SUPPRESSED, EXPIRED}),
     SENDING: frozenset({SENT, QUEUED, FAILED}),
     SENT: frozenset({DELIVERED, UNDELIVERED, FAILED}),
     DELIVERED: frozenset(),
     UNDELIVERED: frozenset(),
     FAILED: frozenset(),
     SUPPRESSED: frozenset(),
+    EXPIRED: frozenset(),
 }
 """Allowed moves; anything else is refused."""
 
-TERMINAL: frozenset[str] = frozenset({DELIVERED, UNDELIVERED, FAILED, SUPPRESSED})
+TERMINAL: frozenset[str] = frozenset({DELIVERED, UNDELIVERED, FAILED, SUPPRESSED, EXPIRED})
 """States a message never leaves."""
 
 ACCEPTED: tuple[str, ...] = (SENT, DELIVERED, UNDELIVERED)
