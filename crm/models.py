@@ -57,7 +57,7 @@ MESSAGE_STATUSES = (
 )
 MESSAGE_CHANNELS = ("sms", "voice")
 MESSAGE_CATEGORIES = ("service", "marketing")
-GRACE_STATUSES = ("open", "repaid", "suspended", "cancelled")
+GRACE_STATUSES = ("open", "repaid", "suspended", "expired", "cancelled")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:

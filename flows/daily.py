@@ -24,8 +24,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
 from crm.db import make_engine
-from flows.journeys.base import JourneyReport, RunContext
-from flows.journeys.registry import DECIDERS, RUN_ORDER, care_day_instant, run_journey
+from flows.journeys.context import RunContext, care_day_instant
+from flows.journeys.day import run_hygiene
+from flows.journeys.engine import run_journey
+from flows.journeys.intents import JourneyReport
+from flows.journeys.registry import journey_for, journeys_for
 from rules import load_rules
 
 
@@ -65,24 +68,20 @@ def _context(params: DailyCareParams, run_id: str, shard: int) -> RunContext:
     )
 
 
-@task(name="journey", cache_policy=NO_CACHE, task_run_name="{journey}[{shard}]")
-def journey_task(params: DailyCareParams, run_id: str, journey: str, shard: int) -> dict[str, Any]:
-    ctx = _context(params, run_id, shard)
-    report = run_journey(_engine(params.database_url), ctx, journey, dry_run=params.dry_run)
-    get_run_logger().info("journey %s shard %s: %s", journey, shard, report.as_dict())
+@task(name="hygiene", cache_policy=NO_CACHE)
+def hygiene_task(params: DailyCareParams, run_id: str) -> dict[str, Any]:
+    """Withdraw care that must no longer happen (do-not-call, suspended, closed) first."""
+    report = run_hygiene(_engine(params.database_url), _context(params, run_id, 0), params.dry_run)
     return report.as_dict()
 
 
-def _merge(journey: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
-    total = JourneyReport(journey)
-    for part in parts:
-        total.candidates += part.get("candidates", 0)
-        total.decided += part.get("decided", 0)
-        total.skipped_existing += part.get("skipped_existing", 0)
-        for key, value in part.items():
-            if key not in {"journey", "candidates", "decided", "skipped_existing"}:
-                total.counts[key] += value
-    return total.as_dict()
+@task(name="journey", cache_policy=NO_CACHE, task_run_name="{journey}[{shard}]")
+def journey_task(params: DailyCareParams, run_id: str, journey: str, shard: int) -> dict[str, Any]:
+    ctx = _context(params, run_id, shard)
+    found = journey_for(ctx.ruleset, journey)
+    report = run_journey(_engine(params.database_url), ctx, found, dry_run=params.dry_run)
+    get_run_logger().info("journey %s shard %s: %s", journey, shard, report.as_dict())
+    return report.as_dict()
 
 
 def summary_markdown(params: DailyCareParams, journeys: list[dict[str, Any]]) -> str:
@@ -105,24 +104,20 @@ def daily_care(params: DailyCareParams) -> dict[str, Any]:
     run_ctx = get_run_context()
     run_id = str(getattr(getattr(run_ctx, "flow_run", None), "id", None) or uuid.uuid4())
     ruleset = load_rules(Path(params.rules_dir))
-    wanted = params.journeys or list(RUN_ORDER)
-    unknown = sorted(set(wanted) - set(RUN_ORDER))
+    order = [j.id for j in journeys_for(ruleset)]
+    unknown = sorted(set(params.journeys) - set(order))
     if unknown:
-        raise ValueError(
-            f"unknown journey(s): {', '.join(unknown)}; expected {', '.join(RUN_ORDER)}"
-        )
-    reports = []
-    for journey in RUN_ORDER:
-        if (
-            journey not in wanted
-            or journey not in DECIDERS
-            or not ruleset.journeys[journey].enabled
-        ):
-            continue  # precall_notice has no audience: it runs inside the task-creating journeys
+        raise ValueError(f"unknown journey(s): {', '.join(unknown)}; expected {', '.join(order)}")
+    reports = [hygiene_task(params, run_id)]
+    for journey in order:
+        if (params.journeys and journey not in params.journeys) or not ruleset.journeys[
+            journey
+        ].enabled:
+            continue
         # Shards of one journey run one after another here: SQLite has one writer, and on
         # PostgreSQL the Prefect deployment runs shards on separate workers.
         parts = [journey_task(params, run_id, journey, shard) for shard in range(params.shards)]
-        reports.append(_merge(journey, parts))
+        reports.append(JourneyReport.merged(journey, parts))
     artifact_id = create_markdown_artifact(
         key="daily-care-summary",
         markdown=summary_markdown(params, reports),

@@ -85,7 +85,7 @@ def _leaf(c: Compare, as_of: date) -> ColumnElement[bool]:
             else TIERS.index(str(value))
         )
         return _compare(Customer.tier_rank, op, ranks)
-    if field in ("status", "locale", "timezone", "balance", "credit_limit"):
+    if field in ("status", "locale", "timezone", "balance", "credit_limit", "points"):
         return _compare(getattr(Customer, field), op, value)
     if field in ("sms_opt_out", "do_not_call"):
         return _compare(getattr(Customer, field), op, bool(value))

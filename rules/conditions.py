@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any, TypeAlias
 
 from crm.models import TIERS
-from rules.errors import ConditionError, did_you_mean
+from rules.errors import ConditionError, Severity, did_you_mean
 from rules.fields import COMBINATORS, FIELDS, LIST_OPS, OP_TEXT, OPERATORS, FieldSpec
 from rules.values import LOCALE_RE, parse_money, parse_whole, show, timezones
 
@@ -39,6 +39,7 @@ class PathIssue:
     message: str
     suggestion: str | None = None
     at_key: bool = False
+    severity: Severity = "error"
 
 
 @dataclass(frozen=True)

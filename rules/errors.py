@@ -10,16 +10,52 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 
 class RulesError(Exception):
     """Base of every error the rules package raises on purpose."""
 
 
+FULL_WIDTH: dict[str, str] = {
+    "：": ":",
+    "，": ",",
+    "“": '"',
+    "”": '"',
+    "‘": "'",
+    "’": "'",
+    "［": "[",
+    "］": "]",
+    "｛": "{",
+    "｝": "}",
+    "－": "-",
+    "　": " ",
+}
+"""Full-width punctuation a Chinese keyboard types where YAML needs the ASCII character."""
+
+
+def punctuation_hint(text: str) -> str | None:
+    """A hint for full-width punctuation or a tab in ``text``, where YAML needs ASCII."""
+    for char, ascii_char in FULL_WIDTH.items():
+        if char in text:
+            shown = "a space" if ascii_char == " " else f"{ascii_char!r}"
+            extra = " followed by a space" if ascii_char == ":" else ""
+            return (
+                f"the full-width {char!r} must be the ASCII {shown}{extra}"
+                " (switch the keyboard to half-width)"
+            )
+    if "\t" in text:
+        return "indent with spaces, not tabs"
+    return None
+
+
 def did_you_mean(word: object, choices: Iterable[str]) -> str | None:
     """``"did you mean 'tier'?"`` for the closest choice, or None when nothing is close."""
     if not isinstance(word, str):
         return None
+    hint = punctuation_hint(word)
+    if hint is not None:
+        return hint
     options = list(dict.fromkeys(choices))
     match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     if not match:
@@ -31,11 +67,15 @@ def did_you_mean(word: object, choices: Iterable[str]) -> str | None:
     return f"did you mean {match[0]!r}?" if match else None
 
 
+Severity = Literal["error", "warning"]
+
+
 @dataclass(frozen=True)
 class RuleIssue:
     """One problem in one rule file: where it is, what was expected, and a fix if we know one.
 
-    ``line`` and ``column`` are 1-based, as editors show them.
+    ``line`` and ``column`` are 1-based, as editors show them. A ``warning``
+    loads anyway (it looks like a mistake but may be meant); an ``error`` loads nothing.
     """
 
     file: str
@@ -43,18 +83,23 @@ class RuleIssue:
     column: int
     message: str
     suggestion: str | None = None
+    severity: Severity = "error"
 
     def __str__(self) -> str:
         hint = f" ({self.suggestion})" if self.suggestion else ""
-        return f"{self.file}:{self.line}:{self.column}: {self.message}{hint}"
+        label = "warning: " if self.severity == "warning" else ""
+        return f"{self.file}:{self.line}:{self.column}: {label}{self.message}{hint}"
 
 
 class RulesValidationError(RulesError):
-    """The rule files are invalid; ``issues`` lists every problem in every file."""
+    """The rule files are invalid; ``issues`` lists every problem in every file.
+
+    Warnings found alongside the errors are listed too (``severity``).
+    """
 
     def __init__(self, issues: Sequence[RuleIssue]) -> None:
         self.issues = sorted(issues, key=lambda i: (i.file, i.line, i.column, i.message))
-        count = len(self.issues)
+        count = sum(1 for i in self.issues if i.severity == "error")
         lines = [f"{count} problem{'s' if count != 1 else ''} in the rule files:"]
         lines += [str(i) for i in self.issues]
         super().__init__("\n".join(lines))

@@ -1,15 +1,16 @@
-"""The audience semantics in pure Python, and ``explain``: why a customer is in or out.
+"""The audience semantics in pure Python: the test oracle for :mod:`rules.compiler`.
 
-Must agree exactly with :mod:`rules.compiler` (a property test checks it on
-both databases). NULL semantics: a comparison with an unknown value is false;
-``is_null`` is the only way to match unknowns; ``not`` flips the two-valued
-result, so ``not {plan: {eq: X}}`` is true for a customer without a plan.
+Production code never decides with it (runs, preview and explain all evaluate
+in SQL); a property test checks both agree exactly on both databases. NULL
+semantics: a comparison with an unknown value is false; ``is_null`` is the only
+way to match unknowns; ``not`` flips the two-valued result, so
+``not {plan: {eq: X}}`` is true for a customer without a plan.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -21,6 +22,7 @@ from crm.errors import NotFound
 from crm.models import TIERS, Customer, CustomerClub, Manager, Plan
 from rules.conditions import All, AnyOf, Compare, Condition, Not
 from rules.dates import DERIVED
+from rules.explain import Explanation, show_value
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class CustomerFacts:
     timezone: str
     balance: Decimal
     credit_limit: Decimal
+    points: int
     joined_on: date | None
     birthday: date | None
     last_contact_on: date | None
@@ -110,44 +113,8 @@ def evaluate(cond: Condition, facts: CustomerFacts, as_of: date) -> bool:
     return _compare(cond, facts.value(cond.field, as_of))
 
 
-@dataclass
-class Explanation:
-    """One condition's verdict, with the customer's actual value and the sub-conditions."""
-
-    condition: str
-    passed: bool
-    actual: Any = None
-    children: list[Explanation] = field(default_factory=list)
-    leaf: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"condition": self.condition, "passed": self.passed}
-        if self.leaf:
-            out["actual"] = self.actual
-        if self.children:
-            out["children"] = [c.to_dict() for c in self.children]
-        return out
-
-    def lines(self, depth: int = 0) -> list[tuple[int, Explanation]]:
-        out = [(depth, self)]
-        for child in self.children:
-            out += child.lines(depth + 1)
-        return out
-
-
-def show_value(value: Any) -> str:
-    """How an actual value reads in an explanation."""
-    if value is None:
-        return "unknown"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, frozenset | set):
-        return "[" + ", ".join(sorted(value)) + "]"
-    return str(value)
-
-
 def explain(cond: Condition, facts: CustomerFacts, as_of: date) -> Explanation:
-    """Condition by condition: the text, the customer's actual value, pass or fail."""
+    """Condition by condition, in Python: the oracle the SQL explanation is tested against."""
     if isinstance(cond, All):
         kids = [explain(c, facts, as_of) for c in cond.items]
         return Explanation(
@@ -160,7 +127,8 @@ def explain(cond: Condition, facts: CustomerFacts, as_of: date) -> Explanation:
         inner = explain(cond.item, facts, as_of)
         return Explanation("not", not inner.passed, children=[inner])
     actual = facts.value(cond.field, as_of)
-    return Explanation(cond.text(), _compare(cond, actual), show_value(actual), leaf=True)
+    shown = "[" + ", ".join(sorted(actual)) + "]" if isinstance(actual, frozenset) else actual
+    return Explanation(cond.text(), _compare(cond, actual), show_value(shown), leaf=True)
 
 
 # --- loading facts from the CRM -------------------------------------------------------
@@ -180,6 +148,7 @@ def _facts_stmt() -> Any:
             Customer.timezone,
             Customer.balance,
             Customer.credit_limit,
+            Customer.points,
             Customer.joined_on,
             Customer.birthday,
             Customer.last_contact_on,
@@ -218,6 +187,7 @@ def load_facts(session: Session, customer_ids: Sequence[int]) -> dict[int, Custo
                 timezone=row.timezone,
                 balance=row.balance,
                 credit_limit=row.credit_limit,
+                points=row.points,
                 joined_on=row.joined_on,
                 birthday=row.birthday,
                 last_contact_on=row.last_contact_on,

@@ -105,6 +105,13 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec("balance", "money", 'account balance in yuan, e.g. "-5.00"', _NUMBER_OPS),
         FieldSpec("credit_limit", "money", "credit limit in yuan", _NUMBER_OPS),
         FieldSpec(
+            "points",
+            "integer",
+            "loyalty points balance (积分)",
+            _NUMBER_OPS,
+            bounds=(0, 1_000_000_000),
+        ),
+        FieldSpec(
             "tenure_days",
             "integer",
             "whole days since the customer joined (unknown: join date missing)",

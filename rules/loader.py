@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -26,22 +27,35 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from crm.models import TASK_KINDS
+from crm.models import TASK_KINDS, TIERS
 from rules.conditions import Loc, PathIssue, parse_condition
-from rules.errors import RuleIssue, RulesError, RulesValidationError, UnknownNameError, did_you_mean
+from rules.errors import (
+    FULL_WIDTH,
+    RuleIssue,
+    RulesError,
+    RulesValidationError,
+    Severity,
+    UnknownNameError,
+    did_you_mean,
+    punctuation_hint,
+)
 from rules.models import (
     ACTION_TYPES,
+    DEFAULT_MAX_CREDIT,
+    GENERIC_VARIABLES,
+    JOURNEY_ID_RE,
     JOURNEY_IDS,
     JOURNEY_MODELS,
     JOURNEY_VARIABLES,
     SAMPLE_VARIABLES,
     ContactPolicy,
+    GenericJourneyRule,
     GraceCreditRule,
     JourneyBase,
     PrecallNoticeRule,
 )
 from rules.templates import RENDER_ERRORS, compile_text, variables_used
-from rules.values import show
+from rules.values import parse_money, show
 
 POLICY_STEM = "contact_policy"
 DEFAULT_LEAD_TIME = timedelta(hours=2)
@@ -57,6 +71,8 @@ class RuleSet:
     contact_policy: ContactPolicy
     source: Path
     files: list[Path] = field(default_factory=list)
+    warnings: list[RuleIssue] = field(default_factory=list)
+    """Things that load but look like mistakes (a lower tier credited more than a higher one)."""
 
     def journey(self, journey_id: str) -> JourneyBase:
         """The rule for ``journey_id``; raises :class:`UnknownNameError` with a suggestion."""
@@ -142,9 +158,11 @@ def load_rules(path: Path | str) -> RuleSet:
             continue
         seen_files[rule.journey] = file
         journeys[rule.journey] = rule
-    if issues or policy is None:
+    if policy is None or any(i.severity == "error" for i in issues):
         raise RulesValidationError(issues)
-    return RuleSet(journeys=journeys, contact_policy=policy, source=path, files=files)
+    return RuleSet(
+        journeys=journeys, contact_policy=policy, source=path, files=files, warnings=issues
+    )
 
 
 def _policy_file(directory: Path) -> Path | None:
@@ -166,14 +184,23 @@ class _Doc:
     issues: list[RuleIssue]
 
     def issue(
-        self, loc: Loc, message: str, suggestion: str | None = None, at_key: bool = False
+        self,
+        loc: Loc,
+        message: str,
+        suggestion: str | None = None,
+        at_key: bool = False,
+        severity: Severity = "error",
     ) -> None:
         line, col = locate(self.tree, loc, at_key)
-        self.issues.append(RuleIssue(str(self.path), line, col, message, suggestion))
+        self.issues.append(RuleIssue(str(self.path), line, col, message, suggestion, severity))
 
     def add(self, found: Iterable[PathIssue]) -> None:
         for i in found:
-            self.issue(i.loc, i.message, i.suggestion, i.at_key)
+            self.issue(i.loc, i.message, i.suggestion, i.at_key, i.severity)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(i.severity == "error" for i in self.issues)
 
 
 def _read(path: Path) -> _Doc:
@@ -200,7 +227,7 @@ def _read(path: Path) -> _Doc:
         doc.tree = None
         return doc
     except MarkedYAMLError as exc:
-        doc.issues.append(_yaml_issue(path, exc))
+        doc.issues.append(_punctuation_issue(path, text, exc) or _yaml_issue(path, exc))
         return doc
     except YAMLError as exc:  # pragma: no cover - ruamel marks nearly everything
         doc.issues.append(RuleIssue(str(path), 1, 1, f"YAML error: {exc}"))
@@ -246,6 +273,57 @@ def _yaml_issue(path: Path, exc: MarkedYAMLError, duplicate: bool = False) -> Ru
         elif "could not find expected ':'" in problem:
             suggestion = "every key needs a ':' after it; check the indentation"
     return RuleIssue(str(path), line, col, message, suggestion)
+
+
+def _punctuation_issue(path: Path, text: str, exc: MarkedYAMLError) -> RuleIssue | None:
+    """A YAML error caused by full-width punctuation or a tab, reported where it really is.
+
+    ruamel notices the damage later (``expected <block end>`` a line or two on);
+    the first line up to the error that has a tab in its indentation, or
+    full-width punctuation outside quotes and comments, is the real cause.
+    """
+    mark = exc.problem_mark or exc.context_mark
+    last = (mark.line + 1) if mark is not None else len(text.splitlines())
+    for number, line in enumerate(text.splitlines()[:last], start=1):
+        indent = line[: len(line) - len(line.lstrip(" \t"))]
+        if "\t" in indent:
+            return RuleIssue(
+                str(path),
+                number,
+                indent.index("\t") + 1,
+                "YAML syntax error: a tab in the indentation of this line",
+                "indent with spaces, not tabs",
+            )
+        code = _unquoted(line)
+        for column, char in enumerate(code, start=1):
+            if char in FULL_WIDTH and char != "　":
+                return RuleIssue(
+                    str(path),
+                    number,
+                    column,
+                    f"YAML syntax error: full-width {char!r} where YAML needs {FULL_WIDTH[char]!r}",
+                    punctuation_hint(char),
+                )
+    return None
+
+
+def _unquoted(line: str) -> str:
+    """``line`` with quoted text and a trailing comment blanked out (same length)."""
+    out = []
+    quote: str | None = None
+    for index, char in enumerate(line):
+        if quote is not None:
+            out.append(" ")
+            if char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+            out.append(" ")
+        elif char == "#" and (index == 0 or line[index - 1] in " \t"):
+            break
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def _kind(value: object) -> str:
@@ -474,47 +552,78 @@ def _load_journey(
     if doc.tree is None:
         return None, doc.issues
     data: dict[Any, Any] = plain(doc.tree)
-    stem = path.stem
-    declared = data.get("journey")
-    journey_id: str | None = None
-    if "journey" not in data:
-        doc.issue(
-            (),
-            "missing 'journey': expected the journey id, one of: " + ", ".join(JOURNEY_IDS),
-            f"add the line: journey: {stem}" if stem in JOURNEY_MODELS else None,
-        )
-        journey_id = stem if stem in JOURNEY_MODELS else None
-    elif declared not in JOURNEY_MODELS:
-        doc.issue(
-            ("journey",),
-            f"unknown journey {show(declared)}; expected one of: {', '.join(JOURNEY_IDS)}",
-            did_you_mean(declared, JOURNEY_IDS),
-        )
-        journey_id = stem if stem in JOURNEY_MODELS else None
-    else:
-        journey_id = str(declared)
-        if stem != journey_id:
-            doc.issue(
-                ("journey",),
-                f"file {path.name} declares journey {journey_id!r}; each journey lives in a file"
-                " named after it",
-                f"rename the file to {journey_id}.yaml",
-            )
-    if journey_id is None:
+    model = _journey_model(data, path, doc)
+    if model is None:
         return None, doc.issues
-    data["journey"] = journey_id
     _parse_conditions(data, doc)
-    doc.add(check_journey(journey_id, data, policy))
-    model = JOURNEY_MODELS[journey_id]
+    doc.add(check_journey(model, data, policy))
     try:
         rule = model.model_validate(data)
     except ValidationError as exc:
         doc.add(pydantic_issues(exc, model))
         return None, doc.issues
-    if doc.issues:
+    if doc.has_errors:
         return None, doc.issues
     rule.stamp(doc.content_hash, path)
     return rule, doc.issues
+
+
+def _journey_model(data: dict[Any, Any], path: Path, doc: _Doc) -> type[JourneyBase] | None:
+    """The model this file declares: a built-in journey, or ``kind: generic`` for a new one."""
+    stem = path.stem
+    declared = data.get("journey")
+    kind = data.get("kind")
+    builtin = ", ".join(JOURNEY_IDS)
+    if kind is not None and kind != "generic":
+        doc.issue(
+            ("kind",),
+            f"unknown kind {show(kind)}; the only kind is 'generic' (a journey declared in YAML"
+            " alone)",
+            did_you_mean(kind, ["generic"]),
+        )
+        return None
+    if "journey" not in data:
+        doc.issue(
+            (),
+            "missing 'journey': expected the journey id (the file name): one of the built-in"
+            f" journeys ({builtin}), or a new id with kind: generic",
+            f"add the line: journey: {stem}",
+        )
+        return None
+    if kind == "generic":
+        if declared in JOURNEY_MODELS:
+            doc.issue(
+                ("kind",),
+                f"{declared!r} is a built-in journey; kind: generic declares a new one",
+                "remove the line kind: generic, or give the journey another id",
+                at_key=True,
+            )
+            return None
+        if not isinstance(declared, str) or not re.fullmatch(JOURNEY_ID_RE, declared):
+            doc.issue(
+                ("journey",),
+                f"{show(declared)} is not a journey id; use 2 to 32 lowercase letters, digits"
+                " and _, starting with a letter (e.g. points_reminder)",
+                punctuation_hint(declared) if isinstance(declared, str) else None,
+            )
+            return None
+    elif declared not in JOURNEY_MODELS:
+        close = did_you_mean(declared, JOURNEY_IDS)
+        doc.issue(
+            ("journey",),
+            f"unknown journey {show(declared)}; the built-in journeys are {builtin}; a new"
+            " journey needs the line kind: generic",
+            close or "add the line: kind: generic",
+        )
+        return None
+    if stem != declared:
+        doc.issue(
+            ("journey",),
+            f"file {path.name} declares journey {declared!r}; each journey lives in a file"
+            " named after it",
+            f"rename the file to {declared}.yaml",
+        )
+    return GenericJourneyRule if kind == "generic" else JOURNEY_MODELS[str(declared)]
 
 
 def _parse_conditions(data: dict[Any, Any], doc: _Doc) -> None:
@@ -527,6 +636,11 @@ def _parse_conditions(data: dict[Any, Any], doc: _Doc) -> None:
         cond, found = parse_condition(data["audience"], ("audience",))
         doc.add(found)
         data["audience"] = cond
+    trigger = data.get("trigger")
+    if data.get("kind") == "generic" and isinstance(trigger, dict) and "condition" in trigger:
+        cond, found = parse_condition(trigger["condition"], ("trigger", "condition"))
+        doc.add(found)
+        trigger["condition"] = cond
     for list_key in ("actions", "on_deadline"):
         entries = data.get(list_key)
         if not isinstance(entries, list):
@@ -542,14 +656,14 @@ def _parse_conditions(data: dict[Any, Any], doc: _Doc) -> None:
 
 
 def check_journey(
-    journey_id: str, data: dict[Any, Any], policy: ContactPolicy | None
+    model: type[JourneyBase], data: dict[Any, Any], policy: ContactPolicy | None
 ) -> list[PathIssue]:
-    """Cross-checks pydantic cannot do field by field: actions, templates, wording.
+    """Cross-checks pydantic cannot do field by field: actions, templates, wording, amounts.
 
     Works on the plain data (not the validated model) so that these problems are
     reported in the same run as the structural ones.
     """
-    model = JOURNEY_MODELS[journey_id]
+    journey_id = str(data.get("journey"))
     issues: list[PathIssue] = []
     raw_templates = data.get("templates")
     templates: dict[Any, Any] = raw_templates if isinstance(raw_templates, dict) else {}
@@ -580,7 +694,19 @@ def check_journey(
                 continue
             if isinstance(spec, dict) or spec is None:
                 issues += _check_action(journey_id, model, name, spec or {}, templates, here)
-    issues += _check_templates(journey_id, templates, policy)
+                if name == "grant_credit" and isinstance(spec, dict):
+                    issues += _check_amounts(journey_id, spec, here, policy)
+    trigger = data.get("trigger")
+    if model is GraceCreditRule and isinstance(trigger, dict):
+        issues += _check_amounts(journey_id, trigger, ("trigger",), policy)
+    if isinstance(trigger, dict) and isinstance(trigger.get("cadence_days"), dict):
+        issues += _tier_order(
+            trigger["cadence_days"],
+            ("trigger", "cadence_days"),
+            "is called back less often than",
+            higher_is_more=False,
+        )
+    issues += _check_templates(journey_id, model, templates, policy)
     return issues
 
 
@@ -621,14 +747,24 @@ def _check_action(
                     )
                 )
     elif name == "create_task":
-        kind = spec.get("kind")
+        kind = spec.get("kind", "care")
         if isinstance(kind, str) and kind in TASK_KINDS and kind not in model.task_kinds:
             issues.append(
                 PathIssue(
-                    (*here, "kind"),
+                    (*here, "kind") if "kind" in spec else here,
                     f"the {journey_id} journey creates"
                     f" {' or '.join(model.task_kinds)} tasks, not {kind!r}",
                     f"write kind: {model.task_kinds[0]}",
+                    at_key="kind" not in spec,
+                )
+            )
+        if kind == "care" and not spec.get("reason"):
+            issues.append(
+                PathIssue(
+                    here,
+                    "a care call task needs a reason: the manager reads it to know why to call",
+                    'add reason: "…" (or a text per locale: {zh-CN: "…", en: "…"})',
+                    at_key=True,
                 )
             )
     elif name == "grant_credit":
@@ -651,11 +787,92 @@ def _check_action(
     return issues
 
 
+def _money_or_none(value: object) -> Decimal | None:
+    try:
+        return parse_money(value)
+    except ValueError:
+        return None  # the model reports a malformed amount
+
+
+def _check_amounts(
+    journey_id: str, spec: dict[Any, Any], here: Loc, policy: ContactPolicy | None
+) -> list[PathIssue]:
+    """Credit amounts: within the contact policy's cap, and higher tiers never get less."""
+    issues: list[PathIssue] = []
+    cap = policy.max_credit_for(journey_id) if policy is not None else DEFAULT_MAX_CREDIT
+    found: list[tuple[Loc, Decimal]] = []
+    amount = _money_or_none(spec["amount"]) if "amount" in spec else None
+    if amount is not None:
+        found.append(((*here, "amount"), amount))
+    by_tier = spec.get("amount_by_tier")
+    if isinstance(by_tier, dict):
+        for tier, value in by_tier.items():
+            money = _money_or_none(value)
+            if money is not None:
+                found.append(((*here, "amount_by_tier", tier), money))
+        issues += _tier_order(by_tier, (*here, "amount_by_tier"), "gets more than")
+    for loc, value in found:
+        if value > cap:
+            issues.append(
+                PathIssue(
+                    loc,
+                    f"a credit of {value} is above the {journey_id} cap of {cap} (max_credit"
+                    " in contact_policy.yaml)",
+                    f"amounts are in yuan with 2 decimals: did you mean {value / 100:.2f}?"
+                    if value >= cap * 10
+                    else f"lower it, or raise max_credit.{journey_id} in contact_policy.yaml",
+                )
+            )
+    return issues
+
+
+def _tier_order(
+    by_tier: dict[Any, Any], here: Loc, verb: str, higher_is_more: bool = True
+) -> list[PathIssue]:
+    """Warn where a lower tier is treated better than a higher one (a likely swap)."""
+    values: list[tuple[int, str, Decimal]] = []
+    for tier, raw in by_tier.items():
+        if tier in TIERS:
+            number = _money_or_none(raw) if higher_is_more else _number_or_none(raw)
+            if number is not None:
+                values.append((TIERS.index(tier), str(tier), number))
+    values.sort()
+    issues: list[PathIssue] = []
+    for (_, low, low_value), (_, high, high_value) in pairwise(values):
+        better = low_value > high_value if higher_is_more else low_value < high_value
+        if better:
+            issues.append(
+                PathIssue(
+                    (*here, low),
+                    f"{low} ({low_value}) {verb} {high} ({high_value}), a higher tier",
+                    "check the values are not swapped",
+                    severity="warning",
+                )
+            )
+    return issues
+
+
+def _number_or_none(value: object) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        return None
+    return Decimal(value)
+
+
+VALIDITY_OF: dict[str, str] = {"deadline": "grace_credit", "while_task_open": "precall_notice"}
+"""Validities that only one journey can honour."""
+SINGLE_BRACE = re.compile(r"(?<!\{)\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}(?!\})")
+JINJA_BLOCK = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+
+
 def _check_templates(
-    journey_id: str, templates: dict[Any, Any], policy: ContactPolicy | None
+    journey_id: str,
+    model: type[JourneyBase],
+    templates: dict[Any, Any],
+    policy: ContactPolicy | None,
 ) -> list[PathIssue]:
     issues: list[PathIssue] = []
-    allowed = list(JOURNEY_VARIABLES[journey_id])
+    generic = model is GenericJourneyRule
+    allowed = list(GENERIC_VARIABLES if generic else JOURNEY_VARIABLES[journey_id])
     sample = {k: v for k, v in SAMPLE_VARIABLES.items() if k in allowed}
     if policy is not None and policy.hotline:
         sample["hotline"] = policy.hotline
@@ -663,6 +880,16 @@ def _check_templates(
         if not isinstance(template, dict) or not isinstance(template.get("text"), dict):
             continue
         category = template.get("category")
+        validity = template.get("valid_until")
+        only = VALIDITY_OF.get(validity) if isinstance(validity, str) else None
+        if only is not None and only != journey_id:
+            issues.append(
+                PathIssue(
+                    ("templates", name, "valid_until"),
+                    f"valid_until: {validity} only applies to the {only} journey",
+                    "use end_of_day or {days: N}",
+                )
+            )
         for locale, text in template["text"].items():
             if not isinstance(text, str) or not isinstance(locale, str):
                 continue
@@ -680,6 +907,16 @@ def _check_templates(
                     )
                 )
                 continue
+            single = SINGLE_BRACE.findall(JINJA_BLOCK.sub("", text))
+            for var in single:
+                issues.append(
+                    PathIssue(
+                        here,
+                        f"{label}: {{{var}}} has single braces, so customers would get the"
+                        " literal text",
+                        f"write {{{{ {var} }}}}",
+                    )
+                )
             unknown = sorted(used - set(allowed))
             for var in unknown:
                 issues.append(

@@ -61,11 +61,13 @@ JOURNEY_VARIABLES: dict[str, tuple[str, ...]] = {
         "current_cost",
         "suggested_cost",
     ),
-    "grace_credit": (*COMMON_VARIABLES, "amount", "deadline"),
+    "grace_credit": (*COMMON_VARIABLES, "amount", "deadline", "balance", "topup_amount"),
     "precall_notice": (*COMMON_VARIABLES, "task_kind"),
     "callback": COMMON_VARIABLES,
 }
 """The only variables a journey's templates may use; journeys pass them as text."""
+GENERIC_VARIABLES: tuple[str, ...] = (*COMMON_VARIABLES, "points")
+"""What a journey declared in YAML alone (``kind: generic``) offers its templates."""
 
 SAMPLE_VARIABLES: dict[str, str] = {
     "name": "Wang Fang",
@@ -77,6 +79,9 @@ SAMPLE_VARIABLES: dict[str, str] = {
     "perk_amount": "20.00",
     "amount": "10.00",
     "deadline": "2026-11-24",
+    "balance": "-3.20",
+    "topup_amount": "3.20",
+    "points": "12000",
     "current_plan": "VIP-198",
     "suggested_plan": "VIP-128",
     "saving": "70.00",
@@ -178,6 +183,19 @@ class StrictModel(BaseModel):
 # --- templates ----------------------------------------------------------------------------
 
 
+class DaysValidity(StrictModel):
+    """Valid through the end of the customer's ``days``-th local day (1 = the day it fired)."""
+
+    days: int = Field(ge=1, le=60)
+
+
+Validity: TypeAlias = Literal["end_of_day", "deadline", "while_task_open"] | DaysValidity
+VALIDITY_HELP = (
+    "end_of_day (the customer's local day the journey fired), {days: N}, deadline (grace"
+    " credit: the top-up deadline) or while_task_open (pre-call notice)"
+)
+
+
 class Template(StrictModel):
     """One message text per locale; at least zh-CN and en."""
 
@@ -187,6 +205,12 @@ class Template(StrictModel):
     channel: Literal["sms", "voice"] = "sms"
     text: dict[Locale, Annotated[str, Field(min_length=1)]] = Field(
         description="Jinja2 text per locale, e.g. zh-CN: '尊敬的{{ name }}……'"
+    )
+    valid_until: Validity | None = Field(
+        default=None,
+        description="after this the message is never sent (it ends expired): "
+        + VALIDITY_HELP
+        + "; the journey's default when absent",
     )
 
     @field_validator("text")
@@ -214,12 +238,19 @@ class _Conditional(StrictModel):
     def applies_to_all(self) -> bool:
         return self.when is None
 
+    def describe(self) -> str:
+        """The action as short text (explain, preview): ``send_sms greeting``."""
+        return str(getattr(self, "type", type(self).__name__))
+
 
 class SendSms(_Conditional):
     """Queue an SMS with a named template."""
 
     type: ClassVar[str] = "send_sms"
     template: TemplateName
+
+    def describe(self) -> str:
+        return f"{self.type} {self.template}"
 
 
 class SendVoice(_Conditional):
@@ -228,13 +259,40 @@ class SendVoice(_Conditional):
     type: ClassVar[str] = "send_voice"
     template: TemplateName
 
+    def describe(self) -> str:
+        return f"{self.type} {self.template}"
+
+
+LocalText: TypeAlias = (
+    Annotated[str, Field(min_length=1, max_length=200)]
+    | dict[Locale, Annotated[str, Field(min_length=1, max_length=200)]]
+)
+
+
+def text_for(value: str | Mapping[str, str], locale: str) -> str:
+    """A text given once or per locale, in ``locale`` (falling back like templates)."""
+    if isinstance(value, str):
+        return value
+    for candidate in locale_chain(locale):
+        if candidate in value:
+            return value[candidate]
+    return next(iter(value.values()))
+
 
 class CreateTask(_Conditional):
     """Create a call task for the customer's account manager."""
 
     type: ClassVar[str] = "create_task"
-    kind: Literal["callback", "plan_fit", "grace_followup", "birthday"]
+    kind: Literal["callback", "plan_fit", "grace_followup", "birthday", "care"] = "care"
     priority: int = Field(default=0, ge=0, le=9, description="0 normal … 9 most urgent")
+    reason: LocalText | None = Field(
+        default=None,
+        description="why the manager calls, shown on the task (required for kind: care);"
+        " text, or text per locale",
+    )
+
+    def describe(self) -> str:
+        return f"{self.type} {self.kind}"
 
 
 class GrantCredit(_Conditional):
@@ -253,6 +311,14 @@ class GrantCredit(_Conditional):
         if self.amount is not None and self.amount_by_tier is not None:
             raise ValueError("give either amount or amount_by_tier, not both")
         return self
+
+    def describe(self) -> str:
+        if self.amount is not None:
+            return f"{self.type} {self.amount}"
+        if self.amount_by_tier is not None:
+            by_tier = ", ".join(f"{t} {a}" for t, a in self.amount_by_tier.items())
+            return f"{self.type} ({by_tier})"
+        return f"{self.type} (the tier's amount)"
 
     def amount_for(
         self, tier: str, trigger_amounts: Mapping[Any, Decimal] | None = None
@@ -428,11 +494,15 @@ class JourneyBase(StrictModel):
 
     @property
     def variables(self) -> tuple[str, ...]:
-        return JOURNEY_VARIABLES[self.journey]
+        return JOURNEY_VARIABLES.get(self.journey, GENERIC_VARIABLES)
 
     @property
     def action_list(self) -> list[Action]:
         return [entry.action for entry in self.actions]
+
+    def action_stages(self) -> list[tuple[str, list[Action]]]:
+        """Every list of actions the rule has, by name (``actions``, and more in some rules)."""
+        return [("actions", self.action_list)]
 
     def actions_of(self, kind: type[_Conditional]) -> list[Any]:
         return [a for a in self.action_list if isinstance(a, kind)]
@@ -486,6 +556,9 @@ class GraceCreditRule(JourneyBase):
     def deadline_action_list(self) -> list[Action]:
         return [entry.action for entry in self.on_deadline]
 
+    def action_stages(self) -> list[tuple[str, list[Action]]]:
+        return [("actions", self.action_list), ("on_deadline", self.deadline_action_list)]
+
 
 class PrecallNoticeRule(JourneyBase):
     """The notice before every call task. Fixed behaviour (not configurable): a customer who
@@ -505,10 +578,115 @@ class CallbackRule(JourneyBase):
     limits: CallbackLimits = Field(default_factory=CallbackLimits)
 
 
-JourneyRule: TypeAlias = Annotated[
+DATE_FIELDS: tuple[str, ...] = ("birthday", "joined_on")
+"""Customer dates a generic journey may trigger on (an anniversary, or the date itself)."""
+CALENDAR_DAY_RE = r"^(\d{4}-)?\d{2}-\d{2}$"
+
+
+def _calendar_day(value: str) -> str:
+    from datetime import date
+
+    parts = value.split("-")
+    try:
+        if len(parts) == 3:
+            date.fromisoformat(value)
+        else:
+            date(2000, int(parts[0]), int(parts[1]))  # a leap year: 02-29 is a day
+    except ValueError as exc:
+        raise ValueError(
+            f"{value!r} is not a calendar day; expected MM-DD (every year) or YYYY-MM-DD (once)"
+        ) from exc
+    return value
+
+
+CalendarDay: TypeAlias = Annotated[
+    str, Field(pattern=CALENDAR_DAY_RE), AfterValidator(_calendar_day)
+]
+
+
+class GenericTrigger(StrictModel):
+    """When a YAML-only journey fires: exactly one of ``condition``, ``date_field`` or ``on``."""
+
+    condition: ConditionField | None = Field(
+        default=None, description="fires when this holds, e.g. {points: {gte: 5000}}"
+    )
+    date_field: Literal["birthday", "joined_on"] | None = Field(
+        default=None,
+        description="fires on this date of the customer plus offset_days: every year"
+        " (once_per: year) or only on the date itself (once_per: ever)",
+    )
+    offset_days: int = Field(
+        default=0, ge=-366, le=366, description="days after (negative: before) date_field"
+    )
+    on: CalendarDay | None = Field(
+        default=None, description='a calendar day: "12-24" every year, "2026-12-24" once'
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> GenericTrigger:
+        given = [n for n in ("condition", "date_field", "on") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of condition, date_field or on"
+                + (f"; got {', '.join(given)}" if given else "")
+            )
+        if self.offset_days and self.date_field is None:
+            raise ValueError("offset_days only goes with date_field")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return (
+            "condition"
+            if self.condition is not None
+            else ("date_field" if self.date_field is not None else "on")
+        )
+
+
+class GenericLimits(Limits):
+    once_per: Literal["year", "month", "ever"] = Field(
+        description="at most one firing per customer per calendar year, month, or ever"
+    )
+
+
+JOURNEY_ID_RE = r"^[a-z][a-z0-9_]{1,31}$"
+
+
+class GenericJourneyRule(JourneyBase):
+    """A journey declared in YAML alone (``kind: generic``): audience, trigger, actions, texts."""
+
+    allowed_actions = ("send_sms", "send_voice", "create_task", "grant_credit")
+    task_kinds = ("care",)
+    kind: Literal["generic"]
+    journey: Annotated[str, Field(pattern=JOURNEY_ID_RE)]
+    trigger: GenericTrigger
+    limits: GenericLimits
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return GENERIC_VARIABLES
+
+    @model_validator(mode="after")
+    def _trigger_fits_period(self) -> GenericJourneyRule:
+        t, period = self.trigger, self.limits.once_per
+        if t.date_field is not None and period == "month":
+            raise ValueError(
+                "a date_field trigger fires once a year (once_per: year) or on the date itself"
+                " (once_per: ever), not monthly"
+            )
+        if t.on is not None and len(t.on) == 5 and period != "year":
+            raise ValueError(
+                f"on: {t.on!r} comes every year: use once_per: year, or give the year"
+                " (YYYY-MM-DD) for a one-off"
+            )
+        return self
+
+
+BuiltinRule: TypeAlias = Annotated[
     BirthdayRule | PlanFitRule | GraceCreditRule | PrecallNoticeRule | CallbackRule,
     Field(discriminator="journey"),
 ]
+JourneyRule: TypeAlias = BuiltinRule | GenericJourneyRule
 JOURNEY_MODELS: dict[str, type[JourneyBase]] = {
     "birthday": BirthdayRule,
     "plan_fit": PlanFitRule,
@@ -516,7 +694,9 @@ JOURNEY_MODELS: dict[str, type[JourneyBase]] = {
     "precall_notice": PrecallNoticeRule,
     "callback": CallbackRule,
 }
-assert set(TASK_KINDS) - {"care"} == {k for m in JOURNEY_MODELS.values() for k in m.task_kinds}
+"""The built-in journeys, each with its own model; any other id needs ``kind: generic``."""
+_ALL_MODELS: tuple[type[JourneyBase], ...] = (*JOURNEY_MODELS.values(), GenericJourneyRule)
+assert set(TASK_KINDS) == {k for m in _ALL_MODELS for k in m.task_kinds}
 assert set(TIERS) == set(Tier.__args__)  # type: ignore[attr-defined]
 
 
@@ -552,6 +732,10 @@ class Categories(StrictModel):
     marketing: CategoryCaps
 
 
+DEFAULT_MAX_CREDIT = Decimal("100.00")
+"""The credit cap when contact_policy.yaml names none for a journey (and has no default)."""
+
+
 class ContactPolicy(StrictModel):
     """The one contact policy every message goes through (see notifications)."""
 
@@ -561,9 +745,20 @@ class ContactPolicy(StrictModel):
     opt_in_keywords: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     unsubscribe_text: dict[Locale, Annotated[str, Field(min_length=1)]]
     hotline: str = Field(default="", description="the VIP hotline, the {{ hotline }} variable")
+    max_credit: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,31}$")], PositiveMoney] = (
+        Field(
+            default_factory=lambda: {"default": DEFAULT_MAX_CREDIT},
+            description="the most one credit may be, per journey id, and 'default' for the"
+            ' rest: a sanity bound against typos such as "1500" for 15.00',
+        )
+    )
 
     _content_hash: str = PrivateAttr(default="")
     _source: Path | None = PrivateAttr(default=None)
+
+    def max_credit_for(self, journey: str) -> Decimal:
+        """The largest single credit ``journey`` may grant."""
+        return self.max_credit.get(journey, self.max_credit.get("default", DEFAULT_MAX_CREDIT))
 
     @field_validator("unsubscribe_text")
     @classmethod

@@ -15,8 +15,10 @@ from sqlalchemy.orm import Session
 
 from crm.db import session_factory
 from crm.models import TIERS, Base, Customer, Manager, MonthlyUsage, Plan, PlanTier
-from flows.journeys.base import RunContext
-from flows.journeys.registry import RUN_ORDER, care_day_instant, run_journey
+from flows.journeys.context import RunContext, care_day_instant
+from flows.journeys.day import run_day
+from flows.journeys.engine import run_journey
+from flows.journeys.registry import journey_for
 from rules import RuleSet, load_rules
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
@@ -152,8 +154,14 @@ class Crm:
     def run(
         self, as_of: date, *journeys: str, at: datetime | None = None
     ) -> dict[str, dict[str, Any]]:
+        """A care day: every journey in run order (after hygiene), or just ``journeys``."""
         ctx = self.context(as_of, at)
-        return {j: run_journey(self.engine, ctx, j).as_dict() for j in (journeys or RUN_ORDER)}
+        if not journeys:
+            return {r.journey: r.as_dict() for r in run_day(self.engine, ctx)}
+        return {
+            j: run_journey(self.engine, ctx, journey_for(self.ruleset, j)).as_dict()
+            for j in journeys
+        }
 
     def rows(self, model: type[Base], **where: Any) -> list[Any]:
         with self.session() as s:

@@ -101,7 +101,7 @@ def test_ledger_list_json(cli, crm):
     assert out.exit_code == 0
     rows = json.loads(out.stdout)
     assert [(r["customer_id"], r["kind"], r["amount"], r["balance_after"]) for r in rows] == [
-        ("B", "grace_credit", "10.00", "5.00")
+        ("B", "grace_advance", "10.00", "5.00")
     ]
     assert rows[0]["created_at"].endswith("Z")
 

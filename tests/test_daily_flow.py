@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from crm.models import CallTask, CreditLedger, OutboundMessage
-from flows.journeys.base import RunContext
+from flows.journeys.context import RunContext
 from tests.builders import RULES_DIR, Crm, months_before, utc
 
 AS_OF = date(2026, 11, 23)  # a Monday
@@ -44,7 +44,14 @@ def test_daily_care_flow_runs_the_journeys_and_is_idempotent(engine, db_url, pre
     )
     result = daily_care(params)
     decided = {j["journey"]: j["decided"] for j in result["journeys"]}
-    assert decided == {"grace_credit": 1, "birthday": 1, "plan_fit": 1, "callback": 1}
+    assert decided == {
+        "hygiene": 0,
+        "grace_credit": 1,
+        "birthday": 1,
+        "plan_fit": 1,
+        "callback": 1,
+        "precall_notice": 3,  # one text per customer with calls today: BDAY, PLANFIT, CALLBACK
+    }
     assert "dispatch" not in result  # the run decides; the dispatcher sends
     assert {m.status for m in crm.rows(OutboundMessage) if m.journey == "grace_credit"} == {
         "queued"
@@ -70,14 +77,15 @@ def test_dry_run_decides_but_writes_nothing(engine, db_url):
     """``run_journey(dry_run=True)`` counts decisions and rolls every batch back."""
     from zoneinfo import ZoneInfo
 
-    from flows.journeys.registry import run_journey
+    from flows.journeys.engine import run_journey
+    from flows.journeys.grace_credit import GraceCredit
     from tests.builders import default_rules
 
     crm = Crm(engine)
     _populate(crm)
     before = crm.counts()
     ctx = RunContext(AS_OF, utc(2026, 11, 23, 2), "dry", default_rules(), ZoneInfo("Asia/Shanghai"))
-    report = run_journey(engine, ctx, "grace_credit", dry_run=True)
+    report = run_journey(engine, ctx, GraceCredit(), dry_run=True)
     assert report.decided == 1
     assert crm.counts() == before
 

@@ -13,7 +13,8 @@ from crm.db import transaction
 from crm.errors import InvalidTransition
 from crm.models import CallTask, CreditLedger, GracePeriod, JourneyOccurrence, OutboundMessage, Plan
 from crm.tasks import RetryPolicy, complete
-from flows.journeys.registry import run_journey
+from flows.journeys.engine import run_journey
+from flows.journeys.registry import journey_for
 from notifications.backends.mock import MockSMSBackend, MockStore, MockVoiceBackend
 from notifications.dispatcher import dispatch
 from tests.builders import Crm, crm_tmp_csv, months_before, utc
@@ -81,21 +82,26 @@ def test_feb_29_birthdays(crm, as_of, greeted):
 
 def test_diamond_birthday_gets_perk_credit_and_call_task_once_per_year(crm):
     cid = crm.customer("DIA", tier="diamond", birthday=date(1985, 11, 21), balance=Decimal("5.00"))
-    crm.run(date(2026, 11, 21), "birthday")
+    crm.run(date(2026, 11, 21), "birthday", "precall_notice")
     ledger = crm.rows(CreditLedger)
     assert [(e.kind, e.amount, e.balance_after) for e in ledger] == [
         ("birthday_perk", Decimal("20.00"), Decimal("25.00"))
     ]
     assert crm.get("DIA").balance == Decimal("25.00")
     tasks = crm.rows(CallTask, customer_id=cid)
-    assert [(t.kind, t.status) for t in tasks] == [("birthday", "awaiting_notice")]
-    notice = crm.rows(OutboundMessage, journey="precall_notice")
-    assert tasks[0].notice_message_id == notice[0].id
-    assert "Li Na" in notice[0].body and "+8613900000001" in notice[0].body
+    # 21 November 2026 is a Saturday: the manager calls on Monday, announced that morning.
+    assert [(t.kind, t.status, t.scheduled_on) for t in tasks] == [
+        ("birthday", "awaiting_notice", date(2026, 11, 23))
+    ]
+    assert crm.rows(OutboundMessage, journey="precall_notice") == []
     before = crm.counts()
     crm.run(date(2026, 11, 21), "birthday")  # rerun: nothing new
     crm.run(date(2026, 11, 22), "birthday")  # next day: not their birthday
     assert crm.counts() == before
+    crm.run(date(2026, 11, 23), "birthday", "precall_notice")
+    notice = crm.rows(OutboundMessage, journey="precall_notice")
+    assert crm.rows(CallTask, customer_id=cid)[0].notice_message_id == notice[0].id
+    assert "Li Na" in notice[0].body and "+8613900000001" in notice[0].body
     assert crm.get("DIA").balance == Decimal("25.00")
 
 
@@ -149,8 +155,11 @@ def test_grace_credit_granted_once_per_month_with_ledger_and_sms(crm):
     crm.customer("S", tier="silver", balance=Decimal("-30.00"))  # billing's business
     crm.customer("OK", tier="diamond", balance=Decimal("0.00"))
     crm.run(date(2026, 11, 21), "grace_credit")
-    ledger = {(e.amount, e.balance_after) for e in crm.rows(CreditLedger)}
-    assert ledger == {(Decimal("10.00"), Decimal("5.00")), (Decimal("20.00"), Decimal("19.99"))}
+    ledger = {(e.kind, e.amount, e.balance_after) for e in crm.rows(CreditLedger)}
+    assert ledger == {
+        ("grace_advance", Decimal("10.00"), Decimal("5.00")),
+        ("grace_advance", Decimal("20.00"), Decimal("19.99")),
+    }
     assert crm.get("S").balance == Decimal("-30.00")
     sms = {m.body for m in crm.rows(OutboundMessage, journey="grace_credit")}
     assert any("10.00" in b and "2026-11-24" in b for b in sms)
@@ -158,7 +167,7 @@ def test_grace_credit_granted_once_per_month_with_ledger_and_sms(crm):
     # Negative again later in the month: no second grace this month.
     crm.update("G", balance=Decimal("-8.00"))
     crm.run(date(2026, 11, 28), "grace_credit")
-    assert len(crm.rows(CreditLedger)) == 2
+    assert len(crm.rows(CreditLedger, kind="grace_advance")) == 2
 
 
 def test_top_up_closes_grace_as_repaid(crm):
@@ -185,10 +194,11 @@ def test_top_up_closes_grace_as_repaid(crm):
 def test_still_negative_at_deadline_suspends_and_creates_followup(crm):
     cid = crm.customer("G", tier="gold", balance=Decimal("-15.00"))
     crm.run(date(2026, 11, 21), "grace_credit")
-    crm.run(date(2026, 11, 23), "grace_credit")  # before the deadline: nothing happens
+    crm.run(date(2026, 11, 24), "grace_credit")  # the deadline day itself: still time to top up
     assert crm.get("G").status == "active"
-    crm.run(date(2026, 11, 24), "grace_credit")
+    crm.run(date(2026, 11, 25), "grace_credit")  # the day after: suspended
     assert crm.get("G").status == "suspended"
+    assert crm.get("G").balance == Decimal("-15.00")  # the 10.00 advance was taken back
     (grace,) = crm.rows(GracePeriod)
     assert grace.status == "suspended"
     (task,) = crm.rows(CallTask, customer_id=cid)
@@ -197,8 +207,8 @@ def test_still_negative_at_deadline_suspends_and_creates_followup(crm):
         actions = [r.action for r in audit.list_rows(s, customer_ref="G")]
     assert "customer.suspended" in actions
     before = crm.counts()
-    crm.run(date(2026, 11, 24), "grace_credit")
     crm.run(date(2026, 11, 25), "grace_credit")
+    crm.run(date(2026, 11, 26), "grace_credit")
     assert crm.counts() == before
 
 
@@ -392,7 +402,7 @@ def test_overdue_tasks_escalate_once(crm):
 def test_task_is_ready_two_hours_after_its_notice_is_sent(crm):
     cid = crm.customer("PC", tier="diamond", last_contact_on=date(2026, 10, 1))
     monday_9 = utc(2026, 11, 23, 1, 0)
-    crm.run(date(2026, 11, 23), "callback", at=monday_9)
+    crm.run(date(2026, 11, 23), "callback", "precall_notice", at=monday_9)
     summary, store = send_due(crm, monday_9)
     assert summary.sent == 1 and len(store.records()) == 1
     (task,) = crm.rows(CallTask, customer_id=cid)
@@ -465,8 +475,8 @@ def test_two_concurrent_runs_of_the_same_day_never_double_send_or_credit(engine)
     def run(run_id: str) -> None:
         try:
             ctx = crm.context(date(2026, 11, 23), run_id=run_id)
-            for journey in ("grace_credit", "birthday", "callback"):
-                run_journey(engine, ctx, journey)
+            for journey in ("grace_credit", "birthday", "callback", "precall_notice"):
+                run_journey(engine, ctx, journey_for(ctx.ruleset, journey))
         except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
             errors.append(exc)
 
@@ -476,7 +486,7 @@ def test_two_concurrent_runs_of_the_same_day_never_double_send_or_credit(engine)
     for t in threads:
         t.join(timeout=120)
     assert errors == []
-    assert len(crm.rows(CreditLedger, kind="grace_credit")) == 60
+    assert len(crm.rows(CreditLedger, kind="grace_advance")) == 60
     assert len(crm.rows(CreditLedger, kind="birthday_perk")) == 60
     assert all(c.balance == Decimal("69.00") for c in (crm.get(f"R{i}") for i in range(60)))
     assert len(crm.rows(OutboundMessage, journey="birthday")) == 60
@@ -571,30 +581,27 @@ def test_plan_fit_thresholds_at_the_boundary(crm, current_fee, alternative_fee, 
 
 def test_joining_do_not_call_cancels_open_calls_and_their_notice(crm):
     cid = crm.customer("LATER_DNC", tier="diamond", last_contact_on=date(2026, 10, 1))
-    crm.run(date(2026, 11, 23), "callback")
+    crm.run(date(2026, 11, 23), "callback", "precall_notice")
     (task,) = crm.rows(CallTask, customer_id=cid)
     assert task.status == "awaiting_notice"
     crm.update("LATER_DNC", do_not_call=True)  # e.g. from `vipcare import customers`
-    report = crm.run(date(2026, 11, 24), "callback")["callback"]
+    report = crm.run(date(2026, 11, 24))["hygiene"]
     assert report["tasks_cancelled_do_not_call"] == 1
     (task,) = crm.rows(CallTask, customer_id=cid)
     assert task.status == "cancelled"
     notice = crm.rows(OutboundMessage, id=task.notice_message_id)[0]
-    assert notice.status == "suppressed" and notice.status_reason.startswith("do_not_call")
+    assert notice.status == "expired" and notice.status_reason.startswith("do_not_call")
     with transaction(crm.engine) as s:
         rows = audit.list_rows(s, customer_ref="LATER_DNC", actions=["task.cancelled"])
     assert [r.action for r in rows] == ["task.cancelled"]
-    assert (
-        crm.run(date(2026, 11, 25), "callback")["callback"].get("tasks_cancelled_do_not_call", 0)
-        == 0
-    )
+    assert crm.run(date(2026, 11, 25))["hygiene"].get("tasks_cancelled_do_not_call", 0) == 0
 
 
 def test_closing_the_account_cancels_open_calls(crm):
     cid = crm.customer("CLOSING", tier="diamond", last_contact_on=date(2026, 10, 1))
     crm.run(date(2026, 11, 23), "callback")
     crm.update("CLOSING", status="closed")
-    report = crm.run(date(2026, 11, 24), "callback")["callback"]
+    report = crm.run(date(2026, 11, 24))["hygiene"]
     assert report["tasks_cancelled_closed"] == 1
     (task,) = crm.rows(CallTask, customer_id=cid)
     assert (task.status, task.note) == ("cancelled", "the customer's account is closed")

@@ -7,8 +7,6 @@ import hashlib
 import json
 import shutil
 import sqlite3
-import sys
-import types
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
@@ -18,12 +16,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from crm.db import transaction
 from crm.models import TIERS, Base, Customer, CustomerClub, Manager
-from rules import preview as preview_module
 from rules.schema import json_schema
 from vipcare.cli import app
 from vipcare.settings import get_settings
@@ -112,7 +108,7 @@ def snapshot(engine: Engine) -> str:
 def test_check_shipped_rules_exits_0(cli: CliRunner) -> None:
     result = run(cli, "check")
     assert result.exit_code == 0, result.output
-    assert "ok: 5 journey(s) and the contact policy are valid" in result.output
+    assert "ok: 7 journey(s) and the contact policy are valid" in result.output
 
 
 def test_check_lists_every_error_and_exits_1(cli: CliRunner, tmp_path: Path) -> None:
@@ -129,8 +125,8 @@ def test_check_lists_every_error_and_exits_1(cli: CliRunner, tmp_path: Path) -> 
     lines = [line for line in result.stdout.splitlines() if line]
     assert lines == [
         f"{birthday}:9:7: unknown field 'teir'; expected one of: tier, status, clubs, plan,"
-        " manager, locale, timezone, balance, credit_limit, tenure_days, tenure_months, age,"
-        " days_since_contact, sms_opt_out, do_not_call, has_birthday (or all, any, not)"
+        " manager, locale, timezone, balance, credit_limit, points, tenure_days, tenure_months,"
+        " age, days_since_contact, sms_opt_out, do_not_call, has_birthday (or all, any, not)"
         " (did you mean 'tier'?)",
         f"{callback}:10:45: 'gld' is not allowed here; expected one of: silver, gold, platinum,"
         " diamond (did you mean 'gold'?)",
@@ -190,6 +186,12 @@ def test_explain_json_for_a_diamond(cli: CliRunner, engine: Engine) -> None:
         ("grant_credit 20.00", True),
         ("create_task birthday", True),
     ]
+    assert data["would_act"] is True
+    assert data["decision"] == [
+        "send greeting",
+        "grant credit 20.00 (birthday_perk)",
+        "call task birthday (birthday)",
+    ]
     assert data["actions"][1]["when"] == {
         "condition": "tier = diamond",
         "passed": True,
@@ -206,7 +208,7 @@ def test_explain_json_for_a_diamond(cli: CliRunner, engine: Engine) -> None:
 def test_explain_unknown_customer_or_journey_exits_1(cli: CliRunner, engine: Engine) -> None:
     seed(engine)
     unknown = run(cli, "explain", "birthday", "C999", "--date", AS_OF)
-    assert unknown.exit_code == 1 and "no customer with id 'C999'" in unknown.output
+    assert unknown.exit_code == 1 and "no customer with customer_id 'C999'" in unknown.output
     typo = run(cli, "explain", "birthdy", "C001", "--date", AS_OF)
     assert typo.exit_code == 1 and "did you mean 'birthday'?" in typo.output
 
@@ -214,68 +216,36 @@ def test_explain_unknown_customer_or_journey_exits_1(cli: CliRunner, engine: Eng
 # --- preview -------------------------------------------------------------------------------
 
 
-def test_preview_audience_only(
-    cli: CliRunner, engine: Engine, monkeypatch: pytest.MonkeyPatch
+def test_preview_headlines_who_the_journey_acts_on_beside_the_audience(
+    cli: CliRunner, engine: Engine
 ) -> None:
+    """grace_credit: 2 in the audience (active, gold+, negative); both would get the advance."""
     seed(engine)
-    monkeypatch.setattr(preview_module, "_registry_preview", lambda journey_id: None)
     before = snapshot(engine)
     result = run(cli, "preview", "grace_credit", "--date", AS_OF, "--limit", "1", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert (data["mode"], data["audience_count"], data["limit"]) == ("audience", 2, 1)
-    assert data["customers"] == [
-        {
-            "customer_id": "C002",
-            "name": "Customer 2",
-            "tier": "gold",
-            "locale": "zh-CN",
-            "actions": [
-                "grant_credit 10.00",
-                "send_sms grace_notice",
-                "on deadline: suspend",
-                "on deadline: create_task grace_followup",
-            ],
-        }
-    ]
-    assert data["texts"]["grace_notice"]["en"] == (
-        "Dear Customer 2, your balance ran low, so we added 10.00 yuan to keep your line open."
-        " Please top up by 2026-11-24. Questions? Call 10086."
+    assert (data["audience_count"], data["acting_count"], data["limit"]) == (2, 2, 1)
+    (first,) = data["customers"]
+    assert first["customer_id"] == "C002"
+    assert first["actions"] == ["send grace_notice", "grant credit 10.00 (grace_advance)"]
+    assert first["texts"]["grace_notice"] == (
+        "尊敬的Customer 2，您的账户余额为-3.00元。我们已为您临时垫付10.00元，您的号码将保持畅通至"
+        "2026-11-24。请于2026-11-24前充值至少3.00元，以免暂停服务。如有疑问请致电10086。"
     )
     text_mode = run(cli, "preview", "grace_credit", "--date", AS_OF)
     assert text_mode.exit_code == 0
-    assert "2 customer(s) in the audience" in text_mode.output
+    assert "would act on 2 customer(s) on 2026-11-21 (2 in the audience)" in text_mode.output
     assert snapshot(engine) == before
 
 
-def test_preview_rolls_back_whatever_the_journey_preview_writes(
-    cli: CliRunner, engine: Engine, monkeypatch: pytest.MonkeyPatch
+def test_preview_of_the_pre_call_notice_counts_only_customers_with_calls_waiting(
+    cli: CliRunner, engine: Engine
 ) -> None:
+    """Not the whole customer base: only those with a call planned today that waits for it."""
     seed(engine)
-    calls: list[tuple[str, date, int]] = []
-
-    def fake_preview(
-        session: Session, ruleset: Any, journey_id: str, as_of: date, limit: int
-    ) -> list[dict[str, Any]]:
-        calls.append((journey_id, as_of, limit))
-        session.execute(text("UPDATE customers SET balance = 0"))
-        session.execute(insert(CustomerClub).values(customer_id=1, club="scratch"))
-        session.commit()  # even a commit only releases the savepoint
-        return [{"customer_id": "C003", "actions": ["call task birthday"], "texts": {}}]
-
-    fake = types.ModuleType(preview_module.REGISTRY_MODULE)
-    fake.preview = fake_preview  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, preview_module.REGISTRY_MODULE, fake)
-    before = snapshot(engine)
-    result = run(cli, "preview", "birthday", "--date", AS_OF, "--limit", "5", "--json")
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    assert calls == [("birthday", date(2026, 11, 21), 5)]
-    assert data["mode"] == "journey"
-    assert data["customers"] == [
-        {"customer_id": "C003", "actions": ["call task birthday"], "texts": {}}
-    ]
-    assert snapshot(engine) == before
+    data = json.loads(run(cli, "preview", "precall_notice", "--date", AS_OF, "--json").stdout)
+    assert (data["audience_count"], data["acting_count"]) == (4, 0)
 
 
 def test_preview_with_the_installed_journeys_changes_nothing(
@@ -283,7 +253,15 @@ def test_preview_with_the_installed_journeys_changes_nothing(
 ) -> None:
     seed(engine)
     before = snapshot(engine)
-    for journey in ("birthday", "grace_credit", "callback", "precall_notice"):
+    for journey in (
+        "birthday",
+        "grace_credit",
+        "plan_fit",
+        "callback",
+        "precall_notice",
+        "points_reminder",
+        "club_event",
+    ):
         result = run(cli, "preview", journey, "--date", AS_OF, "--json")
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout)["journey"] == journey

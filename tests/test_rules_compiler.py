@@ -89,6 +89,7 @@ def replace_customers(engine: Engine, people: list[CustomerFacts]) -> None:
                     "manager_id": MANAGERS.index(p.manager) + 1 if p.manager else None,
                     "balance": p.balance,
                     "credit_limit": p.credit_limit,
+                    "points": p.points,
                     "status": p.status,
                     "sms_opt_out": p.sms_opt_out,
                     "do_not_call": p.do_not_call,
@@ -120,6 +121,7 @@ VALUES: dict[str, st.SearchStrategy[Any]] = {
     "timezone": st.sampled_from(ZONES),
     "balance": st.sampled_from([str(m) for m in MONEY]),
     "credit_limit": st.sampled_from([str(m) for m in MONEY]),
+    "points": st.sampled_from([0, 4999, 5000, 20000]),
     "tenure_days": st.integers(0, 60),
     "tenure_months": st.integers(0, 30),
     "age": st.integers(0, 40),
@@ -198,6 +200,7 @@ def datasets(draw: st.DrawFn) -> tuple[date, list[CustomerFacts]]:
                 timezone=draw(st.sampled_from(ZONES)),
                 balance=draw(st.sampled_from(MONEY)),
                 credit_limit=draw(st.sampled_from(MONEY)),
+                points=draw(st.sampled_from([0, 4999, 5000, 20000])),
                 joined_on=draw(maybe_date(as_of, -5, 1000)),
                 birthday=birthday,
                 last_contact_on=draw(maybe_date(as_of, -3, 45)),
@@ -236,13 +239,13 @@ def test_facts_loaded_from_the_database_are_the_facts_inserted(engine: Engine) -
             id=1, customer_id="C1", name="A", tier="gold", status="active",
             clubs=frozenset({"music", INJECTION}), plan=INJECTION, manager="m-002",
             locale="en", timezone="Asia/Urumqi", balance=Decimal("-0.01"),
-            credit_limit=Decimal("20.50"), joined_on=as_of, birthday=date(2000, 2, 29),
+            credit_limit=Decimal("20.50"), points=0, joined_on=as_of, birthday=date(2000, 2, 29),
             last_contact_on=None, sms_opt_out=True, do_not_call=False,
         ),
         CustomerFacts(
             id=2, customer_id="C2", name="B", tier="silver", status="closed", clubs=frozenset(),
             plan=None, manager=None, locale="zh-CN", timezone="Asia/Shanghai",
-            balance=Decimal("0.00"), credit_limit=Decimal("0.00"), joined_on=None,
+            balance=Decimal("0.00"), credit_limit=Decimal("0.00"), points=0, joined_on=None,
             birthday=None, last_contact_on=as_of, sms_opt_out=False, do_not_call=True,
         ),
     ]  # fmt: skip
@@ -258,7 +261,7 @@ def test_injection_looking_values_are_plain_strings(engine: Engine) -> None:
     setup_reference_data(engine)
     base: dict[str, Any] = dict(
         name="X", tier="gold", status="active", manager=None, locale="en",
-        timezone="Asia/Shanghai", balance=Decimal("0.00"), credit_limit=Decimal("0.00"),
+        timezone="Asia/Shanghai", balance=Decimal("0.00"), credit_limit=Decimal("0.00"), points=0,
         joined_on=None, birthday=None, last_contact_on=None, sms_opt_out=False,
         do_not_call=False,
     )  # fmt: skip
@@ -330,7 +333,7 @@ def test_unknown_values_compare_false_and_not_flips() -> None:
     facts = CustomerFacts(
         customer_id="C1", tier="gold", status="active", clubs=frozenset(), plan=None,
         manager=None, locale="en", timezone="Asia/Shanghai", balance=Decimal("0.00"),
-        credit_limit=Decimal("0.00"), joined_on=None, birthday=None, last_contact_on=None,
+        credit_limit=Decimal("0.00"), points=0, joined_on=None, birthday=None, last_contact_on=None,
         sms_opt_out=False, do_not_call=False,
     )  # fmt: skip
     as_of = date(2026, 11, 21)
@@ -365,7 +368,8 @@ def test_explain_gives_each_condition_its_actual_value() -> None:
     facts = CustomerFacts(
         customer_id="C7", tier="silver", status="active", clubs=frozenset({"music"}),
         plan="vip-198", manager=None, locale="en", timezone="Asia/Shanghai",
-        balance=Decimal("-5.00"), credit_limit=Decimal("0.00"), joined_on=date(2025, 11, 21),
+        balance=Decimal("-5.00"), credit_limit=Decimal("0.00"), points=0,
+        joined_on=date(2025, 11, 21),
         birthday=None, last_contact_on=None, sms_opt_out=False, do_not_call=False,
     )  # fmt: skip
     cond = parse(

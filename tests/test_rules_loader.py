@@ -690,6 +690,8 @@ def test_valid_files_beside_a_bad_one_are_not_loaded(tmp_path: Path) -> None:
         "grace_credit",
         "plan_fit",
         "precall_notice",
+        "points_reminder",
+        "club_event",
     }
 
 
@@ -720,7 +722,11 @@ def test_shipped_rules_load_with_hashes_and_ids() -> None:
         "grace_credit",
         "precall_notice",
         "callback",
+        "points_reminder",
+        "club_event",
     }
+    assert not ruleset.journeys["points_reminder"].enabled  # examples ship disabled
+    assert not ruleset.journeys["club_event"].enabled
     rules: list[tuple[str, Any]] = [*ruleset.journeys.items()]
     for rule_id, rule in [*rules, ("contact_policy", ruleset.contact_policy)]:
         assert rule.rule_id == rule_id
@@ -769,7 +775,7 @@ def test_shipped_defaults_are_the_documented_ones() -> None:
     }
     assert grace.trigger.topup_days == 3 and grace.limits.once_per == "month"
     assert [type(a) for a in grace.action_list] == [GrantCredit, SendSms]
-    assert [type(a) for a in grace.deadline_action_list] == [Suspend, CreateTask]
+    assert [type(a) for a in grace.deadline_action_list] == [Suspend, SendSms, CreateTask]
     assert grace.template("grace_notice").category == "service"
 
     precall = ruleset.journeys["precall_notice"]
@@ -810,12 +816,14 @@ def test_render_falls_back_by_locale_and_refuses_missing_variables() -> None:
         "name": "Ann",
         "amount": "10.00",
         "deadline": "2026-11-24",
+        "balance": "-3.00",
+        "topup_amount": "3.00",
         "hotline": "10086",
         "not_declared": "ignored",
     }
     assert render(grace, "grace_notice", "en-US", variables).startswith("Dear Ann")
     assert render(grace, "grace_notice", "fr", variables).startswith("尊敬的Ann")
-    with pytest.raises(TemplateRenderError, match="deadline"):
+    with pytest.raises(TemplateRenderError, match="'balance' is undefined"):
         render(grace, "grace_notice", "en", {"name": "Ann", "amount": "10.00", "hotline": "1"})
 
 

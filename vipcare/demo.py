@@ -36,7 +36,7 @@ def _reset_sqlite(url: str) -> None:
 
 def run_demo(cfg: Settings, as_of: date, customers: int, seed_value: int, reset: bool) -> None:
     from crm.schema import upgrade
-    from flows.journeys.registry import care_day_instant
+    from flows.journeys.context import care_day_instant
     from seed import generate
     from vipcare.operations import dispatch_due, run_care_day
 

@@ -1,33 +1,23 @@
-"""Birthday greeting: an SMS on the local birthday, a perk and a call for top tiers.
+"""Birthday greeting: an SMS on the customer's local birthday, a perk and a call for top tiers.
 
 A 29 February birthday is greeted on 28 February in common years (or 1 March,
 if the rule says so). Once per customer per year: occurrence ``birthday:YYYY``.
+The greeting is valid until the end of the customer's local birthday.
 """
 
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterator
+from collections.abc import Iterable
 from datetime import date, timedelta
 
 from sqlalchemy.orm import Session
 
 from crm.models import Customer
-from flows.journeys.base import (
-    CreditIntent,
-    Decision,
-    MessageIntent,
-    RunContext,
-    TaskIntent,
-    action_applies,
-    common_variables,
-    customer_select,
-    iter_candidates,
-    occurrence_absent,
-    when_columns,
-)
-from rules.compiler import compile_condition
-from rules.models import BirthdayRule, CreateTask, GrantCredit, SendSms, SendVoice
+from flows.journeys.context import CustomerRow, RunContext
+from flows.journeys.predicates import not_decided
+from flows.journeys.protocol import Candidate, Journey, Predicate, Skip, TaskPlan
+from rules.models import BirthdayRule, JourneyBase
 
 
 def birthday_mmdds(birthday_on: date, feb29_rule: str = "feb28") -> list[int]:
@@ -41,41 +31,44 @@ def birthday_mmdds(birthday_on: date, feb29_rule: str = "feb28") -> list[int]:
     return mmdd
 
 
-def decide(session: Session, ctx: RunContext, rule: BirthdayRule) -> Iterator[list[Decision]]:
-    # A positive offset greets after the birthday: today greets birthdays offset days ago.
-    birthday_on = ctx.as_of - timedelta(days=rule.trigger.offset_days)
-    occurrence = f"birthday:{birthday_on.year}"
-    actions = rule.action_list
-    stmt = customer_select(*when_columns(actions, ctx.as_of)).where(
-        compile_condition(rule.audience, ctx.as_of),
-        Customer.birth_mmdd.in_(birthday_mmdds(birthday_on, rule.trigger.feb29_in_common_years)),
-        occurrence_absent(rule.journey, occurrence),
-    )
-    for batch in iter_candidates(session, stmt, ctx):
-        decisions = []
+class Birthday(Journey):
+    id = "birthday"
+    rule_type = BirthdayRule
+    credit_kind = "birthday_perk"
+
+    def _rule(self, rule: JourneyBase) -> BirthdayRule:
+        assert isinstance(rule, BirthdayRule)
+        return rule
+
+    def birthday_on(self, ctx: RunContext, rule: JourneyBase) -> date:
+        """The birthday greeted today (a positive offset greets after the birthday)."""
+        return ctx.as_of - timedelta(days=self._rule(rule).trigger.offset_days)
+
+    def predicates(self, session: Session, ctx: RunContext, rule: JourneyBase) -> list[Predicate]:
+        trigger = self._rule(rule).trigger
+        day = self.birthday_on(ctx, rule)
+        return [
+            Predicate(
+                f"birthday greeted on {ctx.as_of} (born on {day:%m-%d})",
+                Customer.birth_mmdd.in_(birthday_mmdds(day, trigger.feb29_in_common_years)),
+                Customer.birthday,
+                lambda v: "unknown" if v is None else f"{v:%m-%d}",
+            ),
+            not_decided(rule.journey, f"birthday:{day.year}"),
+        ]
+
+    def refine(
+        self, session: Session, ctx: RunContext, rule: JourneyBase, batch: list[CustomerRow]
+    ) -> Iterable[Candidate | Skip]:
+        day = self.birthday_on(ctx, rule)
         for c in batch:
-            d = Decision(customer=c, occurrence=occurrence, details={"birthday_on": birthday_on})
-            perk = None
-            for index, action in enumerate(actions):
-                if not action_applies(c, actions, index):
-                    continue
-                if isinstance(action, GrantCredit):
-                    perk = action.amount_for(c.tier)
-                    if perk is not None:
-                        d.credits.append(CreditIntent(perk, "birthday_perk"))
-                elif isinstance(action, CreateTask):
-                    d.tasks.append(
-                        TaskIntent(
-                            kind=action.kind,
-                            due_on=ctx.as_of,
-                            scheduled_on=ctx.as_of,
-                            priority=action.priority,
-                            details={"reason": "birthday", "birthday_on": birthday_on},
-                        )
-                    )
-            variables = {**common_variables(ctx, c), "perk_amount": str(perk or "")}
-            for index, action in enumerate(actions):
-                if isinstance(action, SendSms | SendVoice) and action_applies(c, actions, index):
-                    d.messages.append(MessageIntent(action.template, variables))
-            decisions.append(d)
-        yield decisions
+            yield Candidate(
+                customer=c,
+                occurrence=f"birthday:{day.year}",
+                details={"birthday_on": day},
+                task=TaskPlan(
+                    due_on=ctx.as_of,
+                    earliest=ctx.as_of,
+                    details={"reason": "birthday", "birthday_on": day},
+                ),
+            )

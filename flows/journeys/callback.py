@@ -9,85 +9,23 @@ manager's daily call capacity, top tiers and the longest-waiting first.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, false, func, or_, select
 from sqlalchemy.orm import Session
 
-from crm import audit
-from crm.audit import AuditEntry
+from crm import tasks
 from crm.models import TIERS, CallTask, Customer
-from flows.journeys.base import (
-    OPEN_TASK_STATUSES,
-    Decision,
-    JourneyReport,
-    MessageIntent,
-    RunContext,
-    TaskIntent,
-    action_applies,
-    common_variables,
-    customer_select,
-    iter_candidates,
-    no_open_task,
-    when_columns,
-)
-from rules.compiler import compile_condition
-from rules.models import CallbackRule, CreateTask, SendSms, SendVoice
+from flows.journeys.context import CustomerRow, RunContext
+from flows.journeys.intents import JourneyReport
+from flows.journeys.predicates import callable_customer, no_open_task
+from flows.journeys.protocol import Candidate, Journey, Predicate, Skip, TaskPlan
+from rules.models import CallbackRule, JourneyBase
 
-
-def decide(session: Session, ctx: RunContext, rule: CallbackRule) -> Iterator[list[Decision]]:
-    cadence = rule.trigger.cadence_days
-    actions = rule.action_list
-    base = func.coalesce(Customer.last_contact_on, Customer.joined_on)
-    # Top tiers first: they get the earliest slots of each manager's capacity.
-    for tier in sorted(cadence, key=TIERS.index, reverse=True):
-        due_before = ctx.as_of - timedelta(days=cadence[tier])
-        stmt = customer_select(
-            Customer.last_contact_on.label("last_contact_on"),
-            Customer.joined_on.label("joined_on"),
-            *when_columns(actions, ctx.as_of),
-        ).where(
-            compile_condition(rule.audience, ctx.as_of),
-            Customer.tier == tier,
-            Customer.do_not_call.is_(False),
-            (base <= due_before) | (base.is_(None)),
-            no_open_task("callback"),
-        )
-        for batch in iter_candidates(session, stmt, ctx):
-            closed = last_closed_cycle(session, [c.id for c in batch])
-            decisions = []
-            for c in batch:
-                anchors = [d for d in (c.extra["last_contact_on"], c.extra["joined_on"]) if d]
-                if c.id in closed:
-                    anchors.append(closed[c.id])
-                anchor = max(anchors) if anchors else None
-                due_on = ctx.as_of if anchor is None else anchor + timedelta(days=cadence[tier])
-                if due_on > ctx.as_of:
-                    continue
-                d = Decision(
-                    customer=c,
-                    occurrence=f"callback:{due_on.isoformat()}",
-                    details={"due_on": due_on, "cadence_days": cadence[tier], "anchor": anchor},
-                )
-                for index, action in enumerate(actions):
-                    if not action_applies(c, actions, index):
-                        continue
-                    if isinstance(action, CreateTask):
-                        d.tasks.append(
-                            TaskIntent(
-                                kind=action.kind,
-                                due_on=due_on,
-                                priority=action.priority,
-                                details={"reason": "periodic callback", "due_on": due_on},
-                            )
-                        )
-                    elif isinstance(action, SendSms | SendVoice):
-                        d.messages.append(MessageIntent(action.template, common_variables(ctx, c)))
-                decisions.append(d)
-            decisions.sort(key=lambda d: (d.details["due_on"], d.customer.id))
-            yield decisions
+ANCHOR = func.coalesce(Customer.last_contact_on, Customer.joined_on)
+"""The last contact, or the joined date: what a cadence counts from (in SQL)."""
 
 
 def last_closed_cycle(session: Session, ids: list[int]) -> dict[int, date]:
@@ -97,158 +35,114 @@ def last_closed_cycle(session: Session, ids: list[int]) -> dict[int, date]:
         .where(
             CallTask.customer_id.in_(ids),
             CallTask.kind == "callback",
-            CallTask.status.in_(("done", "cancelled")),
+            CallTask.status.in_((tasks.DONE, tasks.CANCELLED)),
         )
         .group_by(CallTask.customer_id)
     )
     return {cid: at.date() for cid, at in rows if at is not None}
 
 
-def escalate_overdue(
-    session: Session, ctx: RunContext, rule: CallbackRule, report: JourneyReport
-) -> int:
-    """Raise the priority of open tasks overdue by more than ``escalate_after_days``, once.
+class Callback(Journey):
+    id = "callback"
+    rule_type = CallbackRule
 
-    Overdue counts from the day the task was planned for its manager
-    (``scheduled_on``), so a backlog spread over capacity is not escalated on creation.
-    """
-    limit = ctx.as_of - timedelta(days=rule.trigger.escalate_after_days)
-    rows = session.execute(
-        select(
-            CallTask.id,
-            CallTask.customer_id,
-            CallTask.kind,
-            CallTask.scheduled_on,
-            Customer.external_id,
-        )
-        .join(Customer, Customer.id == CallTask.customer_id)
-        .where(
-            CallTask.status.in_(OPEN_TASK_STATUSES),
-            CallTask.scheduled_on < limit,
-            CallTask.escalated_at.is_(None),
-        )
-    ).all()
-    if not rows:
-        return 0
-    ids = [r.id for r in rows]
-    won: set[int] = set()  # a concurrent run may have escalated some first: audit only ours
-    for start in range(0, len(ids), 1000):
-        won.update(
-            session.execute(
-                update(CallTask)
-                .where(CallTask.id.in_(ids[start : start + 1000]), CallTask.escalated_at.is_(None))
-                .values(priority=CallTask.priority + 1, escalated_at=ctx.at)
-                .returning(CallTask.id),
-                execution_options={"synchronize_session": False},
-            ).scalars()
-        )
-    rows = [r for r in rows if r.id in won]
-    audit.append(
-        session,
-        ctx.actor,
-        ctx.at,
-        [
-            AuditEntry(
-                action="task.escalated",
-                details={
-                    "task_id": r.id,
-                    "kind": r.kind,
-                    "scheduled_on": r.scheduled_on,
-                    "overdue_days": (ctx.as_of - r.scheduled_on).days,
-                },
-                customer_id=r.customer_id,
-                customer_ref=r.external_id,
-                entity=f"task:{r.id}",
-                rule_id=rule.rule_id,
-                rule_hash=rule.content_hash,
+    def _rule(self, rule: JourneyBase) -> CallbackRule:
+        assert isinstance(rule, CallbackRule)
+        return rule
+
+    def _ordered(self, rule: JourneyBase) -> list[tuple[str, int]]:
+        """(tier, cadence), top tiers first: they get the earliest slots of each manager."""
+        cadence = self._rule(rule).trigger.cadence_days
+        return [(t, cadence[t]) for t in sorted(cadence, key=TIERS.index, reverse=True)]
+
+    def predicates(self, session: Session, ctx: RunContext, rule: JourneyBase) -> list[Predicate]:
+        tiers = self._ordered(rule)
+        due: list[ColumnElement[bool]] = [
+            and_(
+                Customer.tier == tier,
+                or_(ctx.as_of - timedelta(days=days) >= ANCHOR, ANCHOR.is_(None)),
             )
-            for r in rows
-        ],
-    )
-    report.counts["tasks_escalated"] += len(rows)
-    return len(rows)
+            for tier, days in tiers
+        ]
+        cadence = ", ".join(f"{t} {d}" for t, d in tiers)
+        return [
+            Predicate(
+                f"the tier has a callback cadence ({cadence} days)",
+                Customer.tier.in_([t for t, _ in tiers]),
+                Customer.tier,
+            ),
+            callable_customer(),
+            Predicate(
+                "a callback is due (cadence from the last contact or joining)",
+                or_(*due) if due else false(),
+                ANCHOR,
+                lambda v: "never contacted, no join date" if v is None else f"counted from {v}",
+            ),
+            no_open_task("callback"),
+        ]
 
+    def groups(self, ctx: RunContext, rule: JourneyBase) -> list[ColumnElement[bool]]:
+        return [Customer.tier == tier for tier, _ in self._ordered(rule)]
 
-CANCEL_REASONS: dict[str, tuple[Any, str]] = {
-    "do_not_call": (Customer.do_not_call.is_(True), "customer is on the do-not-call list"),
-    "closed": (Customer.status == "closed", "the customer's account is closed"),
-}
+    def columns(self, ctx: RunContext, rule: JourneyBase) -> list[Any]:
+        return [
+            Customer.last_contact_on.label("last_contact_on"),
+            Customer.joined_on.label("joined_on"),
+        ]
 
-
-def cancel_calls_no_longer_wanted(session: Session, ctx: RunContext, report: JourneyReport) -> int:
-    """Calls that must no longer happen: the customer joined do-not-call or closed the account.
-
-    Their open call tasks are cancelled and the pre-call SMS still waiting for
-    them is suppressed ("your manager will call soon" would now be untrue), audited.
-    """
-    return sum(
-        _cancel_calls(session, ctx, report, code, where, note)
-        for code, (where, note) in CANCEL_REASONS.items()
-    )
-
-
-def _cancel_calls(
-    session: Session, ctx: RunContext, report: JourneyReport, code: str, where: Any, note: str
-) -> int:
-    from crm.models import OutboundMessage
-
-    rows = session.execute(
-        update(CallTask)
-        .where(
-            CallTask.status.in_(OPEN_TASK_STATUSES),
-            CallTask.customer_id.in_(select(Customer.id).where(where)),
-        )
-        .values(status="cancelled", completed_at=ctx.at, note=note)
-        .returning(CallTask.id, CallTask.customer_id, CallTask.kind, CallTask.notice_message_id),
-        execution_options={"synchronize_session": False},
-    ).all()
-    if not rows:
-        return 0
-    notices = [r.notice_message_id for r in rows if r.notice_message_id is not None]
-    suppressed: set[int] = set()
-    for start in range(0, len(notices), 1000):
-        suppressed.update(
-            session.execute(
-                update(OutboundMessage)
-                .where(
-                    OutboundMessage.id.in_(notices[start : start + 1000]),
-                    OutboundMessage.status == "queued",
+    def refine(
+        self, session: Session, ctx: RunContext, rule: JourneyBase, batch: list[CustomerRow]
+    ) -> Iterable[Candidate | Skip]:
+        cadence = dict(self._ordered(rule))
+        closed = last_closed_cycle(session, [c.id for c in batch])
+        found: list[Candidate | Skip] = []
+        for c in batch:
+            anchors = [d for d in (c.extra["last_contact_on"], c.extra["joined_on"]) if d]
+            if c.id in closed:
+                anchors.append(closed[c.id])
+            anchor = max(anchors) if anchors else None
+            days = cadence[c.tier]
+            due_on = ctx.as_of if anchor is None else anchor + timedelta(days=days)
+            if due_on > ctx.as_of:
+                found.append(
+                    Skip(c, "not_due", f"the last callback cycle closed {anchor}: due {due_on}")
                 )
-                .values(
-                    status="suppressed",
-                    status_reason=f"{code}: the call was cancelled",
-                    updated_at=ctx.at,
+                continue
+            found.append(
+                Candidate(
+                    customer=c,
+                    occurrence=f"callback:{due_on.isoformat()}",
+                    details={"due_on": due_on, "cadence_days": days, "anchor": anchor},
+                    task=TaskPlan(
+                        due_on=due_on,
+                        earliest=ctx.as_of,
+                        details={"reason": "periodic callback", "due_on": due_on},
+                    ),
                 )
-                .returning(OutboundMessage.id),
-                execution_options={"synchronize_session": False},
-            ).scalars()
+            )
+        # the longest-waiting first within a batch: they get the earlier slots
+        found.sort(
+            key=lambda f: (
+                (f.details["due_on"], f.customer.id) if isinstance(f, Candidate) else (date.max, 0)
+            )
         )
-    refs = dict(
-        session.execute(
-            select(Customer.id, Customer.external_id).where(
-                Customer.id.in_({r.customer_id for r in rows})
-            )
-        ).all()
-    )
-    audit.append(
-        session,
-        ctx.actor,
-        ctx.at,
-        [
-            AuditEntry(
-                action="task.cancelled",
-                details={
-                    "task_id": r.id,
-                    "kind": r.kind,
-                    "reason": code,
-                    "notice_suppressed": r.notice_message_id in suppressed,
-                },
-                customer_id=r.customer_id,
-                customer_ref=refs.get(r.customer_id),
-                entity=f"task:{r.id}",
-            )
-            for r in rows
-        ],
-    )
-    report.counts[f"tasks_cancelled_{code}"] += len(rows)
-    return len(rows)
+        return found
+
+    def housekeeping(
+        self, session: Session, ctx: RunContext, rule: JourneyBase, report: JourneyReport
+    ) -> None:
+        """Escalate open calls still open ``escalate_after_days`` after the day they were planned.
+
+        Overdue counts from ``scheduled_on`` (the day planned for the manager), so a
+        backlog spread over capacity is not escalated on creation.
+        """
+        limit = ctx.as_of - timedelta(days=self._rule(rule).trigger.escalate_after_days)
+        report.counts["tasks_escalated"] += tasks.escalate_overdue(
+            session,
+            limit,
+            ctx.at,
+            ctx.actor,
+            rule_id=rule.rule_id,
+            rule_hash=rule.content_hash,
+            as_of=ctx.as_of,
+        )

@@ -1,189 +1,211 @@
-"""Grace credit before suspension (停机关怀).
+"""Grace credit before suspension (停机关怀): a temporary advance that keeps the line open.
 
-Grant: an eligible customer whose balance is below the threshold gets the
-tier's grace credit instead of being suspended, at most once per calendar
-month (occurrence ``grace:YYYY-MM``), with a ledger entry and a service SMS
-naming the amount and the top-up deadline.
+**Grant.** An eligible customer whose balance is below the threshold is not
+suspended. Instead the operator advances the tier's grace amount (about 10
+yuan; ledger ``grace_advance``, added to the balance) and keeps the line open
+until the deadline; a service SMS names the balance, the advance, the deadline
+and the top-up the customer needs. At most one grace per customer per calendar
+month (occurrence ``grace:YYYY-MM``), never two open at once.
 
-Deadline: an open grace closes as ``repaid`` as soon as a balance feed newer
-than the grant shows the balance back at or above the threshold, or at the
-deadline when the balance is there; otherwise at the deadline the line is
-suspended (status change, audited) and the ``on_deadline`` actions run (a
-``grace_followup`` call task by default). The deadline step has its own
-occurrence, ``grace-deadline:YYYY-MM``, so a rerun never suspends twice.
+**Close.** The advance is the operator's money, so it is always taken back:
+
+- *repaid*: a balances feed newer than the grant shows that the customer's own
+  money covers the threshold, i.e. balance − advance ≥ threshold. Only a real
+  top-up does that; the advance clearing a small debt does not. Ledger
+  ``grace_repaid`` (−advance).
+- *suspended* / *expired*: the day after the deadline with no such top-up, the
+  ``on_deadline`` actions run (suspend the line, a ``grace_followup`` call, a
+  text) under occurrence ``grace-deadline:YYYY-MM``, so a rerun never suspends
+  twice. Ledger ``grace_expired`` (−advance).
+- *cancelled*: the operator suspended or closed the line meanwhile (an import):
+  the advance is reversed (``grace_cancelled``) and the grace notice, no longer
+  true, is withdrawn.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
+from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from crm import audit, grace, ledger
 from crm.audit import AuditEntry
-from crm.bulk import table_of
-from crm.models import Customer, GracePeriod
-from flows.journeys.base import (
-    CreditIntent,
-    Decision,
-    JourneyReport,
-    MessageIntent,
-    RunContext,
-    TaskIntent,
-    action_applies,
-    apply_decisions,
-    common_variables,
-    customer_select,
-    iter_candidates,
-    occurrence_absent,
-    when_columns,
-)
-from rules.compiler import compile_condition
-from rules.models import CreateTask, GraceCreditRule, GrantCredit, SendSms, SendVoice, Suspend
+from crm.models import Customer, GracePeriod, OutboundMessage
+from flows.journeys.actions import interpret, when_columns
+from flows.journeys.context import CustomerRow, RunContext, customer_select, iter_candidates
+from flows.journeys.intents import CreditIntent, Decision, JourneyReport
+from flows.journeys.planner import CapacityPlanner
+from flows.journeys.predicates import no_open_grace, not_decided
+from flows.journeys.protocol import Candidate, Journey, Predicate, Skip, TaskPlan
+from flows.journeys.writer import apply_decisions
+from notifications.outbox import queue
+from rules.models import GraceCreditRule, JourneyBase
+
+DEADLINE_STAGE = "on_deadline"
 
 
 def month_key(ctx: RunContext) -> str:
     return f"{ctx.as_of.year:04d}-{ctx.as_of.month:02d}"
 
 
-def decide(session: Session, ctx: RunContext, rule: GraceCreditRule) -> Iterator[list[Decision]]:
-    occurrence = f"grace:{month_key(ctx)}"
-    trigger = rule.trigger
-    actions = rule.action_list
-    open_grace = (
-        select(GracePeriod.id)
-        .where(GracePeriod.customer_id == Customer.id, GracePeriod.status == "open")
-        .exists()
-    )
-    stmt = customer_select(*when_columns(actions, ctx.as_of)).where(
-        compile_condition(rule.audience, ctx.as_of),
-        Customer.balance < trigger.threshold,
-        Customer.tier.in_(list(trigger.amount_by_tier)),
-        occurrence_absent(rule.journey, occurrence),
-        ~open_grace,
-    )
-    deadline = ctx.as_of + timedelta(days=trigger.topup_days)
-    for batch in iter_candidates(session, stmt, ctx):
-        decisions = []
+class GraceCredit(Journey):
+    id = "grace_credit"
+    rule_type = GraceCreditRule
+    credit_kind = "grace_advance"
+    default_validity = "deadline"
+
+    def _rule(self, rule: JourneyBase) -> GraceCreditRule:
+        assert isinstance(rule, GraceCreditRule)
+        return rule
+
+    def predicates(self, session: Session, ctx: RunContext, rule: JourneyBase) -> list[Predicate]:
+        trigger = self._rule(rule).trigger
+        amounts = ", ".join(f"{t} {a}" for t, a in trigger.amount_by_tier.items())
+        return [
+            Predicate(
+                f"balance below the threshold {trigger.threshold}",
+                Customer.balance < trigger.threshold,
+                Customer.balance,
+            ),
+            Predicate(
+                f"the tier has a grace amount ({amounts})",
+                Customer.tier.in_(list(trigger.amount_by_tier)),
+                Customer.tier,
+            ),
+            no_open_grace(),
+            not_decided(rule.journey, f"grace:{month_key(ctx)}"),
+        ]
+
+    def refine(
+        self, session: Session, ctx: RunContext, rule: JourneyBase, batch: list[CustomerRow]
+    ) -> Iterable[Candidate | Skip]:
+        trigger = self._rule(rule).trigger
+        deadline = ctx.as_of + timedelta(days=trigger.topup_days)
         for c in batch:
             amount = trigger.amount_by_tier[c.tier]  # type: ignore[index]
-            d = Decision(
+            topup = trigger.threshold - c.balance
+            yield Candidate(
                 customer=c,
-                occurrence=occurrence,
-                details={"balance_before": c.balance, "amount": amount, "deadline": deadline},
+                occurrence=f"grace:{month_key(ctx)}",
+                details={
+                    "balance_before": c.balance,
+                    "amount": amount,
+                    "deadline": deadline,
+                    "topup_needed": topup,
+                },
+                variables={
+                    "amount": str(amount),
+                    "deadline": deadline.isoformat(),
+                    "balance": str(c.balance),
+                    "topup_amount": str(topup),
+                },
+                credit=amount,
+                deadline=deadline,
             )
-            for index, action in enumerate(actions):
-                if not action_applies(c, actions, index):
-                    continue
-                if isinstance(action, GrantCredit):
-                    credit = action.amount_for(c.tier, dict(trigger.amount_by_tier))
-                    if credit is not None:
-                        d.credits.append(CreditIntent(credit, "grace_credit"))
-                        d.details["amount"] = credit
-                elif isinstance(action, SendSms | SendVoice):
-                    variables = {
-                        **common_variables(ctx, c),
-                        "amount": str(d.details["amount"]),
-                        "deadline": deadline.isoformat(),
-                    }
-                    d.messages.append(MessageIntent(action.template, variables))
-            decisions.append(d)
-        yield decisions
 
-
-def grace_rows(ctx: RunContext, rule: GraceCreditRule) -> Any:
-    """The hook that records the open grace period next to the credit."""
-
-    def write(session: Session, won: list[Decision]) -> list[AuditEntry]:
-        rows = [
-            {
-                "customer_id": d.customer.id,
-                "occurrence": d.occurrence,
-                "amount": d.details["amount"],
-                "granted_on": ctx.as_of,
-                "granted_at": ctx.at,
-                "deadline": d.details["deadline"],
-                "status": "open",
-                "rule_hash": rule.content_hash,
-            }
-            for d in won
-            if d.credits
-        ]
-        if rows:
-            session.execute(table_of(GracePeriod).insert(), rows)
+    def after_write(
+        self, session: Session, ctx: RunContext, rule: JourneyBase, won: list[Decision]
+    ) -> list[AuditEntry]:
+        """Open a grace next to each advance just granted (deadline decisions have none)."""
+        grace.open_graces(
+            session,
+            [
+                grace.NewGrace(
+                    customer_id=d.customer.id,
+                    occurrence=d.occurrence,
+                    amount=sum((c.amount for c in d.credits), Decimal("0.00")),
+                    granted_on=ctx.as_of,
+                    granted_at=ctx.at,
+                    deadline=d.details["deadline"],
+                    rule_hash=rule.content_hash,
+                )
+                for d in won
+                if d.details.get("stage") != DEADLINE_STAGE and d.credits
+            ],
+        )
         return []
 
-    return write
-
-
-def close_graces(
-    session: Session, ctx: RunContext, rule: GraceCreditRule, report: JourneyReport
-) -> None:
-    """Close open graces: repaid on a top-up, suspended past the deadline."""
-    threshold = rule.trigger.threshold
-    deadline_actions = rule.deadline_action_list
-    when_cols = when_columns(deadline_actions, ctx.as_of, prefix="dl")
-    stmt = (
-        customer_select(
-            GracePeriod.id.label("grace_id"),
-            GracePeriod.occurrence.label("grace_occurrence"),
-            GracePeriod.granted_at.label("granted_at"),
-            GracePeriod.deadline.label("deadline"),
-            Customer.balance_as_of.label("balance_as_of"),
-            *when_cols,
-        )
-        .join(GracePeriod, GracePeriod.customer_id == Customer.id)
-        .where(GracePeriod.status == "open", GracePeriod.granted_on <= ctx.as_of)
-    )
-    for batch in iter_candidates(session, stmt, ctx):
-        repaid, to_suspend = [], []
-        for c in batch:
-            fed_at = c.extra["balance_as_of"]
-            fresh_feed = fed_at is not None and fed_at > c.extra["granted_at"]
-            if c.balance >= threshold and (fresh_feed or c.extra["deadline"] <= ctx.as_of):
-                repaid.append(c)
-            elif c.extra["deadline"] <= ctx.as_of and c.balance < threshold:
-                to_suspend.append(c)
-        if repaid:
-            _close(session, ctx, rule, repaid, "repaid", report)
-        if to_suspend:
-            _suspend(session, ctx, rule, to_suspend, deadline_actions, report)
-        session.flush()
-
-
-def _close(
-    session: Session,
-    ctx: RunContext,
-    rule: GraceCreditRule,
-    rows: list[Any],
-    status: str,
-    report: JourneyReport,
-) -> None:
-    from crm import audit
-
-    closed = set(
-        session.execute(
-            update(GracePeriod)
-            .where(
-                GracePeriod.id.in_([c.extra["grace_id"] for c in rows]),
-                GracePeriod.status == "open",
+    def housekeeping(
+        self, session: Session, ctx: RunContext, rule: JourneyBase, report: JourneyReport
+    ) -> None:
+        """Close open graces: repaid on a real top-up, cancelled, or past the deadline."""
+        r = self._rule(rule)
+        actions = r.deadline_action_list
+        stmt = (
+            customer_select(
+                GracePeriod.id.label("grace_id"),
+                GracePeriod.occurrence.label("grace_occurrence"),
+                GracePeriod.amount.label("advance"),
+                GracePeriod.granted_at.label("granted_at"),
+                GracePeriod.deadline.label("deadline"),
+                Customer.balance_as_of.label("balance_as_of"),
+                *when_columns(actions, ctx.as_of, prefix="dl"),
             )
-            .values(status=status, closed_on=ctx.as_of)
-            .returning(GracePeriod.id),
-            execution_options={"synchronize_session": False},
-        ).scalars()
-    )
-    rows = [c for c in rows if c.extra["grace_id"] in closed]  # a concurrent run got the rest
-    audit.append(
-        session,
-        ctx.actor,
-        ctx.at,
-        [
+            .join(GracePeriod, GracePeriod.customer_id == Customer.id)
+            .where(GracePeriod.status == grace.OPEN, GracePeriod.granted_on <= ctx.as_of)
+        )
+        planner = CapacityPlanner(session, ctx.as_of)
+        for batch in iter_candidates(session, stmt, ctx):
+            repaid, cancelled, due = [], [], []
+            for c in batch:
+                own_money = c.balance - c.extra["advance"]
+                fed_at = c.extra["balance_as_of"]
+                fresh = fed_at is not None and fed_at > c.extra["granted_at"]
+                if c.status != "active":
+                    cancelled.append(c)
+                elif fresh and own_money >= r.trigger.threshold:
+                    repaid.append(c)
+                elif c.extra["deadline"] < ctx.as_of:
+                    due.append(c)
+            self._close(session, ctx, rule, repaid, "repaid", "grace_repaid", report)
+            self._close(session, ctx, rule, cancelled, "cancelled", "grace_cancelled", report)
+            self._withdraw_notices(session, ctx, cancelled)
+            self._deadline(session, ctx, r, due, planner, report)
+            session.flush()
+
+    def _close(
+        self,
+        session: Session,
+        ctx: RunContext,
+        rule: JourneyBase,
+        rows: list[CustomerRow],
+        status: str,
+        kind: str | None,
+        report: JourneyReport,
+    ) -> None:
+        """Close graces and (with a ledger ``kind``) take the advance back, audited."""
+        closed = grace.close(session, [c.extra["grace_id"] for c in rows], status, ctx.as_of)
+        rows = [c for c in rows if c.extra["grace_id"] in closed]  # a concurrent run got the rest
+        if not rows:
+            return
+        balances = {c.id: c.balance for c in rows}
+        postings = [
+            ledger.Posting(
+                customer_id=c.id,
+                customer_ref=c.external_id,
+                amount=-c.extra["advance"],
+                kind=kind,
+                journey=rule.journey,
+                occurrence=c.extra["grace_occurrence"],
+                rule_id=rule.rule_id,
+                rule_hash=rule.content_hash,
+            )
+            for c in rows
+            if kind is not None
+        ]
+        entries = ledger.post(session, postings, balances, ctx.at)
+        entries += [
             AuditEntry(
                 action=f"grace.{status}",
-                details={"grace_id": c.extra["grace_id"], "balance": c.balance},
+                details={
+                    "grace_id": c.extra["grace_id"],
+                    "balance": c.balance,
+                    "advance": c.extra["advance"],
+                    "line": c.status,
+                },
                 customer_id=c.id,
                 customer_ref=c.external_id,
                 entity=f"grace:{c.extra['grace_id']}",
@@ -191,79 +213,82 @@ def _close(
                 rule_hash=rule.content_hash,
             )
             for c in rows
-        ],
-    )
-    report.counts[f"graces_{status}"] += len(rows)
-
-
-def _suspend(
-    session: Session,
-    ctx: RunContext,
-    rule: GraceCreditRule,
-    rows: list[Any],
-    deadline_actions: list[Any],
-    report: JourneyReport,
-) -> None:
-    decisions = []
-    for c in rows:
-        d = Decision(
-            customer=c,
-            occurrence=f"grace-deadline:{c.extra['grace_occurrence'].split(':', 1)[1]}",
-            details={"grace_id": c.extra["grace_id"], "balance": c.balance, "suspended": False},
-        )
-        for index, action in enumerate(deadline_actions):
-            if not action_applies(c, deadline_actions, index, prefix="dl"):
-                continue
-            if isinstance(action, Suspend):
-                d.details["suspended"] = c.status == "active"
-            elif isinstance(action, CreateTask):
-                d.tasks.append(
-                    TaskIntent(
-                        kind=action.kind,
-                        due_on=ctx.as_of,
-                        scheduled_on=ctx.as_of,
-                        priority=action.priority,
-                        details={
-                            "reason": "balance still negative after grace",
-                            "balance": c.balance,
-                        },
-                    )
-                )
-            elif isinstance(action, SendSms | SendVoice):
-                variables = {
-                    **common_variables(ctx, c),
-                    "amount": "",
-                    "deadline": c.extra["deadline"].isoformat(),
-                }
-                d.messages.append(MessageIntent(action.template, variables))
-        decisions.append(d)
-
-    def suspend_lines(session: Session, won: list[Decision]) -> list[AuditEntry]:
-        ids = [d.customer.id for d in won if d.details["suspended"]]
-        if ids:
-            session.execute(
-                update(Customer)
-                .where(Customer.id.in_(ids), Customer.status == "active")
-                .values(status="suspended"),
-                execution_options={"synchronize_session": False},
-            )
-        report.counts["suspended"] += len(ids)
-        return [
-            AuditEntry(
-                action="customer.suspended",
-                details={
-                    "reason": "grace period ended with a negative balance",
-                    "balance": d.customer.balance,
-                },
-                customer_id=d.customer.id,
-                customer_ref=d.customer.external_id,
-                entity=f"grace:{d.details['grace_id']}",
-                rule_id=rule.rule_id,
-                rule_hash=rule.content_hash,
-            )
-            for d in won
-            if d.details["suspended"]
         ]
+        audit.append(session, ctx.actor, ctx.at, entries)
+        report.counts[f"graces_{status}"] += len(rows)
 
-    won = apply_decisions(session, ctx, rule, decisions, report, after_insert=suspend_lines)
-    _close(session, ctx, rule, [d.customer for d in won], "suspended", report)
+    def _withdraw_notices(self, session: Session, ctx: RunContext, rows: list[CustomerRow]) -> None:
+        """A grace notice promises an open line: withdraw it when the line was closed anyway."""
+        if not rows:
+            return
+        wanted = {(c.id, c.extra["grace_occurrence"]) for c in rows}
+        found = session.execute(
+            select(
+                OutboundMessage.id, OutboundMessage.customer_id, OutboundMessage.occurrence
+            ).where(
+                OutboundMessage.journey == self.id,
+                OutboundMessage.status == "queued",
+                OutboundMessage.customer_id.in_(sorted({cid for cid, _ in wanted})),
+            )
+        ).all()
+        queue.withdraw(
+            session,
+            [m.id for m in found if (m.customer_id, m.occurrence) in wanted],
+            ctx.at,
+            ctx.actor,
+            "cancelled: the line was suspended or closed, so the grace no longer holds",
+        )
+
+    def _deadline(
+        self,
+        session: Session,
+        ctx: RunContext,
+        rule: GraceCreditRule,
+        rows: list[CustomerRow],
+        planner: CapacityPlanner,
+        report: JourneyReport,
+    ) -> None:
+        """Past the deadline without a top-up: the rule's ``on_deadline`` actions, then close."""
+        if not rows:
+            return
+        actions = rule.deadline_action_list
+        decisions = []
+        for c in rows:
+            month = c.extra["grace_occurrence"].split(":", 1)[1]
+            found = Candidate(
+                customer=c,
+                occurrence=f"grace-deadline:{month}",
+                details={
+                    "stage": DEADLINE_STAGE,
+                    "grace_id": c.extra["grace_id"],
+                    "balance": c.balance,
+                    "suspend_reason": "the grace period ended without a top-up",
+                },
+                variables={
+                    "amount": str(c.extra["advance"]),
+                    "deadline": c.extra["deadline"].isoformat(),
+                    "balance": str(c.balance - c.extra["advance"]),
+                    "topup_amount": str(rule.trigger.threshold - c.balance + c.extra["advance"]),
+                },
+                task=TaskPlan(
+                    due_on=ctx.as_of,
+                    earliest=ctx.as_of,
+                    details={
+                        "reason": "balance still below the threshold after the grace period",
+                        "balance": c.balance - c.extra["advance"],
+                    },
+                ),
+                deadline=ctx.as_of,
+            )
+            d = interpret(ctx, self, rule, actions, found, prefix="dl")
+            d.credits.append(CreditIntent(-c.extra["advance"], "grace_expired"))
+            decisions.append(d)
+        won = apply_decisions(session, ctx, self, rule, decisions, report, planner)
+        ended = {d.customer.id for d in won}
+        for status in ("suspended", "expired"):
+            closing = [
+                c
+                for c, d in zip(rows, decisions, strict=True)
+                if c.id in ended and (d.suspend is not None) == (status == "suspended")
+            ]
+            self._close(session, ctx, rule, closing, status, None, report)

@@ -11,7 +11,7 @@ and the thresholds are compared on totals so no division ever rounds a decision.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
@@ -20,23 +20,17 @@ from typing import Any
 from sqlalchemy import BigInteger, and_, case, false, func, literal, select, type_coerce
 from sqlalchemy.orm import Session
 
-from crm.models import CallTask, Customer, MonthlyUsage, Plan, PlanTier
+from crm.models import Customer, MonthlyUsage, Plan, PlanTier
 from crm.types import to_minor
-from flows.journeys.base import (
-    Decision,
-    MessageIntent,
-    RunContext,
-    TaskIntent,
-    action_applies,
-    common_variables,
-    customer_select,
-    iter_candidates,
+from flows.journeys.context import CustomerRow, RunContext
+from flows.journeys.predicates import (
+    callable_customer,
+    no_decline_since,
     no_open_task,
-    occurrence_absent,
-    when_columns,
+    not_decided,
 )
-from rules.compiler import compile_condition
-from rules.models import CreateTask, PlanFitRule, SendSms, SendVoice
+from flows.journeys.protocol import Candidate, Journey, Predicate, Skip, TaskPlan
+from rules.models import JourneyBase, PlanFitRule
 
 SCALE = 4
 CENT = Decimal("0.01")
@@ -246,52 +240,74 @@ def could_save_enough(
                 (func.count() - len(months)) * 10_000,
             )
         )
-        .where(m.customer_id == Customer.id, m.month.in_(months))
-        .correlate(Customer, Plan)
+        .where(m.customer_id == Customer.id, m.month.in_(months), Plan.id == Customer.plan_id)
+        .correlate(Customer)
         .scalar_subquery()
     )
     return margin >= 0
 
 
-def decide(session: Session, ctx: RunContext, rule: PlanFitRule) -> Iterator[list[Decision]]:
-    trigger = rule.trigger
-    months = full_months_before(ctx.as_of, trigger.months)
-    occurrence = f"plan_fit:{ctx.as_of.year:04d}-{ctx.as_of.month:02d}"
-    plans = load_plans(session)
-    plan_list = sorted(plans.values(), key=lambda p: p.fee)
-    actions = rule.action_list
-    cooldown_from = ctx.at - timedelta(days=rule.limits.cooldown_after_decline_days)
-    recently_declined = (
-        select(CallTask.id)
-        .where(
-            CallTask.customer_id == Customer.id,
-            CallTask.kind == "plan_fit",
-            CallTask.outcome == "declined",
-            CallTask.completed_at >= cooldown_from,
-        )
-        .exists()
-    )
-    stmt = (
-        customer_select(Customer.plan_id.label("plan_id"), *when_columns(actions, ctx.as_of))
-        .join(Plan, Plan.id == Customer.plan_id)
-        .where(
-            compile_condition(rule.audience, ctx.as_of),
-            Customer.do_not_call.is_(False),
-            no_open_task("plan_fit"),
-            ~recently_declined,
-            occurrence_absent(rule.journey, occurrence),
-            could_save_enough(
-                plan_list,
-                months,
-                trigger.min_saving_share,
-                trigger.min_saving_amount,
-                session.get_bind().dialect.name,
+class PlanFit(Journey):
+    id = "plan_fit"
+    rule_type = PlanFitRule
+
+    def _rule(self, rule: JourneyBase) -> PlanFitRule:
+        assert isinstance(rule, PlanFitRule)
+        return rule
+
+    def pass_period(self, ctx: RunContext) -> str:
+        """Usage is monthly: one full pass per month is enough."""
+        return f"{ctx.as_of.year:04d}-{ctx.as_of.month:02d}"
+
+    def occurrence(self, ctx: RunContext) -> str:
+        return f"plan_fit:{self.pass_period(ctx)}"
+
+    def predicates(self, session: Session, ctx: RunContext, rule: JourneyBase) -> list[Predicate]:
+        r = self._rule(rule)
+        trigger = r.trigger
+        months = full_months_before(ctx.as_of, trigger.months)
+        cooldown = r.limits.cooldown_after_decline_days
+        return [
+            Predicate(
+                "has a plan",
+                Customer.plan_id.is_not(None),
+                select(Plan.code).where(Plan.id == Customer.plan_id).scalar_subquery(),
+                lambda v: "none" if v is None else str(v),
             ),
-        )
-    )
-    for batch in iter_candidates(session, stmt, ctx):
+            callable_customer(),
+            no_open_task("plan_fit"),
+            no_decline_since("plan_fit", ctx.at - timedelta(days=cooldown), cooldown),
+            not_decided(rule.journey, self.occurrence(ctx)),
+            Predicate(
+                f"{trigger.months} full months of usage ({months[0]:%Y-%m}..{months[-1]:%Y-%m})"
+                f" and a cheaper eligible plan may save {trigger.min_saving_amount}/month and"
+                f" {trigger.min_saving_share:.0%}",
+                could_save_enough(
+                    sorted(load_plans(session).values(), key=lambda p: p.fee),
+                    months,
+                    trigger.min_saving_share,
+                    trigger.min_saving_amount,
+                    session.get_bind().dialect.name,
+                ),
+                select(func.count())
+                .select_from(MonthlyUsage)
+                .where(MonthlyUsage.customer_id == Customer.id, MonthlyUsage.month.in_(months))
+                .scalar_subquery(),
+                lambda v: f"{v} month(s) of usage",
+            ),
+        ]
+
+    def columns(self, ctx: RunContext, rule: JourneyBase) -> list[Any]:
+        return [Customer.plan_id.label("plan_id")]
+
+    def refine(
+        self, session: Session, ctx: RunContext, rule: JourneyBase, batch: list[CustomerRow]
+    ) -> Iterable[Candidate | Skip]:
+        trigger = self._rule(rule).trigger
+        months = full_months_before(ctx.as_of, trigger.months)
+        plans = load_plans(session)
+        plan_list = sorted(plans.values(), key=lambda p: p.fee)
         usage: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
-        ids = [c.id for c in batch]
         for cid, _month, voice, data, sms in session.execute(
             select(
                 MonthlyUsage.customer_id,
@@ -300,16 +316,19 @@ def decide(session: Session, ctx: RunContext, rule: PlanFitRule) -> Iterator[lis
                 MonthlyUsage.data_mb,
                 MonthlyUsage.sms,
             )
-            .where(MonthlyUsage.customer_id.in_(ids), MonthlyUsage.month.in_(months))
+            .where(
+                MonthlyUsage.customer_id.in_([c.id for c in batch]),
+                MonthlyUsage.month.in_(months),
+            )
             .order_by(MonthlyUsage.customer_id, MonthlyUsage.month)
         ):
             usage[cid].append((voice, data, sms))
-        decisions = []
         for c in batch:
             history = usage.get(c.id, [])
             current = plans.get(c.extra["plan_id"])
             if current is None or len(history) < len(months):
-                continue  # not enough usage to judge fairly
+                yield Skip(c, "not_enough_usage", "fewer full months of usage than the rule needs")
+                continue
             best = best_alternative(
                 current,
                 c.tier,
@@ -319,30 +338,23 @@ def decide(session: Session, ctx: RunContext, rule: PlanFitRule) -> Iterator[lis
                 trigger.min_saving_amount,
             )
             if best is None:
+                yield Skip(c, "no_saving", "no eligible plan saves enough")
                 continue
             details = best.details(current)
-            d = Decision(customer=c, occurrence=occurrence, details=details)
-            variables = {
-                **common_variables(ctx, c),
-                "current_plan": current.name,
-                "suggested_plan": best.plan.name,
-                "saving": str(details["monthly_saving"]),
-                "current_cost": str(details["current_monthly_cost"]),
-                "suggested_cost": str(details["suggested_monthly_cost"]),
-            }
-            for index, action in enumerate(actions):
-                if not action_applies(c, actions, index):
-                    continue
-                if isinstance(action, CreateTask):
-                    d.tasks.append(
-                        TaskIntent(
-                            kind=action.kind,
-                            due_on=ctx.as_of,
-                            priority=action.priority,
-                            details={"reason": "plan_fit", **details},
-                        )
-                    )
-                elif isinstance(action, SendSms | SendVoice):
-                    d.messages.append(MessageIntent(action.template, variables))
-            decisions.append(d)
-        yield decisions
+            yield Candidate(
+                customer=c,
+                occurrence=self.occurrence(ctx),
+                details=details,
+                variables={
+                    "current_plan": current.name,
+                    "suggested_plan": best.plan.name,
+                    "saving": str(details["monthly_saving"]),
+                    "current_cost": str(details["current_monthly_cost"]),
+                    "suggested_cost": str(details["suggested_monthly_cost"]),
+                },
+                task=TaskPlan(
+                    due_on=ctx.as_of,
+                    earliest=ctx.as_of,
+                    details={"reason": "plan_fit", **details},
+                ),
+            )

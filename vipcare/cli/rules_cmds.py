@@ -58,6 +58,8 @@ def check(
         raise typer.Exit(1) from None
     except RulesError as exc:
         fail(escape(str(exc)))
+    for warning in ruleset.warnings:
+        sys.stdout.write(f"{warning}\n")
     rows = [
         (rule.rule_id, rule.source, "yes" if rule.enabled else "no", rule.content_hash[:16])
         for rule in ruleset.journeys.values()
@@ -99,57 +101,23 @@ def explain(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     rules_dir: Path | None = RULES_OPTION,
 ) -> None:
-    """Condition by condition: why a customer is in or out of a journey's audience."""
-    from crm.db import transaction
-    from rules.evaluate import explain as explain_condition
-    from rules.evaluate import facts_for
+    """Why a journey would or would not act on a customer: audience, checks, verdict."""
+    from flows.journeys.explain import explain as explain_journey
     from rules.loader import load_rules
-    from rules.preview import describe_action
 
     as_of = parse_date(date_) or today_local()
     ruleset = load_rules(_rules_dir(rules_dir))
-    rule = ruleset.journey(journey)
-    from flows.journeys.explain import trigger_checks
-
-    with transaction(engine()) as session:
-        facts = facts_for(session, customer_id)
-        checks = trigger_checks(session, ruleset, rule.journey, customer_id, as_of)
-    audience = explain_condition(rule.audience, facts, as_of)
-    would_act = rule.enabled and audience.passed and all(c.passed for c in checks)
-    actions: list[dict[str, Any]] = []
-    deadline = list(getattr(rule, "deadline_action_list", []))
-    for stage, items in (("actions", rule.action_list), ("on_deadline", deadline)):
-        for action in items:
-            verdict = explain_condition(action.when, facts, as_of) if action.when else None
-            actions.append(
-                {
-                    "stage": stage,
-                    "action": describe_action(rule, action, facts.tier),
-                    "applies": audience.passed and (verdict is None or verdict.passed),
-                    "when": verdict.to_dict() if verdict else None,
-                    "_verdict": verdict,
-                }
-            )
+    verdict = explain_journey(
+        engine(), ruleset, journey, customer_id, as_of, operator_tz=settings().timezone
+    )
     if as_json:
-        print_json(
-            {
-                "journey": rule.journey,
-                "customer_id": facts.customer_id,
-                "as_of": as_of,
-                "rule_hash": rule.content_hash,
-                "enabled": rule.enabled,
-                "in_audience": audience.passed,
-                "would_act": would_act,
-                "audience": audience.to_dict(),
-                "trigger": [c.to_dict() for c in checks],
-                "actions": [{k: v for k, v in a.items() if k != "_verdict"} for a in actions],
-            }
-        )
+        print_json(verdict.to_dict())
         return
-    verdict_text = "[green]IN[/]" if audience.passed else "[red]OUT[/]"
+    rule = ruleset.journey(journey)
+    in_out = "[green]IN[/]" if verdict.audience.passed else "[red]OUT[/]"
     console.print(
-        f"[bold]{rule.journey}[/] for customer [bold]{facts.customer_id}[/] as of {as_of}:"
-        f" {verdict_text} the audience",
+        f"[bold]{verdict.journey}[/] for customer [bold]{escape(customer_id)}[/] as of {as_of}:"
+        f" {in_out} the audience",
         highlight=False,
     )
     console.print(
@@ -158,24 +126,23 @@ def explain(
         highlight=False,
     )
     console.print("[bold]audience[/]", highlight=False)
-    _print_explanation(audience, 1)
-    console.print("[bold]actions[/]", highlight=False)
-    for a in actions:
-        mark = "[green]✔[/]" if a["applies"] else "[red]✘[/]"
-        stage = "on deadline: " if a["stage"] == "on_deadline" else ""
-        when = "" if a["_verdict"] is None else " when:"
-        console.print(f"  {mark} {stage}{a['action']}{when}", highlight=False, markup=True)
-        if a["_verdict"] is not None:
-            _print_explanation(a["_verdict"], 2)
-    if checks:
+    _print_explanation(verdict.audience, 1)
+    if verdict.checks:
         console.print("[bold]trigger and limits[/]", highlight=False)
-        for c in checks:
+        for c in verdict.checks:
             mark = "[green]✔[/]" if c.passed else "[red]✘[/]"
             console.print(
                 f"  {mark} {escape(c.check)}  [dim](actual: {escape(c.actual)})[/]", highlight=False
             )
-    outcome = "[green]would act[/]" if would_act else "[red]would not act[/]"
-    console.print(f"verdict: the journey {outcome} on {as_of}", highlight=False)
+    console.print("[bold]actions[/]", highlight=False)
+    for a in verdict.actions:
+        mark = "[green]✔[/]" if a["applies"] else "[red]✘[/]"
+        stage = "on deadline: " if a["stage"] == "on_deadline" else ""
+        console.print(f"  {mark} {stage}{escape(a['action'])}", highlight=False)
+    outcome = "[green]would act[/]" if verdict.would_act else "[red]would not act[/]"
+    console.print(
+        f"verdict: the journey {outcome} on {as_of}: {escape(verdict.reason)}", highlight=False
+    )
 
 
 def _print_explanation(node: Any, depth: int) -> None:
@@ -198,25 +165,27 @@ def preview(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     rules_dir: Path | None = RULES_OPTION,
 ) -> None:
-    """Who the journey would hit on a date and what it would send. Changes nothing."""
+    """Who the journey would act on, on a date, and what it would send. Changes nothing."""
+    from flows.journeys.preview import run_preview
     from rules.loader import load_rules
-    from rules.preview import run_preview
 
     as_of = parse_date(date_) or today_local()
     ruleset = load_rules(_rules_dir(rules_dir))
-    result = run_preview(engine(), ruleset, journey, as_of, limit)
+    result = run_preview(engine(), ruleset, journey, as_of, limit, operator_tz=settings().timezone)
     if as_json:
         print_json(result.to_dict())
         return
     state = "" if result.enabled else " [yellow](journey disabled: it would not run)[/]"
+    console.print(f"[bold]{result.journey}[/] {result.headline}{state}", highlight=False)
+    skipped = ", ".join(f"{n} {code.replace('_', ' ')}" for code, n in result.skipped.items())
     console.print(
-        f"[bold]{result.journey}[/] as of {as_of}: [bold]{result.count}[/] customer(s) in the"
-        f" audience{state}",
+        f"[dim]{result.candidates} passed the trigger checks in SQL"
+        + (f"; then skipped: {skipped}" if skipped else "")
+        + "[/]",
         highlight=False,
     )
-    console.print(f"[dim]{result.note}[/]", highlight=False)
     print_table(
-        f"first {len(result.customers)} customer(s)",
+        f"first {len(result.customers)} of {result.acting_count}",
         ["customer_id", "name", "tier", "locale", "actions"],
         (
             (
@@ -228,14 +197,12 @@ def preview(
             )
             for c in result.customers
         ),
-        empty="nobody matches",
+        empty="nobody would be acted on",
     )
-    texts = result.texts
-    if result.mode == "journey":
-        texts = {}
-        for row in result.customers[:3]:
-            for name, text in (row.get("texts") or {}).items():
-                texts.setdefault(name, {})[str(row.get("customer_id"))] = str(text)
+    texts: dict[str, dict[str, str]] = {}
+    for row in result.customers[:3]:
+        for name, text in (row.get("texts") or {}).items():
+            texts.setdefault(name, {})[str(row.get("customer_id"))] = str(text)
     for name, by_key in texts.items():
         console.print(f"[bold]template {name}[/]", highlight=False)
         for key, text in by_key.items():

@@ -1,4 +1,4 @@
-"""journey engine: loyalty points, expiring messages, care tasks, cancelled graces
+"""journey engine: loyalty points, expiring messages, care tasks, grace endings
 
 Revision ID: 0002
 Revises: 0001
@@ -18,7 +18,7 @@ MESSAGE_STATUSES = (*MESSAGE_STATUSES_OLD, "expired")
 TASK_KINDS_OLD = ("callback", "plan_fit", "grace_followup", "birthday")
 TASK_KINDS = (*TASK_KINDS_OLD, "care")
 GRACE_STATUSES_OLD = ("open", "repaid", "suspended")
-GRACE_STATUSES = (*GRACE_STATUSES_OLD, "cancelled")
+GRACE_STATUSES = (*GRACE_STATUSES_OLD, "expired", "cancelled")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:

@@ -1,0 +1,158 @@
+"""What a journey may depend on: the run context (time injected) and its candidate rows.
+
+A journey never reads the clock: ``RunContext.at`` is the instant it acts as
+of and ``as_of`` the operator's care day. Candidates are read set-based, a
+keyset-paginated batch at a time, restricted to the run's shard (and, for
+``explain``, to one customer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from crm.audit import Actor
+from crm.models import Customer, Manager
+from rules.loader import RuleSet
+from rules.models import ContactPolicy, JourneyBase
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything a journey may depend on; time is injected here, never read."""
+
+    as_of: date
+    at: datetime
+    run_id: str
+    ruleset: RuleSet
+    operator_tz: ZoneInfo
+    batch_size: int = 5000
+    shard: tuple[int, int] = (0, 1)
+    only_customer: int | None = None
+    """Restrict every candidate query to this customer (``explain``'s real decision)."""
+
+    def __post_init__(self) -> None:
+        if self.at.tzinfo is None:
+            raise ValueError("RunContext.at must be timezone-aware")
+        index, count = self.shard
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(
+                f"bad shard {self.shard}: expected (index, count) with 0 <= index < count"
+            )
+
+    @property
+    def actor(self) -> Actor:
+        return Actor("flow", self.run_id)
+
+    @property
+    def policy(self) -> ContactPolicy:
+        return self.ruleset.contact_policy
+
+    @property
+    def hotline(self) -> str:
+        return self.policy.hotline
+
+    def rule(self, journey: str) -> JourneyBase:
+        return self.ruleset.journey(journey)
+
+
+def care_day_instant(as_of: date, operator_tz: ZoneInfo, at: time = time(9, 0)) -> datetime:
+    """The instant a care day's run acts as of, when none is given: 09:00 operator time."""
+    return datetime.combine(as_of, at, tzinfo=operator_tz).astimezone(UTC)
+
+
+def local_day_start(day: date, tz_name: str) -> datetime:
+    """Midnight starting ``day`` in the customer's zone, as aware UTC."""
+    return datetime.combine(day, time(0, 0), tzinfo=ZoneInfo(tz_name)).astimezone(UTC)
+
+
+def local_day_end(day: date, tz_name: str) -> datetime:
+    """The first instant after ``day`` in the customer's zone (exclusive end), as aware UTC."""
+    return local_day_start(day + timedelta(days=1), tz_name)
+
+
+@dataclass
+class CustomerRow:
+    """The columns every journey reads about a candidate; ``extra`` holds a journey's own."""
+
+    id: int
+    external_id: str
+    name: str
+    phone: str
+    locale: str
+    timezone: str
+    tier: str
+    status: str
+    balance: Decimal
+    points: int
+    sms_opt_out: bool
+    do_not_call: bool
+    manager_id: int | None
+    manager_name: str | None
+    manager_phone: str | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+CUSTOMER_COLUMNS = (
+    Customer.id,
+    Customer.external_id,
+    Customer.name,
+    Customer.phone,
+    Customer.locale,
+    Customer.timezone,
+    Customer.tier,
+    Customer.status,
+    Customer.balance,
+    Customer.points,
+    Customer.sms_opt_out,
+    Customer.do_not_call,
+    Customer.manager_id,
+    Manager.name.label("manager_name"),
+    Manager.phone.label("manager_phone"),
+)
+_BASE_FIELDS = [c.key for c in CUSTOMER_COLUMNS]
+
+
+def customer_select(*extra: Any) -> Select[Any]:
+    """SELECT of the common candidate columns (plus ``extra``) with the manager joined."""
+    columns: list[Any] = [*CUSTOMER_COLUMNS, *extra]
+    return select(*columns).outerjoin(Manager, Manager.id == Customer.manager_id)
+
+
+def scoped(stmt: Select[Any], ctx: RunContext) -> Select[Any]:
+    """``stmt`` restricted to the run's shard and, for explain, its one customer."""
+    index, count = ctx.shard
+    if count > 1:
+        stmt = stmt.where(Customer.id % count == index)
+    if ctx.only_customer is not None:
+        stmt = stmt.where(Customer.id == ctx.only_customer)
+    return stmt
+
+
+def row_of(mapping: Any) -> CustomerRow:
+    base = {k: mapping[k] for k in _BASE_FIELDS}
+    extra = {k: v for k, v in mapping.items() if k not in base}
+    return CustomerRow(**base, extra=extra)
+
+
+def iter_candidates(
+    session: Session, stmt: Select[Any], ctx: RunContext
+) -> Iterator[list[CustomerRow]]:
+    """Keyset-paginate ``stmt`` by customer id, a batch at a time, within the run's scope."""
+    stmt = scoped(stmt, ctx)
+    last = 0
+    while True:
+        rows = session.execute(
+            stmt.where(Customer.id > last).order_by(Customer.id).limit(ctx.batch_size)
+        ).all()
+        if not rows:
+            return
+        yield [row_of(row._mapping) for row in rows]
+        last = rows[-1].id

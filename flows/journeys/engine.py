@@ -1,0 +1,125 @@
+"""Running a journey, generic over the protocol: select, refine, interpret, write.
+
+:func:`decisions` is the one way decisions are made — by a run, by ``rules
+preview`` and by ``explain`` (which runs it for one customer in a rolled-back
+transaction), so the three can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import ColumnElement, Engine, select
+from sqlalchemy.orm import Session
+
+from crm.bulk import insert_ignoring_conflicts
+from crm.db import session_factory
+from crm.models import JourneyPass
+from flows.journeys.actions import interpret, when_columns
+from flows.journeys.context import RunContext, customer_select, iter_candidates
+from flows.journeys.intents import Decision, JourneyReport
+from flows.journeys.planner import CapacityPlanner
+from flows.journeys.protocol import Candidate, Journey, Predicate, Skip
+from flows.journeys.writer import apply_decisions
+from rules.compiler import compile_condition
+from rules.models import JourneyBase
+
+
+def all_predicates(
+    session: Session, ctx: RunContext, journey: Journey, rule: JourneyBase
+) -> list[Predicate]:
+    """The audience, then the journey's own checks: what a candidate must pass in SQL."""
+    audience = Predicate(
+        f"in the audience ({rule.audience.text()})", compile_condition(rule.audience, ctx.as_of)
+    )
+    return [audience, *journey.predicates(session, ctx, rule)]
+
+
+def candidate_batches(
+    session: Session, ctx: RunContext, journey: Journey, rule: JourneyBase
+) -> Iterator[list[Any]]:
+    """Candidate rows (``CustomerRow``), a batch at a time, group by group."""
+    tests = [p.test for p in all_predicates(session, ctx, journey, rule)]
+    base = customer_select(*journey.columns(ctx, rule), *when_columns(rule.action_list, ctx.as_of))
+    groups: list[ColumnElement[bool] | None] = [*journey.groups(ctx, rule)] or [None]
+    for group in groups:
+        stmt = base.where(*tests) if group is None else base.where(*tests, group)
+        yield from iter_candidates(session, stmt, ctx)
+
+
+def decisions(
+    session: Session,
+    ctx: RunContext,
+    journey: Journey,
+    rule: JourneyBase,
+    report: JourneyReport,
+    skips: list[Skip] | None = None,
+) -> Iterator[list[Decision]]:
+    """The journey's decisions, a batch at a time; nothing is written here."""
+    for batch in candidate_batches(session, ctx, journey, rule):
+        report.candidates += len(batch)
+        out: list[Decision] = []
+        for found in journey.refine(session, ctx, rule, batch):
+            if isinstance(found, Skip):
+                report.counts[f"skipped_{found.code}"] += 1
+                if skips is not None:
+                    skips.append(found)
+                continue
+            assert isinstance(found, Candidate)
+            out.append(interpret(ctx, journey, rule, rule.action_list, found))
+        yield out
+
+
+def run_journey(
+    engine: Engine, ctx: RunContext, journey: Journey, dry_run: bool = False
+) -> JourneyReport:
+    """Decide and write one journey, a batch per transaction; a rerun is a no-op."""
+    report = JourneyReport(journey.id)
+    rule = ctx.rule(journey.id)
+    if not rule.enabled:
+        return report
+    with session_factory(engine)() as session:
+        period = journey.pass_period(ctx)
+        if period is not None and _pass_done(session, ctx, rule, period):
+            report.counts["pass_already_done"] = 1
+            return report
+        journey.housekeeping(session, ctx, rule, report)
+        _finish(session, dry_run)
+        planner = CapacityPlanner(session, ctx.as_of)
+        for batch in decisions(session, ctx, journey, rule, report):
+            apply_decisions(session, ctx, journey, rule, batch, report, planner)
+            _finish(session, dry_run)
+        if period is not None and not dry_run:
+            _mark_pass(session, ctx, rule, period)
+            session.commit()
+    return report
+
+
+def _pass_key(ctx: RunContext, rule: JourneyBase, period: str) -> dict[str, Any]:
+    index, count = ctx.shard
+    return {
+        "journey": rule.journey,
+        "period": period,
+        "shard_index": index,
+        "shard_count": count,
+        "rule_hash": rule.content_hash,
+    }
+
+
+def _pass_done(session: Session, ctx: RunContext, rule: JourneyBase, period: str) -> bool:
+    key = _pass_key(ctx, rule, period)
+    stmt = select(JourneyPass.id).where(*(getattr(JourneyPass, k) == v for k, v in key.items()))
+    return session.execute(stmt).first() is not None
+
+
+def _mark_pass(session: Session, ctx: RunContext, rule: JourneyBase, period: str) -> None:
+    row = {**_pass_key(ctx, rule, period), "run_id": ctx.run_id, "completed_at": ctx.at}
+    insert_ignoring_conflicts(session, JourneyPass, [row], returning="id")
+
+
+def _finish(session: Session, dry_run: bool) -> None:
+    if dry_run:
+        session.rollback()
+    else:
+        session.commit()

@@ -1,0 +1,183 @@
+"""New messages from the journeys, and withdrawing queued ones that must no longer go out.
+
+A journey's writer builds rows with :func:`new_row` (queued, or suppressed up
+front for an opted-out customer) and inserts them with :func:`enqueue`.
+:func:`withdraw` ends queued messages ``expired`` with the reason — a notice
+for a call that was cancelled, anything still queued for a suspended or closed
+line — audited as ``message.expired``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, select, true, update
+from sqlalchemy.orm import Session
+
+from crm import audit
+from crm.audit import Actor
+from notifications.outbox.rows import CUSTOMERS, MESSAGES, message_entry
+from notifications.outbox.states import EXPIRED, QUEUED, SUPPRESSED, check_transition
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """One message a journey decided to send."""
+
+    customer_id: int
+    channel: str
+    category: str
+    template: str
+    journey: str
+    occurrence: str
+    locale: str
+    to_phone: str
+    body: str
+    scheduled_for: datetime
+    valid_until: datetime | None
+    rule_hash: str | None
+    sms_opt_out: bool = False
+    do_not_call: bool = False
+
+
+def new_row(m: NewMessage, at: datetime) -> dict[str, Any]:
+    """The outbox row for ``m``: queued, or suppressed now when the customer cannot get it."""
+    status, reason = QUEUED, None
+    if m.channel == "sms" and m.sms_opt_out:
+        status, reason = SUPPRESSED, "opt_out: customer opted out of SMS"
+    elif m.channel == "voice" and m.do_not_call:
+        status, reason = SUPPRESSED, "do_not_call: customer is on the do-not-call list"
+    return {
+        "customer_id": m.customer_id,
+        "channel": m.channel,
+        "category": m.category,
+        "template": m.template,
+        "journey": m.journey,
+        "occurrence": m.occurrence,
+        "locale": m.locale,
+        "to_phone": m.to_phone,
+        "body": m.body,
+        "scheduled_for": m.scheduled_for,
+        "valid_until": m.valid_until,
+        "status": status,
+        "status_reason": reason,
+        "attempts": 0,
+        "rule_hash": m.rule_hash,
+        "created_at": at,
+        "updated_at": at,
+    }
+
+
+def enqueue(session: Session, rows: Sequence[dict[str, Any]], with_ids: bool = False) -> list[int]:
+    """Insert new message rows (from :func:`new_row`); with ``with_ids``, their ids in order.
+
+    A plain executemany, then (when ids are wanted) one lookup by the natural
+    key (journey, customer, occurrence, template): RETURNING with ordered rows
+    makes SQLite fall back to one statement per row.
+    """
+    if not rows:
+        return []
+    for row in rows:
+        if row["status"] not in (QUEUED, SUPPRESSED):
+            raise ValueError(f"a new message starts queued or suppressed, not {row['status']}")
+    session.execute(MESSAGES.insert(), list(rows))
+    if not with_ids:
+        return []
+    found: dict[tuple[str, int, str, str], int] = {}
+    keys = sorted({(r["journey"], r["customer_id"]) for r in rows})
+    occurrences = sorted({r["occurrence"] for r in rows})
+    for start in range(0, len(keys), 1000):
+        chunk = keys[start : start + 1000]
+        stmt = select(
+            MESSAGES.c.id,
+            MESSAGES.c.journey,
+            MESSAGES.c.customer_id,
+            MESSAGES.c.occurrence,
+            MESSAGES.c.template,
+        ).where(
+            MESSAGES.c.journey.in_(sorted({j for j, _ in chunk})),
+            MESSAGES.c.customer_id.in_([c for _, c in chunk]),
+            MESSAGES.c.occurrence.in_(occurrences) if len(occurrences) <= 500 else true(),
+        )
+        for mid, journey, cid, occurrence, template in session.execute(stmt):
+            found[(journey, cid, occurrence, template)] = mid
+    return [found[(r["journey"], r["customer_id"], r["occurrence"], r["template"])] for r in rows]
+
+
+def withdraw(
+    session: Session,
+    message_ids: Iterable[int],
+    at: datetime,
+    actor: Actor,
+    reason: str,
+) -> list[int]:
+    """``queued → expired`` for ``message_ids`` still queued; audited; returns the ids moved."""
+    ids = sorted(set(message_ids))
+    if not ids:
+        return []
+    return _expire(session, MESSAGES.c.id.in_(ids), at, actor, reason)
+
+
+def withdraw_for_customers(
+    session: Session,
+    customers: ColumnElement[bool],
+    at: datetime,
+    actor: Actor,
+    reason: str,
+    *,
+    categories: Sequence[str] | None = None,
+) -> list[int]:
+    """Expire the queued messages (of ``categories``, or all) of the customers selected."""
+    where: ColumnElement[bool] = MESSAGES.c.customer_id.in_(select(CUSTOMERS.c.id).where(customers))
+    if categories is not None:
+        where = and_(where, MESSAGES.c.category.in_(list(categories)))
+    return _expire(session, where, at, actor, reason)
+
+
+def _expire(
+    session: Session, where: ColumnElement[bool], at: datetime, actor: Actor, reason: str
+) -> list[int]:
+    check_transition(QUEUED, EXPIRED)
+    rows = session.execute(
+        update(MESSAGES)
+        .where(where, MESSAGES.c.status == QUEUED)
+        .values(status=EXPIRED, status_reason=reason[:500], updated_at=at)
+        .returning(
+            MESSAGES.c.id,
+            MESSAGES.c.customer_id,
+            MESSAGES.c.journey,
+            MESSAGES.c.rule_hash,
+            MESSAGES.c.template,
+        )
+    ).all()
+    if not rows:
+        return []
+    refs = dict(
+        session.execute(
+            select(CUSTOMERS.c.id, CUSTOMERS.c.external_id).where(
+                CUSTOMERS.c.id.in_(sorted({r.customer_id for r in rows}))
+            )
+        ).all()
+    )
+    ordered = sorted(rows, key=lambda r: r.id)
+    audit.append(
+        session,
+        actor,
+        at,
+        [
+            message_entry(
+                "message.expired",
+                r.id,
+                r.customer_id,
+                refs.get(r.customer_id),
+                r.journey,
+                r.rule_hash,
+                {"reason": reason, "template": r.template},
+            )
+            for r in ordered
+        ],
+    )
+    return [r.id for r in ordered]
