@@ -96,13 +96,18 @@ def _expected(what: str, hint: str = "") -> str:
 
 
 def read_rows(
-    path: Path, display: str, header: Sequence[str], issues: Issues
+    path: Path,
+    display: str,
+    header: Sequence[str],
+    issues: Issues,
+    optional: Sequence[str] = (),
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield ``(line, {column: stripped cell})`` for each data row of a UTF-8 CSV.
 
-    The header must hold exactly ``header`` (any order). Header problems are
-    reported on line 1 and no rows are yielded. Blank lines are skipped; ``line``
-    is the physical line on which the row starts.
+    The header must hold exactly ``header`` (any order), plus any of the
+    ``optional`` columns; an optional column the file lacks reads as empty cells.
+    Header problems are reported on line 1 and no rows are yielded. Blank lines
+    are skipped; ``line`` is the physical line on which the row starts.
     """
     expected_header = ",".join(header)
     line = 1
@@ -114,8 +119,9 @@ def read_rows(
                 issues.add(1, None, f"file is empty (expected the header {expected_header})")
                 return
             names = [c.strip() for c in first]
-            if not _check_header(names, header, issues):
+            if not _check_header(names, header, issues, optional):
                 return
+            absent = {name: "" for name in optional if name not in names}
             positions = [(name, i) for i, name in enumerate(names)]
             width = len(names)
             previous_end = reader.line_num
@@ -132,7 +138,7 @@ def read_rows(
                         "(expected one cell per column; quote cells that contain commas)",
                     )
                     continue
-                yield line, {name: cells[i].strip() for name, i in positions}
+                yield line, {**absent, **{name: cells[i].strip() for name, i in positions}}
     except UnicodeDecodeError:
         # Text files decode a block at a time; find the physical line that is bad.
         issues.add(
@@ -154,8 +160,10 @@ def _first_undecodable_line(path: Path) -> int:
     return 1  # pragma: no cover - only called after a decode error
 
 
-def _check_header(names: list[str], header: Sequence[str], issues: Issues) -> bool:
-    expected = ",".join(header)
+def _check_header(
+    names: list[str], header: Sequence[str], issues: Issues, optional: Sequence[str] = ()
+) -> bool:
+    expected = ",".join(header) + "".join(f"[,{name}]" for name in optional)
     ok = True
     seen: set[str] = set()
     for name in names:
@@ -163,8 +171,8 @@ def _check_header(names: list[str], header: Sequence[str], issues: Issues) -> bo
             issues.add(1, name, f"appears twice in the header (expected header {expected})")
             ok = False
         seen.add(name)
-        if name not in header:
-            hint = suggest(name, [h for h in header if h not in names])
+        if name not in header and name not in optional:
+            hint = suggest(name, [h for h in (*header, *optional) if h not in names])
             label = name or "(empty)"
             text = f"unknown column {label!r} (expected header {expected}"
             issues.add(1, label, text + (f"; {hint})" if hint else ")"))

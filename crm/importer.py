@@ -81,6 +81,8 @@ HEADERS: dict[str, tuple[str, ...]] = {
     "usage": ("customer_id", "month", "voice_minutes", "data_mb", "sms"),
     "balances": ("customer_id", "balance", "as_of"),
 }
+OPTIONAL: dict[str, tuple[str, ...]] = {"customers": ("points",)}
+"""Columns a file may add after the header above (older files without them still import)."""
 CHUNK = 5_000
 _PLANS = cast(Table, Plan.__table__)
 _MANAGERS = cast(Table, Manager.__table__)
@@ -256,7 +258,13 @@ def _validate(
                 pickle.dump(resolved, spool, protocol=pickle.HIGHEST_PROTOCOL)
             pending.clear()
 
-    for line, raw in read_rows(path, str(ctx.issues.file), HEADERS[handler.kind], ctx.issues):
+    for line, raw in read_rows(
+        path,
+        str(ctx.issues.file),
+        HEADERS[handler.kind],
+        ctx.issues,
+        OPTIONAL.get(handler.kind, ()),
+    ):
         rows += 1
         cells = Cells(ctx.issues, line, raw)
         record = handler.parse(cells, ctx)
@@ -450,6 +458,7 @@ _CUSTOMER_KEEP = (
     "credit_limit",
     "status",
     "joined_on",
+    "points",
 )
 """Columns where an empty cell keeps the stored value (new rows get the default)."""
 
@@ -502,6 +511,7 @@ class _Customers(_Handler):
             cells.boolean("do_not_call"),
             cells.day("joined_on", not_after=ctx.today),
             cells.day("last_contact_on", not_after=ctx.today),
+            cells.count("points") if cells.raw("points") else None,
         )
         return record if cells.ok else None
 
@@ -561,6 +571,7 @@ def _merge_customer(record: tuple[Any, ...], old: Any, default_tz: str) -> dict[
         do_not_call,
         joined_on,
         last_contact_on,
+        points,
     ) = record
     given = {
         "locale": locale,
@@ -571,6 +582,7 @@ def _merge_customer(record: tuple[Any, ...], old: Any, default_tz: str) -> dict[
         "credit_limit": credit_limit,
         "status": status,
         "joined_on": joined_on,
+        "points": points,
     }
     row: dict[str, Any] = {
         "external_id": ref,
@@ -585,6 +597,7 @@ def _merge_customer(record: tuple[Any, ...], old: Any, default_tz: str) -> dict[
             "timezone": default_tz,
             "credit_limit": Decimal("0.00"),
             "status": "active",
+            "points": 0,
         }
         for column, value in given.items():
             row[column] = value if value is not None else defaults.get(column)

@@ -43,6 +43,7 @@ class CustomerRow:
     do_not_call: bool
     joined_on: date | None
     last_contact_on: date | None
+    points: int
 
     def to_json(self) -> dict[str, Any]:
         """CSV column names; money as strings like "-5.00", dates ISO, clubs a list."""
@@ -132,6 +133,7 @@ def iter_customers(
             table.do_not_call,
             table.joined_on,
             table.last_contact_on,
+            table.points,
         )
         .select_from(Customer.__table__)
         .outerjoin(Plan, table.plan_id == Plan.id)
@@ -177,6 +179,7 @@ def iter_customers(
                 do_not_call=bool(r.do_not_call),
                 joined_on=r.joined_on,
                 last_contact_on=r.last_contact_on,
+                points=r.points,
             )
         last = rows[-1].external_id
         if remaining is not None:

@@ -232,6 +232,7 @@ def _read(path: Path) -> _Doc:
     except YAMLError as exc:  # pragma: no cover - ruamel marks nearly everything
         doc.issues.append(RuleIssue(str(path), 1, 1, f"YAML error: {exc}"))
         return doc
+    doc.issues += _punctuation_in_values(path, text)
     if doc.tree is None:
         doc.issues.append(
             RuleIssue(str(path), 1, 1, "the file is empty; expected a mapping (key: value lines)")
@@ -305,6 +306,47 @@ def _punctuation_issue(path: Path, text: str, exc: MarkedYAMLError) -> RuleIssue
                     punctuation_hint(char),
                 )
     return None
+
+
+CURLY_QUOTES = "“”‘’"
+
+
+def _punctuation_in_values(path: Path, text: str) -> list[RuleIssue]:
+    """Full-width punctuation that parsed but changes the meaning (the file loaded).
+
+    A full-width comma inside ``[...]`` or ``{...}`` glues two items into one
+    (an error); a value opened by a curly quote keeps the quotes in the value
+    (a warning: Chinese text may mean it).
+    """
+    found: list[RuleIssue] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        code = _unquoted(line)
+        depth = 0
+        for column, char in enumerate(code, start=1):
+            depth += (char in "[{") - (char in "]}")
+            if char == "，" and depth > 0:
+                found.append(
+                    RuleIssue(
+                        str(path),
+                        number,
+                        column,
+                        "a full-width '，' inside a [...] list joins two items into one",
+                        punctuation_hint(char),
+                    )
+                )
+        value = line.split(": ", 1)[1].lstrip() if ": " in line else ""
+        if value and value[0] in CURLY_QUOTES:
+            found.append(
+                RuleIssue(
+                    str(path),
+                    number,
+                    len(line) - len(value) + 1,
+                    f"the value starts with a curly quote {value[0]!r}, which stays in the text",
+                    'quote with straight quotes "..." (half-width), or drop the quotes',
+                    "warning",
+                )
+            )
+    return found
 
 
 def _unquoted(line: str) -> str:

@@ -67,6 +67,7 @@ def _statements() -> list[tuple[str, Select[Any]]]:
                 Customer.do_not_call,
                 Customer.joined_on,
                 Customer.last_contact_on,
+                Customer.points,
             )
             .outerjoin(Plan, Customer.plan_id == Plan.id)
             .outerjoin(Manager, Customer.manager_id == Manager.id)

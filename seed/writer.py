@@ -38,6 +38,7 @@ CUSTOMER_COLUMNS: tuple[str, ...] = (
     "do_not_call",
     "joined_on",
     "last_contact_on",
+    "points",
 )
 CLUB_COLUMNS: tuple[str, ...] = ("customer_id", "club")
 USAGE_COLUMNS: tuple[str, ...] = ("customer_id", "month", "voice_minutes", "data_mb", "sms")
@@ -110,6 +111,7 @@ class SqliteWriter:
                 int(r[17]),
                 d(r[18]),
                 d(r[19]),
+                r[20],
             )
             for r in chunk.customers
         ]

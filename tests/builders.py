@@ -163,6 +163,25 @@ class Crm:
             for j in journeys
         }
 
+    def dispatch(self, at: datetime) -> tuple[Any, Any]:
+        """Send what is due at ``at`` through mock SMS/voice; (summary, the mock's store)."""
+        from notifications.backends.mock import MockSMSBackend, MockStore, MockVoiceBackend
+        from notifications.config import NotificationConfig
+        from notifications.dispatcher import dispatch
+
+        store = MockStore()
+        summary = dispatch(
+            self.engine,
+            NotificationConfig(send_rate_per_second=1000),
+            self.ruleset.contact_policy,
+            at,
+            lead_time=self.ruleset.precall_lead_time,
+            backends={"sms": MockSMSBackend(store=store), "voice": MockVoiceBackend(store=store)},
+            sleep=lambda _s: None,
+            clock=lambda: 0,
+        )
+        return summary, store
+
     def rows(self, model: type[Base], **where: Any) -> list[Any]:
         with self.session() as s:
             stmt = select(model)

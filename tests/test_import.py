@@ -207,6 +207,26 @@ def test_new_customer_empty_cells_get_defaults(engine, now, tmp_path):
     assert (c.balance, c.sms_opt_out, c.do_not_call) == (Decimal("0.00"), False, False)
 
 
+def test_points_column_is_optional_and_validated_with_line_and_column(engine, now, tmp_path):
+    """Older files without ``points`` still import; a file with it sets the loyalty points."""
+    load_base(engine, now)
+    header = ",".join((*HEADERS["customers"], "points"))
+    with_points = tmp_path / "points.csv"
+    with_points.write_text(
+        header + "\nP1,Points,13700000001,,,,gold,,,,,,,,,,,5200\n", encoding="utf-8"
+    )
+    run(engine, "customers", with_points, now)
+    assert customer(engine, "P1").points == 5200
+    without = csv_file(tmp_path, "customers", "P1,Points Renamed,13700000001,,,,gold,,,,,,,,,,")
+    run(engine, "customers", without, now)
+    assert (customer(engine, "P1").name, customer(engine, "P1").points) == ("Points Renamed", 5200)
+    bad = tmp_path / "bad_points.csv"
+    bad.write_text(header + "\nP1,Points,13700000001,,,,gold,,,,,,,,,,,-3\n", encoding="utf-8")
+    lines = refused(engine, "customers", bad, now)
+    assert lines == [f"{bad}:2: column points: '-3' is negative (expected a whole number >= 0)"]
+    assert customer(engine, "P1").points == 5200
+
+
 def test_stale_balance_rows_are_skipped_and_reported(engine, now, tmp_path):
     load_base(engine, now)
     run(engine, "balances", DATA / "good_balances.csv", now)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from crm.audit import Actor
 from crm.db import transaction
 from crm.errors import NotFound
-from crm.importer import HEADERS, import_csv
+from crm.importer import HEADERS, OPTIONAL, import_csv
 from crm.queries import iter_customers
 from vipcare.cli import app
 from vipcare.settings import get_settings
@@ -48,7 +48,7 @@ def as_json(cli: CliRunner, *args: str) -> list[dict[str, object]]:
 def test_customers_json_uses_csv_names_external_ids_and_exact_money(cli):
     rows = as_json(cli, "customers", "list")
     assert [r["customer_id"] for r in rows] == ["C1001", "C1002", "C1003", "C1004", "C1005"]
-    csv_columns = set(HEADERS["customers"])
+    csv_columns = set(HEADERS["customers"]) | set(OPTIONAL["customers"])
     for row in rows:
         assert csv_columns <= set(row) and set(row) - csv_columns == {"balance_as_of"}
         assert "id" not in row
@@ -72,6 +72,7 @@ def test_customers_json_uses_csv_names_external_ids_and_exact_money(cli):
         "do_not_call": False,
         "joined_on": "2019-07-15",
         "last_contact_on": "2026-05-30",
+        "points": 0,
     }
     zhang, li, oliver = rows[0], rows[2], rows[4]
     assert zhang["clubs"] == ["music", "travel"] and zhang["balance"] == "1280.50"
