@@ -108,9 +108,10 @@ def explain(
                 operator_tz=tz,
                 only_customer=customer_id,
             )
+            report = JourneyReport(journey.id)
+            journey.housekeeping(session, ctx, rule, report)  # as a run would, rolled back
             audience = audience_explain.explain(session, rule.audience, customer_id, as_of)
             checks = _checks(session, ctx, journey_id, customer_id)
-            report = JourneyReport(journey.id)
             skips: list[Skip] = []
             made = [
                 d for batch in decisions(session, ctx, journey, rule, report, skips) for d in batch

@@ -96,6 +96,7 @@ def run_preview(
                 scoped(select(func.count()).select_from(Customer).where(audience), ctx)
             )
             report = JourneyReport(journey.id)
+            journey.housekeeping(session, ctx, rule, report)  # as a run would, rolled back
             shown: list[dict[str, Any]] = []
             acting = 0
             for batch in decisions(session, ctx, journey, rule, report):
