@@ -20,8 +20,10 @@ from zoneinfo import ZoneInfo
 
 from crm.db import make_engine
 from crm.schema import upgrade
-from flows.journeys.base import RunContext
-from flows.journeys.registry import DECIDERS, RUN_ORDER, care_day_instant, run_journey
+from flows.journeys.context import RunContext, care_day_instant
+from flows.journeys.day import run_hygiene
+from flows.journeys.engine import run_journey
+from flows.journeys.registry import journeys_for
 from rules import load_rules
 from seed import generate
 
@@ -55,11 +57,12 @@ def main() -> None:
             batch_size=args.batch_size,
         )
         total = time.perf_counter()
-        for journey in (j for j in RUN_ORDER if j in DECIDERS):
+        run_hygiene(engine, ctx)
+        for journey in journeys_for(ruleset):
             t = time.perf_counter()
             report = run_journey(engine, ctx, journey)
             took = time.perf_counter() - t
-            print(f"  {label:9} {journey:13} {took:6.1f}s  decided={report.decided}")
+            print(f"  {label:9} {journey.id:15} {took:6.1f}s  decided={report.decided}")
         print(f"{label}: {time.perf_counter() - total:.1f}s for {args.customers} customers")
 
 

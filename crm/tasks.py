@@ -322,6 +322,23 @@ def link_notice(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def link_notices(session: Session, pairs: Sequence[tuple[int, int]]) -> int:
+    """Many waiting tasks to their notices in one executemany: ``(task_id, message_id)``."""
+    if not pairs:
+        return 0
+    result = session.execute(
+        update(_TASKS)
+        .where(
+            _TASKS.c.id == bindparam("t_id"),
+            _TASKS.c.status == AWAITING_NOTICE,
+            _TASKS.c.notice_message_id.is_(None),
+        )
+        .values(notice_message_id=bindparam("t_notice")),
+        [{"t_id": task_id, "t_notice": message_id} for task_id, message_id in pairs],
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def schedule_ready(
     session: Session, sent_at_by_message: Mapping[int, datetime], lead_time: timedelta
 ) -> int:

@@ -37,14 +37,13 @@ def occurrence(ctx: RunContext) -> str:
     return f"precall:{ctx.as_of.isoformat()}"
 
 
-def _waiting(ctx: RunContext) -> Any:
-    """Open tasks of the customer planned up to today that still wait for a notice."""
-    return select(CallTask.id).where(
-        CallTask.customer_id == Customer.id,
+def _waiting(ctx: RunContext) -> list[Any]:
+    """Open tasks planned up to today that still wait for a notice."""
+    return [
         CallTask.status == tasks.AWAITING_NOTICE,
         CallTask.notice_message_id.is_(None),
         CallTask.scheduled_on <= ctx.as_of,
-    )
+    ]
 
 
 class PrecallNotice(Journey):
@@ -55,11 +54,19 @@ class PrecallNotice(Journey):
 
     def predicates(self, session: Session, ctx: RunContext, rule: JourneyBase) -> list[Predicate]:
         waiting = _waiting(ctx)
+        count = (
+            select(func.count())
+            .select_from(CallTask)
+            .where(*waiting, CallTask.customer_id == Customer.id)
+            .scalar_subquery()
+        )
         return [
             Predicate(
                 f"a call planned on or before {ctx.as_of} waits for its notice",
-                waiting.exists(),
-                select(func.count()).select_from(waiting.subquery()).scalar_subquery(),
+                # an uncorrelated IN (a semi-join evaluated once), not a correlated EXISTS:
+                # SQLite would otherwise walk every waiting task for every customer
+                Customer.id.in_(select(CallTask.customer_id).where(*waiting)),
+                count,
                 lambda v: f"{v} call(s) waiting",
             ),
             not_decided(rule.journey, occurrence(ctx)),
@@ -83,10 +90,15 @@ class PrecallNotice(Journey):
     ) -> list[AuditEntry]:
         """Link each customer's waiting calls to the notice just queued for them."""
         suppressed: dict[int, str] = {}
-        for d in won:
-            if not d.message_ids:
-                continue
-            tasks.link_notice(session, d.details["tasks"], d.message_ids[0])
+        tasks.link_notices(
+            session,
+            [
+                (task_id, d.message_ids[0])
+                for d in won
+                if d.message_ids
+                for task_id in d.details["tasks"]
+            ],
+        )
         if won:
             rows = session.execute(
                 select(OutboundMessage.id, OutboundMessage.status_reason).where(
@@ -111,12 +123,7 @@ def _waiting_kinds(
     out: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for task_id, customer_id, kind in session.execute(
         select(CallTask.id, CallTask.customer_id, CallTask.kind)
-        .where(
-            CallTask.customer_id.in_(customer_ids),
-            CallTask.status == tasks.AWAITING_NOTICE,
-            CallTask.notice_message_id.is_(None),
-            CallTask.scheduled_on <= ctx.as_of,
-        )
+        .where(CallTask.customer_id.in_(customer_ids), *_waiting(ctx))
         .order_by(CallTask.id)
     ):
         out[customer_id].append((task_id, kind))
