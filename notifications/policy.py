@@ -33,6 +33,8 @@ from functools import lru_cache
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from notifications.inbound import DEFAULT_OPT_IN, DEFAULT_OPT_OUT
+
 WEEK = timedelta(days=7)
 
 
@@ -91,8 +93,8 @@ class ContactPolicy:
             "marketing": CategoryCap(per_day=1, per_week=2),
         }
     )
-    opt_out_keywords: Sequence[str] = ("STOP", "TD", "退订")
-    opt_in_keywords: Sequence[str] = ("START",)
+    opt_out_keywords: Sequence[str] = DEFAULT_OPT_OUT
+    opt_in_keywords: Sequence[str] = DEFAULT_OPT_IN
     unsubscribe_text: Mapping[str, str] = field(
         default_factory=lambda: {"zh-CN": "回TD退订", "en": "Reply STOP to opt out"}
     )

@@ -208,25 +208,26 @@ class _Webhooks:
         if wanted is None:
             log.info("inbound SMS from %s is not a keyword; nothing to do", mask(phone))
             return _twiml()
-        details = {
-            "source": "inbound_sms",
-            "keyword": body.strip()[:32],
-            "provider_message_id": sid,
-        }
+        at = self.clock()
         with transaction(self.engine) as session:
-            changed = _set_opt_out(
+            result = consent.apply_inbound_keyword(
                 session,
-                select(Customer.id).where(Customer.phone == phone),
-                wanted,
-                at=self.clock(),
-                details=details,
+                provider_message_id=sid,
+                phone=phone,
+                keyword=self.keywords.keyword(body),
+                opt_out=wanted,
+                # Twilio's inbound webhook carries no send time: first seen is the message time.
+                message_at=at,
+                received_at=at,
+                actor=WEBHOOK_ACTOR,
             )
         log.info(
-            "inbound %s from %s: %d customer(s) %s",
+            "inbound %s %s from %s: %s, %d customer(s) changed",
             "opt-out" if wanted else "opt-in",
+            sid,
             mask(phone),
-            changed,
-            "opted out" if wanted else "opted back in",
+            result.outcome,
+            result.changed,
         )
         return _twiml()
 
