@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable
 from enum import StrEnum
@@ -19,6 +18,7 @@ from vipcare.cli.common import (
     err_console,
     fail,
     input_errors,
+    json_text,
     jsonable,
     now_utc,
     parse_date,
@@ -341,6 +341,6 @@ def _stream_json(rows: Iterable[dict[str, Any]]) -> None:
     first = True
     for row in rows:
         out.write("\n  " if first else ",\n  ")
-        out.write(json.dumps(row, ensure_ascii=False))
+        out.write(json_text(row))
         first = False
     out.write("\n]\n" if not first else "]\n")

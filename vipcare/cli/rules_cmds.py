@@ -21,6 +21,7 @@ from vipcare.cli.common import (
     parse_date,
     print_json,
     print_table,
+    safe,
     settings,
     today_local,
 )
@@ -59,7 +60,7 @@ def check(
         ruleset = load_rules(target)
     except RulesValidationError as exc:
         for issue in exc.issues:
-            sys.stdout.write(f"{issue}\n")
+            sys.stdout.write(f"{safe(str(issue))}\n")
         count = len(exc.issues)
         err_console.print(
             f"[bold red]error:[/] {count} problem{'s' if count != 1 else ''} in {target}",
