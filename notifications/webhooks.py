@@ -37,7 +37,7 @@ from notifications.backends.twilio import STATUS_CALLBACK_PATH, normalise_twilio
 from notifications.base import Channel
 from notifications.errors import ConfigurationError, WebhookError
 from notifications.inbound import DEFAULT_OPT_IN, DEFAULT_OPT_OUT, KeywordMatcher
-from notifications.logging import install_masking
+from notifications.logging import install_masking, twilio_secrets
 from notifications.outbox import DEFAULT_LEAD_TIME
 from vipcare.settings import Settings
 
@@ -88,7 +88,7 @@ class _Webhooks:
         self.clock = clock
         self.keywords = keywords
         self.lead_time = lead_time
-        install_masking(log, [token])
+        install_masking(log, twilio_secrets(settings))
 
     # -- shared request handling -----------------------------------------------
     async def _verified_form(self, request: Request) -> _Form:
