@@ -59,9 +59,9 @@ def check(
     try:
         ruleset = load_rules(target)
     except RulesValidationError as exc:
-        for issue in exc.issues:
-            sys.stdout.write(f"{safe(str(issue))}\n")
-        count = len(exc.issues)
+        for line in exc.listing():
+            sys.stdout.write(f"{safe(line)}\n")
+        count = exc.total
         err_console.print(
             f"[bold red]error:[/] {count} problem{'s' if count != 1 else ''} in {target}",
             highlight=False,
