@@ -26,7 +26,14 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from crm.models import TASK_KINDS
 from rules.conditions import Loc, PathIssue, parse_condition
-from rules.errors import RuleIssue, RulesError, RulesValidationError, UnknownNameError, did_you_mean
+from rules.errors import (
+    RuleIssue,
+    RulesError,
+    RulesValidationError,
+    TemplateRenderError,
+    UnknownNameError,
+    did_you_mean,
+)
 from rules.models import (
     ACTION_TYPES,
     JOURNEY_IDS,
@@ -37,7 +44,7 @@ from rules.models import (
     GraceCreditRule,
     JourneyBase,
 )
-from rules.templates import RENDER_ERRORS, compile_text, variables_used
+from rules.templates import TemplateTooComplex, compile_text, render_text, variables_used
 from rules.values import show
 from rules.yaml_limits import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, YamlLimitError, limited_yaml
 
@@ -671,6 +678,9 @@ def _check_templates(
             try:
                 used = variables_used(text)
                 compile_text(text)
+            except TemplateTooComplex as exc:
+                issues.append(PathIssue(here, f"{label}: on its line {exc.lineno}: {exc.message}"))
+                continue
             except jinja2.TemplateSyntaxError as exc:
                 issues.append(
                     PathIssue(
@@ -692,11 +702,12 @@ def _check_templates(
                 )
             rendered: str | None = None
             if not unknown:
-                try:
-                    rendered = compile_text(text).render(**sample)
-                except RENDER_ERRORS as exc:
+                try:  # with the same limits (size, depth, time) as every real render
+                    rendered = render_text(text, sample)
+                except TemplateRenderError as exc:
+                    reason = str(exc).removeprefix("template does not render: ")
                     issues.append(
-                        PathIssue(here, f"{label}: does not render for a sample customer: {exc}")
+                        PathIssue(here, f"{label}: does not render for a sample customer: {reason}")
                     )
             if category == "marketing" and policy is not None:
                 wording = policy.unsubscribe_for(locale)
