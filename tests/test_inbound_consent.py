@@ -175,46 +175,35 @@ def test_a_duplicate_delivery_is_recorded_once(engine: Engine, hooks: Hooks) -> 
     assert actions(engine) == ["customer.sms_opt_out"]
 
 
+def apply(
+    engine: Engine, sid: str, keyword: str, sent: datetime, received: datetime
+) -> consent.InboundOutcome:
+    """One keyword through the consent owner, as the webhook applies it."""
+    with transaction(engine) as session:
+        return consent.apply_inbound_keyword(
+            session,
+            provider_message_id=sid,
+            phone=PHONE,
+            keyword=keyword,
+            opt_out=keyword == "stop",
+            message_at=sent,
+            received_at=received,
+            actor=ACTOR,
+        )
+
+
 def test_an_older_keyword_never_overrides_a_newer_one(engine: Engine, now: datetime) -> None:
     """Applied in message-time order: START sent before the applied STOP is superseded."""
     customer = add_customer(engine)
-    with transaction(engine) as session:
-        first = consent.apply_inbound_keyword(
-            session,
-            provider_message_id="SM" + "5" * 32,
-            phone=PHONE,
-            keyword="stop",
-            opt_out=True,
-            message_at=now + timedelta(minutes=10),
-            received_at=now + timedelta(minutes=10),
-            actor=ACTOR,
-        )
-    with transaction(engine) as session:
-        late = consent.apply_inbound_keyword(
-            session,
-            provider_message_id="SM" + "6" * 32,
-            phone=PHONE,
-            keyword="start",
-            opt_out=False,
-            message_at=now + timedelta(minutes=5),  # written before the STOP, delivered after
-            received_at=now + timedelta(minutes=11),
-            actor=ACTOR,
-        )
+    minute = timedelta(minutes=1)
+    first = apply(engine, "SM" + "5" * 32, "stop", now + 10 * minute, now + 10 * minute)
+    # Written before the STOP, delivered after it.
+    late = apply(engine, "SM" + "6" * 32, "start", now + 5 * minute, now + 11 * minute)
     assert (first.outcome, first.changed) == ("applied", 1)
     assert (late.outcome, late.changed) == ("superseded", 0)
     assert opted_out(engine, customer)
     assert actions(engine) == ["customer.sms_opt_out"]
-    with transaction(engine) as session:
-        newer = consent.apply_inbound_keyword(
-            session,
-            provider_message_id="SM" + "7" * 32,
-            phone=PHONE,
-            keyword="start",
-            opt_out=False,
-            message_at=now + timedelta(minutes=12),
-            received_at=now + timedelta(minutes=12),
-            actor=ACTOR,
-        )
+    newer = apply(engine, "SM" + "7" * 32, "start", now + 12 * minute, now + 12 * minute)
     assert (newer.outcome, newer.changed) == ("applied", 1)
     assert not opted_out(engine, customer)
 
@@ -224,24 +213,17 @@ def test_a_keyword_that_changes_nothing_is_still_the_latest_instruction(
 ) -> None:
     """STOP from an opted-out customer is 'unchanged', yet an older START stays behind it."""
     customer = add_customer(engine, opted_out=True)
-
-    def apply(sid: str, keyword: str, minutes: int) -> consent.InboundOutcome:
-        with transaction(engine) as session:
-            return consent.apply_inbound_keyword(
-                session,
-                provider_message_id=sid,
-                phone=PHONE,
-                keyword=keyword,
-                opt_out=keyword == "stop",
-                message_at=now + timedelta(minutes=minutes),
-                received_at=now + timedelta(minutes=20),
-                actor=ACTOR,
-            )
-
-    assert apply("SMa1", "stop", 10).outcome == "unchanged"
-    assert apply("SMa2", "start", 5).outcome == "superseded"
+    received = now + timedelta(minutes=20)
+    assert apply(engine, "SMa1", "stop", now + timedelta(minutes=10), received).outcome == (
+        "unchanged"
+    )
+    assert apply(engine, "SMa2", "start", now + timedelta(minutes=5), received).outcome == (
+        "superseded"
+    )
     assert opted_out(engine, customer)
-    assert apply("SMa1", "stop", 10).outcome == "duplicate"
+    assert apply(engine, "SMa1", "stop", now + timedelta(minutes=10), received).outcome == (
+        "duplicate"
+    )
 
 
 def test_unknown_sender_is_recorded_and_changes_nothing(engine: Engine, hooks: Hooks) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_rules_loader import rules_copy
 from typer.testing import CliRunner
 
 from rules import load_rules
@@ -34,14 +35,6 @@ g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]
 h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]
 i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]
 """
-
-
-def rules_copy(tmp_path: Path) -> Path:
-    target = tmp_path / "rules"
-    target.mkdir()
-    for source in RULES_DIR.glob("*.yaml"):
-        shutil.copyfile(source, target / source.name)
-    return target
 
 
 def issues_of(directory: Path) -> list[RuleIssue]:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+from test_rules_loader import rules_copy
 from typer.testing import CliRunner
 
 from rules import load_rules
@@ -28,7 +28,6 @@ from rules.templates import (
 )
 from vipcare.cli import app
 
-RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 VARS = {"name": "Wang Fang", "tier": "gold"}
 
 
@@ -149,14 +148,6 @@ def test_the_filters_a_template_may_use_are_a_short_list() -> None:
     message = refused("{{ name|center(999999999) }}", "no filter named 'center'")
     assert "upper" in message  # the error lists what is available
     refused("{{ [1,2]|batch(999999999, 'x')|list }}", "no filter named 'batch'")
-
-
-def rules_copy(tmp_path: Path) -> Path:
-    target = tmp_path / "rules"
-    target.mkdir()
-    for source in RULES_DIR.glob("*.yaml"):
-        shutil.copyfile(source, target / source.name)
-    return target
 
 
 @pytest.mark.parametrize(
