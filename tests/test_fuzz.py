@@ -49,7 +49,10 @@ def test_fuzz_target_finds_nothing(target: str, tmp_path: Path) -> None:
     seed = re.search(r"seed (\d+)", output)
     runs = re.search(r"Done (\d+) runs", output)
     findings = sorted(p.name for p in artifacts.glob("*")) if artifacts.exists() else []
-    summary = f"target {target}, seed {seed.group(1) if seed else '?'}, findings {findings}"
+    summary = (
+        f"target {target}, seed {seed.group(1) if seed else '?'}, findings {findings}"
+        f" in {artifacts} (replay: python -m fuzz.run {target} --reproduce FILE)"
+    )
     assert result.returncode == 0 and not findings, f"{summary}\n{output[-4000:]}"
     assert runs is not None and int(runs.group(1)) > 0, f"{summary}: no runs\n{output[-2000:]}"
     sys.stdout.write(f"{summary}: {runs.group(1)} inputs in {SECONDS} s\n")
