@@ -1,5 +1,8 @@
 """Customers' consent flags (``sms_opt_out``, ``do_not_call``): the one module that changes them.
 
+It also owns ``inbound_messages``, the record of keyword SMS (STOP, START, ...)
+that makes each one count once and in the order the customer sent them.
+
 An inbound STOP, a provider's "unsubscribed" error, a CSV import and an
 operator all end here, so every change is guarded the same way and audited
 once: a flag is only written where it actually changes, and each changed
@@ -15,13 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from crm import audit
 from crm.audit import Actor, AuditEntry
+from crm.bulk import insert_ignoring_conflicts
 from crm.errors import CrmError
-from crm.models import Customer
+from crm.models import Customer, InboundMessage
 
 Flag = Literal["sms_opt_out", "do_not_call"]
 FLAGS: tuple[Flag, ...] = ("sms_opt_out", "do_not_call")
@@ -119,3 +123,91 @@ def flags_of(session: Session, customer_ids: Iterable[int]) -> dict[int, tuple[b
         select(Customer.id, Customer.sms_opt_out, Customer.do_not_call).where(Customer.id.in_(ids))
     )
     return {cid: (bool(sms), bool(dnc)) for cid, sms, dnc in rows}
+
+
+InboundResult = Literal["applied", "unchanged", "superseded", "duplicate"]
+
+
+@dataclass(frozen=True)
+class InboundOutcome:
+    """What one inbound keyword did: ``applied`` (flags changed), ``unchanged`` (already so),
+    ``superseded`` (a newer keyword from that phone already counts) or ``duplicate``
+    (this provider message id was seen before; nothing happened)."""
+
+    outcome: InboundResult
+    changed: int
+    changes: tuple[ConsentChange, ...] = ()
+
+
+def apply_inbound_keyword(
+    session: Session,
+    *,
+    provider_message_id: str,
+    phone: str,
+    keyword: str,
+    opt_out: bool,
+    message_at: datetime,
+    received_at: datetime,
+    actor: Actor,
+) -> InboundOutcome:
+    """Apply an inbound opt-out / opt-in keyword once, in message-time order.
+
+    A provider message id already recorded is a replay or a re-delivery: nothing
+    changes. A keyword sent before the newest recorded keyword of the same phone
+    is kept as ``superseded`` and changes nothing, so a replayed or late START
+    never undoes a later STOP. Otherwise ``sms_opt_out`` of every customer with
+    that phone is set through :func:`set_flag` (audited). Runs in the caller's
+    transaction; ``message_at`` is the message's own time when the provider
+    gives one, else the time it was first received.
+    """
+    # Serialise the instructions of one phone: lock its customers (PostgreSQL;
+    # SQLite's BEGIN IMMEDIATE already holds the database's write lock).
+    session.execute(select(Customer.id).where(Customer.phone == phone).with_for_update())
+    won = insert_ignoring_conflicts(
+        session,
+        InboundMessage,
+        [
+            {
+                "provider_message_id": provider_message_id,
+                "phone": phone,
+                "keyword": keyword[:32],
+                "action": "opt_out" if opt_out else "opt_in",
+                "message_at": message_at,
+                "received_at": received_at,
+                "outcome": "unchanged",
+                "customers_changed": 0,
+            }
+        ],
+        returning="id",
+    )
+    if not won:
+        return InboundOutcome("duplicate", 0)
+    (row_id,) = won
+    newest = session.scalar(
+        select(func.max(InboundMessage.message_at)).where(
+            InboundMessage.phone == phone,
+            InboundMessage.outcome != "superseded",
+            InboundMessage.id != row_id,
+        )
+    )
+    result: InboundOutcome
+    if newest is not None and message_at < newest:
+        result = InboundOutcome("superseded", 0)
+    else:
+        changes = set_flag(
+            session,
+            "sms_opt_out",
+            opt_out,
+            Customer.phone == phone,
+            received_at,
+            actor,
+            source="inbound_sms",
+            details={"keyword": keyword[:32], "provider_message_id": provider_message_id},
+        )
+        result = InboundOutcome("applied" if changes else "unchanged", len(changes), tuple(changes))
+    session.execute(
+        update(InboundMessage)
+        .where(InboundMessage.id == row_id)
+        .values(outcome=result.outcome, customers_changed=result.changed)
+    )
+    return result

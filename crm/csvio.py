@@ -18,7 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 from zoneinfo import available_timezones
 
-from crm.phones import InvalidPhone, to_e164
+from crm.phones import InvalidPhone, mask_in_text, to_e164
+from crm.text import code_point, first_unsafe
 
 MAX_KEPT_ISSUES = 100_000
 """Issues kept in memory; beyond this they are only counted (a 1M-row bad file stays bounded)."""
@@ -91,6 +92,11 @@ def suggest(value: str, choices: Collection[str]) -> str:
     return f"did you mean {close[0]!r}?" if close else ""
 
 
+def quoted(value: str, limit: int = 60) -> str:
+    """A cell quoted for a message, cut at ``limit`` characters so one line stays readable."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"… ({len(value)} chars)"
+
+
 def _expected(what: str, hint: str = "") -> str:
     return f"(expected {what}; {hint})" if hint else f"(expected {what})"
 
@@ -138,6 +144,8 @@ def read_rows(
                         "(expected one cell per column; quote cells that contain commas)",
                     )
                     continue
+                if not _safe_cells(cells, names, line, issues):
+                    continue
                 yield line, {**absent, **{name: cells[i].strip() for name, i in positions}}
     except UnicodeDecodeError:
         # Text files decode a block at a time; find the physical line that is bad.
@@ -148,6 +156,29 @@ def read_rows(
         )
     except csv.Error as exc:
         issues.add(line + 1, None, f"malformed CSV: {exc} (expected RFC 4180 quoting)")
+    except OSError as exc:
+        issues.add(line + 1, None, f"cannot read the file: {exc.strerror or exc}")
+
+
+def _safe_cells(cells: list[str], names: list[str], line: int, issues: Issues) -> bool:
+    """Refuse control characters and bidi overrides, naming the column and the position.
+
+    They are never part of a name, id or number; stored, a NUL breaks PostgreSQL
+    and an escape code rewrites the terminal of whoever lists the customers.
+    """
+    ok = True
+    for name, cell in zip(names, cells, strict=True):
+        found = first_unsafe(cell)
+        if found is not None:
+            position, char = found
+            issues.add(
+                line,
+                name,
+                f"contains the control character {code_point(char)} at character {position} "
+                "(expected printable text; remove it or re-export the file)",
+            )
+            ok = False
+    return ok
 
 
 def _first_undecodable_line(path: Path) -> int:
@@ -214,7 +245,7 @@ class Cells:
     def ident(self, column: str) -> str | None:
         value = self.text(column, max_len=64)
         if value is not None and any(ch.isspace() for ch in value):
-            self.problem(column, f"{value!r} contains spaces (expected an id without spaces)")
+            self.problem(column, f"{quoted(value)} contains spaces (expected an id without spaces)")
             return None
         return value
 
@@ -229,13 +260,14 @@ class Cells:
             return None
         if not _MONEY.fullmatch(value):
             self.problem(
-                column, f"{value!r} is not an amount (expected a decimal number like {example})"
+                column,
+                f"{quoted(value)} is not an amount (expected a decimal number like {example})",
             )
             return None
         try:
             amount = Decimal(value)
         except InvalidOperation:  # pragma: no cover - the regex already rules this out
-            self.problem(column, f"{value!r} is not an amount (expected a decimal number)")
+            self.problem(column, f"{quoted(value)} is not an amount (expected a decimal number)")
             return None
         exponent = amount.as_tuple().exponent
         if (
@@ -245,15 +277,15 @@ class Cells:
         ):
             self.problem(
                 column,
-                f"{value!r} has more than {scale} decimal places "
+                f"{quoted(value)} has more than {scale} decimal places "
                 f"(expected at most {scale}, like {example})",
             )
             return None
         if non_negative and amount < 0:
-            self.problem(column, f"{value!r} is negative (expected an amount >= 0)")
+            self.problem(column, f"{quoted(value)} is negative (expected an amount >= 0)")
             return None
         if abs(amount.scaleb(scale)) >= MAX_MINOR:
-            self.problem(column, f"{value!r} is too large (expected less than 10 trillion)")
+            self.problem(column, f"{quoted(value)} is too large (expected less than 10 trillion)")
             return None
         return amount.quantize(Decimal(1).scaleb(-scale))
 
@@ -263,14 +295,17 @@ class Cells:
             self.problem(column, f"is empty (expected {what})")
             return None
         if not _INT.fullmatch(value):
-            self.problem(column, f"{value!r} is not a whole number (expected {what})")
+            self.problem(column, f"{quoted(value)} is not a whole number (expected {what})")
+            return None
+        if len(value.lstrip("+-0")) > len(str(MAX_INT)):
+            self.problem(column, f"{quoted(value)} is too large (expected at most {MAX_INT})")
             return None
         number = int(value)
         if number < 0:
-            self.problem(column, f"{value!r} is negative (expected {what})")
+            self.problem(column, f"{quoted(value)} is negative (expected {what})")
             return None
         if number > MAX_INT:
-            self.problem(column, f"{value!r} is too large (expected at most {MAX_INT})")
+            self.problem(column, f"{quoted(value)} is too large (expected at most {MAX_INT})")
             return None
         return number
 
@@ -283,20 +318,22 @@ class Cells:
                 self.problem(column, "is empty (expected a date YYYY-MM-DD)")
             return None
         if not _DATE.fullmatch(value):
-            self.problem(column, f"{value!r} is not a date (expected YYYY-MM-DD)")
+            self.problem(column, f"{quoted(value)} is not a date (expected YYYY-MM-DD)")
             return None
         try:
             parsed = date.fromisoformat(value)
         except ValueError:
-            self.problem(column, f"{value!r} is not a real date (expected YYYY-MM-DD)")
+            self.problem(column, f"{quoted(value)} is not a real date (expected YYYY-MM-DD)")
             return None
         if parsed.year < 1900:
-            self.problem(column, f"{value!r} is before 1900 (expected a date after 1900-01-01)")
+            self.problem(
+                column, f"{quoted(value)} is before 1900 (expected a date after 1900-01-01)"
+            )
             return None
         if not_after is not None and parsed > not_after:
             self.problem(
                 column,
-                f"{value!r} is in the future "
+                f"{quoted(value)} is in the future "
                 f"(expected a date on or before {not_after.isoformat()})",
             )
             return None
@@ -334,9 +371,11 @@ class Cells:
         try:
             return to_e164(value)
         except InvalidPhone:
+            # Masked: a number with one digit too many is still somebody's number.
             self.problem(
                 column,
-                f"{value!r} is not a valid phone number (expected E.164, like +8613812345678)",
+                f"{quoted(mask_in_text(value))} is not a valid phone number "
+                "(expected E.164, like +8613812345678)",
             )
             return None
 
@@ -345,7 +384,9 @@ class Cells:
         if not value:
             return None
         if len(value) > 254 or not _EMAIL.fullmatch(value):
-            self.problem(column, f"{value!r} is not an email address (expected name@example.com)")
+            self.problem(
+                column, f"{quoted(value)} is not an email address (expected name@example.com)"
+            )
             return None
         return value
 
@@ -359,7 +400,7 @@ class Cells:
         hint = suggest(value, zones)
         self.problem(
             column,
-            f"{value!r} is not an IANA time zone "
+            f"{quoted(value)} is not an IANA time zone "
             + _expected("a name like Asia/Shanghai or Europe/London", hint),
         )
         return None
@@ -374,7 +415,8 @@ class Cells:
         guess = "-".join([parts[0].lower(), *(p.upper() if len(p) == 2 else p for p in parts[1:])])
         hint = f"did you mean {guess!r}?" if guess != value and _LOCALE.fullmatch(guess) else ""
         self.problem(
-            column, f"{value!r} is not a locale tag " + _expected("a tag like zh-CN or en", hint)
+            column,
+            f"{quoted(value)} is not a locale tag " + _expected("a tag like zh-CN or en", hint),
         )
         return None
 
@@ -387,7 +429,7 @@ class Cells:
             return None
         self.problem(
             column,
-            f"{value!r} is not a {what} "
+            f"{quoted(value)} is not a {what} "
             + _expected(f"one of {', '.join(choices)}", suggest(value, choices)),
         )
         return None
@@ -405,7 +447,7 @@ class Cells:
             if name not in tiers:
                 self.problem(
                     column,
-                    f"{name!r} is not a tier "
+                    f"{quoted(name)} is not a tier "
                     + _expected(
                         f"tiers from {', '.join(tiers)} separated by |", suggest(name, tiers)
                     ),
@@ -423,7 +465,8 @@ class Cells:
                 continue
             if len(name) > 32:
                 self.problem(
-                    column, f"club {name!r} is longer than 32 characters (expected short names)"
+                    column,
+                    f"club {quoted(name)} is longer than 32 characters (expected short names)",
                 )
                 continue
             if name not in clubs:

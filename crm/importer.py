@@ -25,11 +25,11 @@ from typing import IO, Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Engine, Table, bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from crm import audit, consent
-from crm.csvio import Cells, Issues, RowIssue, read_rows
+from crm.csvio import Cells, Issues, RowIssue, quoted, read_rows
 from crm.db import transaction
 from crm.errors import CrmError
 from crm.models import (
@@ -42,6 +42,7 @@ from crm.models import (
     Plan,
     PlanTier,
 )
+from crm.phones import mask_in_text
 
 Kind = Literal["plans", "managers", "customers", "usage", "balances"]
 KINDS: tuple[str, ...] = ("plans", "managers", "customers", "usage", "balances")
@@ -183,7 +184,10 @@ def import_csv(
     display = str(path)
     if not source.is_file():
         raise CsvImportError(f"{display}: no such file")
-    report = ImportReport(kind=kind, file=display, sha256=_sha256(source))
+    try:
+        report = ImportReport(kind=kind, file=display, sha256=_sha256(source))
+    except OSError as exc:
+        raise CsvImportError(f"{display}: cannot read the file: {exc.strerror or exc}") from exc
     issues = Issues(display)
     ctx = _Ctx(issues=issues, at=at, tz=tz, today=at.astimezone(tz).date(), actor=actor)
     handler = _HANDLERS[kind]
@@ -222,10 +226,24 @@ def import_csv(
                 )
         except IntegrityError as exc:
             raise CsvImportError(
-                f"{display}: the database changed while importing ({exc.orig}); "
+                f"{display}: the database changed while importing "
+                f"({_first_line(exc.orig)}); "
                 "nothing was imported, run the import again"
             ) from exc
+        except DBAPIError as exc:
+            # Validation should leave nothing for the database to refuse; if it does,
+            # say so in one line (never the statement or its parameters: rows hold phones).
+            raise CsvImportError(
+                f"{display}: the database refused the import "
+                f"({type(exc.orig).__name__}: {_first_line(exc.orig)}); "
+                "nothing was imported"
+            ) from exc
     return report
+
+
+def _first_line(error: BaseException | None) -> str:
+    """The first line of a driver error, phones masked (PostgreSQL adds DETAIL lines)."""
+    return mask_in_text((str(error).splitlines() or [""])[0])
 
 
 def _sha256(path: Path) -> str:
@@ -772,19 +790,25 @@ def _as_of(cells: Cells, tz: tzinfo) -> datetime | None:
         return None
     if len(value) == 10:
         day = cells.day("as_of", required=True)
-        return (
-            None
-            if day is None
-            else datetime.combine(day, time(23, 59, 59), tzinfo=tz).astimezone(UTC)
-        )
+        if day is None:
+            return None
+        parsed = datetime.combine(day, time(23, 59, 59), tzinfo=tz)
+    else:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            cells.problem("as_of", f"{quoted(value)} is not a date or time {expected}")
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=tz)
+        if parsed.year < 1900:
+            cells.problem("as_of", f"{quoted(value)} is before 1900 {expected}")
+            return None
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        cells.problem("as_of", f"{value!r} is not a date or time {expected}")
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31 west of UTC: past the last date Python can hold
+        cells.problem("as_of", f"{quoted(value)} is out of range {expected}")
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=tz)
-    return parsed.astimezone(UTC)
 
 
 _HANDLERS: dict[str, _Handler] = {

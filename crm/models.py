@@ -58,6 +58,8 @@ MESSAGE_STATUSES = (
 MESSAGE_CHANNELS = ("sms", "voice")
 MESSAGE_CATEGORIES = ("service", "marketing")
 GRACE_STATUSES = ("open", "repaid", "suspended", "expired", "cancelled")
+INBOUND_ACTIONS = ("opt_out", "opt_in")
+INBOUND_OUTCOMES = ("applied", "unchanged", "superseded")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -393,6 +395,35 @@ class GracePeriod(Base):
         CheckConstraint(_in("status", GRACE_STATUSES), name="status"),
         Index("ix_grace_periods_open", "status", "deadline"),
         Index("ix_grace_periods_customer", "customer_id", "status"),
+    )
+
+
+class InboundMessage(Base):
+    """One inbound keyword SMS (STOP, START, ...), once per provider message id.
+
+    Owned by :func:`crm.consent.apply_inbound_keyword`. The unique provider id
+    makes a replayed or re-delivered webhook a no-op; ``message_at`` orders the
+    instructions of one phone so an older keyword never overrides a newer one.
+    """
+
+    __tablename__ = "inbound_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider_message_id: Mapped[str] = mapped_column(String(64), unique=True)
+    phone: Mapped[str] = mapped_column(String(20))
+    keyword: Mapped[str] = mapped_column(String(32), doc="normalised, e.g. 'stop'")
+    action: Mapped[str] = mapped_column(String(16))
+    message_at: Mapped[datetime] = mapped_column(
+        doc="the message's own time when the provider gives one, else when first received"
+    )
+    received_at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(16))
+    customers_changed: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        CheckConstraint(_in("action", INBOUND_ACTIONS), name="action"),
+        CheckConstraint(_in("outcome", INBOUND_OUTCOMES), name="outcome"),
+        Index("ix_inbound_messages_phone", "phone", "message_at"),
     )
 
 

@@ -1,25 +1,33 @@
-"""Inbound SMS keywords: is this reply an opt-out (STOP, TD, 退订) or an opt-in (START)?
+"""Inbound SMS keywords: is this reply an opt-out (STOP, TD, 退订, ...) or an opt-in (START, ...)?
 
 The keyword lists come from the contact policy (``rules/contact_policy.yaml``);
-the defaults here are what ships there. Matching is on the whole message,
-trimmed (including full-width spaces) and case-folded: "  stop " and "Td" count,
+the defaults here are what ships there: Twilio's own opt-out and opt-in words
+plus the Chinese ones. Matching is on the whole message after
+:func:`rules.keywords.normalise_keyword` (NFKC, surrounding spaces and
+punctuation stripped, case-folded): "  stop ", "STOP." and "退订。" count,
 "please stop calling" does not, so ordinary replies never unsubscribe anyone.
 """
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterable
 
 from notifications.errors import NotificationError
+from rules.keywords import normalise_keyword
 
-DEFAULT_OPT_OUT: tuple[str, ...] = ("STOP", "TD", "退订")
-DEFAULT_OPT_IN: tuple[str, ...] = ("START",)
+DEFAULT_OPT_OUT: tuple[str, ...] = (
+    "STOP",
+    "STOPALL",
+    "UNSUBSCRIBE",
+    "CANCEL",
+    "END",
+    "QUIT",
+    "TD",
+    "退订",
+)
+DEFAULT_OPT_IN: tuple[str, ...] = ("START", "YES", "UNSTOP")
 
-
-def normalise_keyword(text: str) -> str:
-    """Trim and case-fold; NFKC first so full-width "ＳＴＯＰ" reads as "stop"."""
-    return unicodedata.normalize("NFKC", text).strip().casefold()
+__all__ = ["DEFAULT_OPT_IN", "DEFAULT_OPT_OUT", "KeywordMatcher", "normalise_keyword"]
 
 
 class KeywordMatcher:
@@ -30,8 +38,8 @@ class KeywordMatcher:
         opt_out: Iterable[str] = DEFAULT_OPT_OUT,
         opt_in: Iterable[str] = DEFAULT_OPT_IN,
     ) -> None:
-        self.opt_out = frozenset(normalise_keyword(k) for k in opt_out if k.strip())
-        self.opt_in = frozenset(normalise_keyword(k) for k in opt_in if k.strip())
+        self.opt_out = frozenset(w for w in map(normalise_keyword, opt_out) if w)
+        self.opt_in = frozenset(w for w in map(normalise_keyword, opt_in) if w)
         if not self.opt_out:
             raise NotificationError("at least one opt-out keyword is required")
         both = self.opt_out & self.opt_in
@@ -39,6 +47,10 @@ class KeywordMatcher:
             raise NotificationError(
                 f"keywords cannot both opt out and opt in: {', '.join(sorted(both))}"
             )
+
+    def keyword(self, body: str) -> str:
+        """The normalised form of ``body`` that :meth:`classify` compares."""
+        return normalise_keyword(body)
 
     def classify(self, body: str) -> bool | None:
         word = normalise_keyword(body)

@@ -1,5 +1,9 @@
 """A logging filter that masks phone numbers and hides secrets in every record it sees.
 
+Secrets are the values it is given (the auth token, the Account SID) and, by
+shape, every Twilio Account SID (``AC`` + 32 hex), which the Twilio client and
+urllib3 print in each request URL.
+
 Attach it to a *handler* to cover everything that handler writes (the CLI and
 the webhook server do), or to a *logger* to cover records created on that
 logger (the Twilio adapter does this for the client's request log, which would
@@ -13,6 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from crm.phones import mask
+from notifications.config import NotificationConfig
 
 REDACTED = "********"
 
@@ -21,6 +26,23 @@ REDACTED = "********"
 # ("2010-04-01") are left alone, unlike crm.phones.mask_in_text, so log lines
 # stay readable.
 _PHONE = re.compile(r"(\+|%2[Bb])(\d{7,15})(?!\d)|(?<![\w%+\-/.:])(\d{11,15})(?![\w])")
+
+
+_ACCOUNT_SID = re.compile(r"\bAC[0-9a-fA-F]{32}\b")
+"""A Twilio Account SID: a secret (with the token it opens the account), and in every API URL."""
+
+
+def redact_account_sids(text: str) -> str:
+    """``/Accounts/AC0123…/`` → ``/Accounts/AC********/``, whether or not the sid is configured."""
+    return _ACCOUNT_SID.sub("AC" + REDACTED, text)
+
+
+def scrub_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with the given secrets, every Account SID and every phone number hidden."""
+    text = redact_account_sids(text)
+    for secret in sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return mask_phones(text)
 
 
 def mask_phones(text: str) -> str:
@@ -38,6 +60,8 @@ def mask_phones(text: str) -> str:
 class MaskingFilter(logging.Filter):
     """Rewrites each record's message (and traceback) with phones masked and secrets redacted.
 
+    Account SIDs are redacted by shape even when not given as secrets.
+
     Never drops a record. Secrets shorter than 6 characters are ignored:
     redacting them would shred ordinary words and hide nothing worth hiding.
     """
@@ -51,9 +75,7 @@ class MaskingFilter(logging.Filter):
         self._secrets.update(s for s in secrets if s and len(s) >= 6)
 
     def scrub(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, REDACTED)
-        return mask_phones(text)
+        return scrub_text(text, self._secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         # Scrub the format string and each argument separately, keeping the
@@ -89,6 +111,11 @@ def install_masking(
     masking = MaskingFilter(secrets)
     target.addFilter(masking)
     return masking
+
+
+def twilio_secrets(config: NotificationConfig) -> list[str]:
+    """The configured auth token and Account SID (those set), for :func:`install_masking`."""
+    return [v for v in (config.auth_token(), config.account_sid()) if v]
 
 
 def install_on_root(secrets: Iterable[str] = ()) -> None:

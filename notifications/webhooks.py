@@ -10,6 +10,7 @@ those and an operator can read them.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,11 +32,13 @@ from crm.db import transaction
 from crm.errors import InvalidTransition, NotFound
 from crm.models import Customer
 from crm.phones import InvalidPhone, mask, to_e164
+from notifications import webhook_fields as fields
 from notifications.backends.twilio import STATUS_CALLBACK_PATH, normalise_twilio_status
+from notifications.base import Channel
 from notifications.config import NotificationConfig
 from notifications.errors import ConfigurationError, WebhookError
 from notifications.inbound import DEFAULT_OPT_IN, DEFAULT_OPT_OUT, KeywordMatcher
-from notifications.logging import install_masking
+from notifications.logging import install_masking, twilio_secrets
 from notifications.outbox import DEFAULT_LEAD_TIME
 
 log = logging.getLogger(__name__)
@@ -44,11 +47,9 @@ INBOUND_PATH = "/twilio/inbound"
 WEBHOOK_ACTOR = Actor("webhook", "twilio")
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 MAX_BODY = 64 * 1024
+CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
 OPTED_OUT_CODE = "21610"
 PROVIDER = "twilio"
-MAX_SID = 64
-"""Twilio sids are 34 characters; the column holds 64. Longer is malformed (400, not 500)."""
-MAX_ATTEMPT_ID = 64
 
 
 @dataclass(frozen=True)
@@ -87,16 +88,14 @@ class _Webhooks:
         self.clock = clock
         self.keywords = keywords
         self.lead_time = lead_time
-        install_masking(log, [token])
+        install_masking(log, twilio_secrets(settings))
 
     # -- shared request handling -----------------------------------------------
     async def _verified_form(self, request: Request) -> _Form:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
             raise WebhookError(415, "expected an application/x-www-form-urlencoded body")
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise WebhookError(413, "request body too large")
+        raw = await _read_limited(request, MAX_BODY)
         try:
             pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
         except (UnicodeDecodeError, ValueError) as exc:
@@ -131,25 +130,28 @@ class _Webhooks:
         return await self._handle(request, self._apply_status)
 
     def _apply_status(self, form: _Form) -> Response:
-        if form.get("MessageSid") and form.get("MessageStatus"):
-            sid, word, channel = form.get("MessageSid"), form.get("MessageStatus"), "sms"
-        elif form.get("CallSid") and form.get("CallStatus"):
-            sid, word, channel = form.get("CallSid"), form.get("CallStatus"), "voice"
+        params = form.params
+        channel: Channel
+        if params.get("MessageSid") or params.get("MessageStatus"):
+            sid = fields.required(params, "MessageSid", fields.SID, "a Twilio message sid")
+            word = fields.required(params, "MessageStatus", fields.STATUS_WORD, "a status word")
+            channel = "sms"
+        elif params.get("CallSid") or params.get("CallStatus"):
+            sid = fields.required(params, "CallSid", fields.SID, "a Twilio call sid")
+            word = fields.required(params, "CallStatus", fields.STATUS_WORD, "a status word")
+            channel = "voice"
         else:
             raise WebhookError(
                 400, "expected MessageSid and MessageStatus (or CallSid and CallStatus)"
             )
-        assert sid is not None and word is not None
-        if len(sid) > MAX_SID:
-            raise WebhookError(400, f"{channel} sid longer than {MAX_SID} characters")
+        error_code = fields.optional(
+            params, "ErrorCode", fields.ERROR_CODE, "a number of at most 10 ASCII digits"
+        )
         message_id, attempt_id = _attempt_of(form.query)
         try:
-            status = normalise_twilio_status(word, channel)  # type: ignore[arg-type]
+            status = normalise_twilio_status(word, channel)
         except ValueError as exc:
-            raise WebhookError(400, str(exc)) from exc
-        error_code = form.get("ErrorCode")
-        if error_code is not None and not error_code.isdigit():
-            raise WebhookError(400, f"ErrorCode must be numeric, got {error_code[:20]!r}")
+            raise WebhookError(400, f"unknown {channel} status {fields.shown(word)}") from exc
         from notifications import outbox
 
         at = self.clock()
@@ -192,9 +194,12 @@ class _Webhooks:
         return await self._handle(request, self._apply_inbound)
 
     def _apply_inbound(self, form: _Form) -> Response:
-        sender, body = form.get("From"), form.params.get("Body")
-        if sender is None or body is None:
+        params = form.params
+        sender = fields.free_text(params, "From", fields.MAX_FROM)
+        body = fields.free_text(params, "Body", fields.MAX_INBOUND_BODY)
+        if not sender or body is None:
             raise WebhookError(400, "expected From and Body")
+        sid = fields.required(params, "MessageSid", fields.SID, "a Twilio message sid")
         try:
             phone = to_e164(sender)
         except InvalidPhone as exc:
@@ -203,27 +208,50 @@ class _Webhooks:
         if wanted is None:
             log.info("inbound SMS from %s is not a keyword; nothing to do", mask(phone))
             return _twiml()
-        details = {
-            "source": "inbound_sms",
-            "keyword": body.strip()[:32],
-            "provider_message_id": (form.get("MessageSid") or "")[:64],
-        }
+        at = self.clock()
         with transaction(self.engine) as session:
-            changed = _set_opt_out(
+            result = consent.apply_inbound_keyword(
                 session,
-                select(Customer.id).where(Customer.phone == phone),
-                wanted,
-                at=self.clock(),
-                details=details,
+                provider_message_id=sid,
+                phone=phone,
+                keyword=self.keywords.keyword(body),
+                opt_out=wanted,
+                # Twilio's inbound webhook carries no send time: first seen is the message time.
+                message_at=at,
+                received_at=at,
+                actor=WEBHOOK_ACTOR,
             )
         log.info(
-            "inbound %s from %s: %d customer(s) %s",
+            "inbound %s %s from %s: %s, %d customer(s) changed",
             "opt-out" if wanted else "opt-in",
+            sid,
             mask(phone),
-            changed,
-            "opted out" if wanted else "opted back in",
+            result.outcome,
+            result.changed,
         )
         return _twiml()
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed ``limit`` bytes.
+
+    A declared ``Content-Length`` over the limit is refused before reading
+    anything; a chunked or lying body is counted as it streams in and reading
+    stops at the first chunk past the limit, so memory stays bounded by
+    ``limit`` plus one chunk whatever the client sends.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not CONTENT_LENGTH.fullmatch(declared.strip()):
+            raise WebhookError(400, "malformed Content-Length header")
+        if int(declared) > limit:
+            raise WebhookError(413, f"request body too large (limit {limit} bytes)")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise WebhookError(413, f"request body too large (limit {limit} bytes)")
+    return bytes(body)
 
 
 def _attempt_of(query: ImmutableMultiDict[str, str]) -> tuple[int | None, str | None]:
@@ -232,13 +260,10 @@ def _attempt_of(query: ImmutableMultiDict[str, str]) -> tuple[int | None, str | 
     They let a callback that beats the dispatcher's write-back find its row.
     Both or neither: half a pair cannot name an attempt, so it is ignored.
     """
-    raw_id, attempt = query.get("message_id") or None, query.get("attempt_id") or None
+    raw_id = fields.optional(query, "message_id", fields.MESSAGE_ID, "a message number")
+    attempt = fields.optional(query, "attempt_id", fields.ATTEMPT_ID, "an attempt id (hex:number)")
     if raw_id is None or attempt is None:
         return None, None
-    if not raw_id.isascii() or not raw_id.isdigit() or len(raw_id) > 18:
-        raise WebhookError(400, f"message_id must be a message number, got {raw_id[:20]!r}")
-    if len(attempt) > MAX_ATTEMPT_ID:
-        raise WebhookError(400, f"attempt_id longer than {MAX_ATTEMPT_ID} characters")
     return int(raw_id), attempt
 
 

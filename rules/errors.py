@@ -91,18 +91,45 @@ class RuleIssue:
         return f"{self.file}:{self.line}:{self.column}: {label}{self.message}{hint}"
 
 
-class RulesValidationError(RulesError):
-    """The rule files are invalid; ``issues`` lists every problem in every file.
+LISTED_PER_FILE = 50
+LISTED_OVERALL = 200
+"""How many problems a listing shows; a hostile or broken file can have thousands."""
 
-    Warnings found alongside the errors are listed too (``severity``).
+
+class RulesValidationError(RulesError):
+    """The rule files are invalid; ``issues`` holds every problem in every file.
+
+    Warnings found alongside the errors are listed too (``severity``). ``str()``
+    and :meth:`listing` show at most :data:`LISTED_PER_FILE` problems per file and
+    :data:`LISTED_OVERALL` in all, then say how many more there are.
     """
 
     def __init__(self, issues: Sequence[RuleIssue]) -> None:
         self.issues = sorted(issues, key=lambda i: (i.file, i.line, i.column, i.message))
+        self.total = len(self.issues)
         count = sum(1 for i in self.issues if i.severity == "error")
         lines = [f"{count} problem{'s' if count != 1 else ''} in the rule files:"]
-        lines += [str(i) for i in self.issues]
+        lines += self.listing()
         super().__init__("\n".join(lines))
+
+    def listing(self, per_file: int = LISTED_PER_FILE, overall: int = LISTED_OVERALL) -> list[str]:
+        """One line per problem shown, plus "… and N more problems" lines where cut."""
+        lines: list[str] = []
+        shown = 0
+        by_file: dict[str, list[RuleIssue]] = {}
+        for issue in self.issues:
+            by_file.setdefault(issue.file, []).append(issue)
+        for file, found in by_file.items():
+            room = min(per_file, overall - shown)
+            if room <= 0:
+                break
+            lines += [str(i) for i in found[:room]]
+            shown += min(room, len(found))
+            if len(found) > room:
+                lines.append(f"… and {len(found) - room} more problems in {file}")
+        if shown >= overall and self.total > shown:
+            lines.append(f"… and {self.total - shown} more problems ({self.total} in all)")
+        return lines
 
 
 class UnknownNameError(RulesError):

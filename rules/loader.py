@@ -22,7 +22,6 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 import jinja2
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -35,6 +34,7 @@ from rules.errors import (
     RulesError,
     RulesValidationError,
     Severity,
+    TemplateRenderError,
     UnknownNameError,
     did_you_mean,
     punctuation_hint,
@@ -54,8 +54,11 @@ from rules.models import (
     JourneyBase,
     PrecallNoticeRule,
 )
-from rules.templates import RENDER_ERRORS, compile_text, variables_used
+from rules.templates import TemplateTooComplex, compile_text, render_text, variables_used
 from rules.values import parse_money, show
+from rules.yaml_limits import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, YamlLimitError, limited_yaml
+
+__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_NODES", "RuleSet", "load_rules"]
 
 POLICY_STEM = "contact_policy"
 DEFAULT_LEAD_TIME = timedelta(hours=2)
@@ -205,9 +208,15 @@ class _Doc:
 
 def _read(path: Path) -> _Doc:
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)  # never more than the limit, whatever the file
     except OSError as exc:
         return _Doc(path, "", None, [RuleIssue(str(path), 1, 1, f"cannot read the file: {exc}")])
+    if len(raw) > MAX_FILE_BYTES:
+        message = f"the file is larger than {MAX_FILE_BYTES // 1024} KB; rule files may be at most"
+        message += f" {MAX_FILE_BYTES // 1024} KB"
+        issue = RuleIssue(str(path), 1, 1, message, "keep one journey per file, without padding")
+        return _Doc(path, "", None, [issue])
     doc = _Doc(path, hashlib.sha256(raw).hexdigest(), None, [])
     try:
         text = raw.decode("utf-8-sig")
@@ -218,10 +227,14 @@ def _read(path: Path) -> _Doc:
             RuleIssue(str(path), line, col, "the file is not UTF-8 text", "save the file as UTF-8")
         )
         return doc
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
+    yaml = limited_yaml()
     try:
         doc.tree = yaml.load(text)
+    except YamlLimitError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        doc.issues.append(RuleIssue(str(path), line, col, str(exc.problem), exc.suggestion))
+        return doc
     except DuplicateKeyError as exc:
         doc.issues.append(_yaml_issue(path, exc, duplicate=True))
         doc.tree = None
@@ -940,6 +953,9 @@ def _check_templates(
             try:
                 used = variables_used(text)
                 compile_text(text)
+            except TemplateTooComplex as exc:
+                issues.append(PathIssue(here, f"{label}: on its line {exc.lineno}: {exc.message}"))
+                continue
             except jinja2.TemplateSyntaxError as exc:
                 issues.append(
                     PathIssue(
@@ -971,11 +987,12 @@ def _check_templates(
                 )
             rendered: str | None = None
             if not unknown:
-                try:
-                    rendered = compile_text(text).render(**sample)
-                except RENDER_ERRORS as exc:
+                try:  # with the same limits (size, depth, time) as every real render
+                    rendered = render_text(text, sample)
+                except TemplateRenderError as exc:
+                    reason = str(exc).removeprefix("template does not render: ")
                     issues.append(
-                        PathIssue(here, f"{label}: does not render for a sample customer: {exc}")
+                        PathIssue(here, f"{label}: does not render for a sample customer: {reason}")
                     )
             if category == "marketing" and policy is not None:
                 wording = policy.unsubscribe_for(locale)

@@ -31,6 +31,7 @@ from pydantic import (
 from crm.models import TASK_KINDS, TIERS
 from rules.conditions import EVERYONE, All, AnyOf, Compare, Condition, Not, parse, to_data
 from rules.errors import ConditionError, UnknownNameError
+from rules.keywords import MAX_KEYWORD, normalise_keyword
 from rules.values import LOCALE_RE, parse_money
 
 JOURNEY_IDS: tuple[str, ...] = (
@@ -767,8 +768,15 @@ class ContactPolicy(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ContactPolicy:
-        both = {k.casefold() for k in self.opt_out_keywords} & {
-            k.casefold() for k in self.opt_in_keywords
+        for keyword in (*self.opt_out_keywords, *self.opt_in_keywords):
+            word = normalise_keyword(keyword)
+            if not word or len(word) > MAX_KEYWORD:
+                raise ValueError(
+                    f"keyword {keyword[:40]!r} must have 1 to {MAX_KEYWORD} characters"
+                    " besides spaces and punctuation"
+                )
+        both = {normalise_keyword(k) for k in self.opt_out_keywords} & {
+            normalise_keyword(k) for k in self.opt_in_keywords
         }
         if both:
             raise ValueError(f"keywords both opt out and opt in: {', '.join(sorted(both))}")
@@ -797,8 +805,8 @@ class ContactPolicy(StrictModel):
         return self.unsubscribe_text[FALLBACK_LOCALE]  # pragma: no cover - required
 
     def is_opt_out(self, text: str) -> bool:
-        """An inbound SMS that is just an opt-out keyword (case and spaces ignored)."""
-        return text.strip().casefold() in {k.casefold() for k in self.opt_out_keywords}
+        """An inbound SMS that is just an opt-out keyword (case, spaces, punctuation ignored)."""
+        return normalise_keyword(text) in {normalise_keyword(k) for k in self.opt_out_keywords}
 
     def is_opt_in(self, text: str) -> bool:
-        return text.strip().casefold() in {k.casefold() for k in self.opt_in_keywords}
+        return normalise_keyword(text) in {normalise_keyword(k) for k in self.opt_in_keywords}

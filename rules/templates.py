@@ -1,8 +1,11 @@
-"""Message templates: sandboxed Jinja2 with only the documented variables.
+"""Message templates: sandboxed Jinja2 with only the documented variables, within limits.
 
 Rule files are edited by people, not programmers, so templates run in Jinja2's
-``SandboxedEnvironment`` (no attribute games) with ``StrictUndefined`` (a missing
-variable is an error, never an empty string in a customer's SMS).
+immutable sandbox (no attribute games, no mutation) with ``StrictUndefined`` (a
+missing variable is an error, never an empty gap in a customer's SMS), and
+within the resource limits of :mod:`rules.template_limits` (size, nesting,
+numbers, repetition, format widths, output, loop steps, recursion and a render
+deadline). Every failure is a :class:`TemplateRenderError`.
 """
 
 from __future__ import annotations
@@ -12,14 +15,35 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
-from jinja2 import StrictUndefined, meta
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import meta
 
 from rules.errors import TemplateRenderError
-
-_ENV = SandboxedEnvironment(
-    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
+from rules.template_limits import (
+    DEFAULT_BUDGET,
+    MAX_CALL_DEPTH,
+    MAX_OUTPUT,
+    MAX_TEMPLATE_CHARS,
+    LimitedSandbox,
+    RenderBudget,
+    TemplateTooComplex,
+    check_output,
+    rendering,
 )
+
+__all__ = [
+    "MAX_CALL_DEPTH",
+    "MAX_OUTPUT",
+    "MAX_TEMPLATE_CHARS",
+    "RENDER_ERRORS",
+    "RenderBudget",
+    "TemplateTooComplex",
+    "compile_text",
+    "render",
+    "render_text",
+    "variables_used",
+]
+
+_ENV = LimitedSandbox()
 
 RENDER_ERRORS: tuple[type[Exception], ...] = (
     jinja2.TemplateError,
@@ -27,25 +51,47 @@ RENDER_ERRORS: tuple[type[Exception], ...] = (
     ValueError,
     ArithmeticError,
     LookupError,
+    RecursionError,
+    MemoryError,
 )
-"""What rendering untrusted template text may raise (security errors are TemplateErrors)."""
+"""What rendering untrusted template text may raise (limits and security errors are
+TemplateErrors; RecursionError and MemoryError are the last line of defence)."""
 
 
 @lru_cache(maxsize=512)
 def compile_text(text: str) -> jinja2.Template:
-    """Compile once per distinct text (raises ``jinja2.TemplateSyntaxError``)."""
+    """Compile once per distinct text (raises ``jinja2.TemplateSyntaxError``, or its
+    subclass :class:`TemplateTooComplex` for a text past the limits)."""
     return _ENV.from_string(text)
 
 
 def variables_used(text: str) -> set[str]:
     """Every top-level variable a template text reads (raises on a syntax error)."""
-    return set(meta.find_undeclared_variables(_ENV.parse(text)))
-
-
-def render_text(text: str, variables: Mapping[str, Any]) -> str:
-    """Render one text; every failure becomes :class:`TemplateRenderError`."""
     try:
-        return compile_text(text).render(**variables).strip()
+        return set(meta.find_undeclared_variables(_ENV.parse(text)))
+    except (RecursionError, MemoryError):
+        raise TemplateTooComplex("the template is too complex", 1) from None
+
+
+def render_text(
+    text: str, variables: Mapping[str, Any], *, budget: RenderBudget = DEFAULT_BUDGET
+) -> str:
+    """Render one text within the limits; every failure becomes :class:`TemplateRenderError`."""
+    try:
+        with rendering(budget) as state:
+            template = compile_text(text)
+            parts: list[str] = []
+            length = 0
+            for chunk in template.generate(**variables):
+                length += len(chunk)
+                check_output(length)
+                state.tick()
+                parts.append(chunk)
+            return "".join(parts).strip()
+    except RecursionError:
+        raise TemplateRenderError("template does not render: it is nested too deeply") from None
+    except MemoryError:
+        raise TemplateRenderError("template does not render: it needs too much memory") from None
     except RENDER_ERRORS as exc:
         raise TemplateRenderError(f"template does not render: {exc}") from exc
 

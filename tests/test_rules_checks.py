@@ -82,7 +82,9 @@ def test_a_full_width_colon_is_reported_on_its_own_line_with_a_hint(tmp_path: Pa
 
 
 def test_a_full_width_comma_in_a_list_is_an_error_on_its_line(tmp_path: Path) -> None:
-    text = shipped("contact_policy.yaml").replace("[STOP, TD, 退订]", "[STOP， TD, 退订]")
+    old = "opt_out_keywords: [STOP, STOPALL"
+    assert old in shipped("contact_policy.yaml")
+    text = shipped("contact_policy.yaml").replace(old, "opt_out_keywords: [STOP， STOPALL")
     (issue,) = errors(rules_with(tmp_path, "contact_policy.yaml", text))
     assert (issue.line, issue.message) == (
         line_of(text, "STOP，"),

@@ -804,7 +804,17 @@ def test_shipped_defaults_are_the_documented_ones() -> None:
     ) == (7, 2, 3)
 
     policy = ruleset.contact_policy
-    assert policy.opt_out_keywords == ["STOP", "TD", "退订"]
+    assert policy.opt_out_keywords == [
+        "STOP",
+        "STOPALL",
+        "UNSUBSCRIBE",
+        "CANCEL",
+        "END",
+        "QUIT",
+        "TD",
+        "退订",
+    ]
+    assert policy.opt_in_keywords == ["START", "YES", "UNSTOP"]
     assert policy.unsubscribe_text == {"zh-CN": "回TD退订", "en": "Reply STOP to opt out"}
     assert policy.is_opt_out(" td ") and not policy.is_opt_out("TDX")
     assert (policy.categories.marketing.per_day, policy.categories.marketing.per_week) == (1, 2)

@@ -391,7 +391,7 @@ def test_app_refuses_to_start_without_token_or_public_url(
 
 # -- callbacks that beat the dispatcher's write-back ------------------------------
 
-ATTEMPT = "9f2c41d0:early"
+ATTEMPT = "9f2c41d0:1"  # the dispatcher's shape: <token hex>:<message id>
 LEAD = timedelta(hours=3)
 
 
@@ -505,11 +505,11 @@ def test_early_callback_for_another_attempt_or_row_is_unknown(
         None,
         status="sending",
         provider=None,
-        attempt_id="other:1",
+        attempt_id="0e4a:2",
         occurrence="grace:other",
     )
     for url in (
-        early_url(mid, "9f2c41d0:stale"),  # an older attempt of the same row
+        early_url(mid, "7b3e:1"),  # an older attempt of the same row
         early_url(other),  # the right attempt id on another row
         STATUS_URL,  # no query: only the sid, which nobody has recorded yet
         f"{STATUS_URL}?message_id={mid}",  # half a pair names no attempt

@@ -51,11 +51,13 @@ from notifications.errors import (
     TransientSendError,
     describe_code,
 )
-from notifications.logging import install_masking
+from notifications.logging import install_masking, redact_account_sids
 
 log = logging.getLogger(__name__)
 HTTP_LOG = logging.getLogger("notifications.twilio.http")
 """The Twilio client's own request log goes here, phone-masked and secret-redacted."""
+_TWILIO_LIB_LOG = logging.getLogger("twilio.http_client")
+"""The client library's default request logger (used by clients built without ours)."""
 
 STATUS_CALLBACK_PATH = "/twilio/status"
 OPTED_OUT = 21610
@@ -160,8 +162,13 @@ def _server_date(headers: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _message(exc: TwilioRestException) -> str:
+    """Twilio's error text, without an Account SID (a 404 quotes the resource URL)."""
+    return redact_account_sids(str(exc.msg or ""))
+
+
 def _error_body(exc: TwilioRestException) -> dict[str, Any]:
-    body: dict[str, Any] = {"status": exc.status, "code": exc.code, "message": exc.msg}
+    body: dict[str, Any] = {"status": exc.status, "code": exc.code, "message": _message(exc)}
     if isinstance(exc.details, dict):
         body["details"] = exc.details
     if exc.code:
@@ -184,7 +191,7 @@ def translate_error(
         )
     if exc.status >= 500:
         return TransientSendError(
-            f"Twilio server error (HTTP {exc.status}): {exc.msg}",
+            f"Twilio server error (HTTP {exc.status}): {_message(exc)}",
             retry_after=_retry_after(headers, _server_date(headers)),
             maybe_accepted=method == "POST",
             provider="twilio",
@@ -197,8 +204,9 @@ def translate_error(
         )
     code = str(exc.code) if exc.code else f"http_{exc.status}"
     reason = describe_code(exc.code) if exc.code else f"HTTP {exc.status}"
-    if exc.msg and exc.msg not in reason:
-        reason = f"{reason} (Twilio: {exc.msg})"
+    message = _message(exc)
+    if message and message not in reason:
+        reason = f"{reason} (Twilio: {message})"
     error = OptedOutError if exc.code == OPTED_OUT else PermanentSendError
     return error(code, reason, body, provider="twilio")
 
@@ -236,8 +244,10 @@ class TwilioBackend(ChannelBackend):
         self.search_limit = search_limit
         # Filters on the loggers that see request lines (records are created there),
         # so numbers are masked whatever handlers the process configured.
-        for logger in (HTTP_LOG, log, logging.getLogger("urllib3.connectionpool")):
-            install_masking(logger, [auth_token])
+        # The Account SID is in every request URL; it is a secret like the token.
+        loggers = (HTTP_LOG, log, logging.getLogger("urllib3.connectionpool"), _TWILIO_LIB_LOG)
+        for logger in loggers:
+            install_masking(logger, [auth_token, account_sid])
         self._http = _RememberingHttpClient(timeout=timeout)
         self.client = Client(account_sid, auth_token, http_client=self._http)
         if api_base:

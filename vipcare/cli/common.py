@@ -28,6 +28,9 @@ class InputError(Exception):
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
+    from notifications.logging import redact_account_sids
+
+    message = redact_account_sids(message)  # errors quoting a Twilio URL hold the secret sid
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable
 from enum import StrEnum
@@ -23,7 +22,7 @@ from vipcare.cli.common import (
     settings,
     today_local,
 )
-from vipcare.console import console, err_console, print_json, print_table
+from vipcare.console import console, err_console, json_text, print_json, print_table
 
 customers_app = typer.Typer(help="VIP customers.", no_args_is_help=True)
 plans_app = typer.Typer(help="The plan catalogue.", no_args_is_help=True)
@@ -338,6 +337,6 @@ def _stream_json(rows: Iterable[dict[str, Any]]) -> None:
     first = True
     for row in rows:
         out.write("\n  " if first else ",\n  ")
-        out.write(json.dumps(row, ensure_ascii=False))
+        out.write(json_text(row))
         first = False
     out.write("\n]\n" if not first else "]\n")

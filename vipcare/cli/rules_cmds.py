@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from vipcare.cli.common import engine, fail, input_errors, parse_date, settings, today_local
-from vipcare.console import console, err_console, print_json, print_table
+from vipcare.console import console, err_console, print_json, print_table, safe
 
 rules_app = typer.Typer(
     help="Check, explain and preview the rule files marketing ops edit.",
@@ -48,9 +48,9 @@ def check(
     try:
         ruleset = load_rules(target)
     except RulesValidationError as exc:
-        for issue in exc.issues:
-            sys.stdout.write(f"{issue}\n")
-        count = len(exc.issues)
+        for line in exc.listing():
+            sys.stdout.write(f"{safe(line)}\n")
+        count = exc.total
         err_console.print(
             f"[bold red]error:[/] {count} problem{'s' if count != 1 else ''} in {target}",
             highlight=False,

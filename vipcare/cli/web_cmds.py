@@ -27,7 +27,7 @@ def webhooks(
     """
     import uvicorn
 
-    from notifications.logging import install_masking
+    from notifications.logging import install_masking, twilio_secrets
     from notifications.webhooks import create_app
     from rules import load_rules
 
@@ -44,11 +44,10 @@ def webhooks(
         lead_time=ruleset.precall_lead_time,
     )
     config = uvicorn.Config(app, host=host, port=port, log_level="info", proxy_headers=True)
-    token = cfg.twilio_auth_token.get_secret_value() if cfg.twilio_auth_token else ""
-    # uvicorn has configured its loggers by now; mask phones and the token in all of them.
+    # uvicorn has configured its loggers by now; mask phones and the secrets in all of them.
     for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
         for handler in logging.getLogger(name).handlers:
-            install_masking(handler, [token])
+            install_masking(handler, twilio_secrets(cfg.notifications()))
     console.print(
         f"webhooks for [bold]{cfg.public_url}[/] listening on http://{host}:{port} "
         "(POST /twilio/status, POST /twilio/inbound)",
