@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 from rules import RulesValidationError, load_rules
 from rules.conditions import Compare, parse
 from rules.errors import ConditionError, RuleIssue, TemplateRenderError, UnknownNameError
-from rules.loader import plain
+from rules.yaml_doc import plain
 from rules.models import (
     BirthdayRule,
     CallbackRule,
