@@ -18,7 +18,6 @@ from ruamel.yaml import YAML
 from rules import RulesValidationError, load_rules
 from rules.conditions import Compare, parse
 from rules.errors import ConditionError, RuleIssue, TemplateRenderError, UnknownNameError
-from rules.yaml_doc import plain
 from rules.models import (
     BirthdayRule,
     CallbackRule,
@@ -32,6 +31,7 @@ from rules.models import (
 )
 from rules.schema import json_schema, json_schema_text
 from rules.templates import render
+from rules.yaml_doc import plain
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 FIXTURES = Path(__file__).resolve().parent / "rules_fixtures"
