@@ -34,6 +34,7 @@ from rules.models import (
     JOURNEY_MODELS,
     JOURNEY_VARIABLES,
     SAMPLE_VARIABLES,
+    CallQaRule,
     ContactPolicy,
     GraceCreditRule,
     JourneyBase,
@@ -42,6 +43,7 @@ from rules.templates import RENDER_ERRORS, compile_text, variables_used
 from rules.values import show
 
 POLICY_STEM = "contact_policy"
+CALL_QA_STEM = "call_qa"
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
@@ -53,6 +55,8 @@ class RuleSet:
     contact_policy: ContactPolicy
     source: Path
     files: list[Path] = field(default_factory=list)
+    call_qa: CallQaRule = field(default_factory=CallQaRule)
+    """``call_qa.yaml`` (the defaults when the directory has none)."""
 
     def journey(self, journey_id: str) -> JourneyBase:
         """The rule for ``journey_id``; raises :class:`UnknownNameError` with a suggestion."""
@@ -108,10 +112,15 @@ def load_rules(path: Path | str) -> RuleSet:
     else:
         policy, found = _load_policy(policy_path)
         issues += found
+    qa_path = next((p for p in files if p.stem == CALL_QA_STEM), None)
+    call_qa: CallQaRule | None = CallQaRule()
+    if qa_path is not None:
+        call_qa, found = _load_settings_file(qa_path, CallQaRule)
+        issues += found
     journeys: dict[str, JourneyBase] = {}
     seen_files: dict[str, Path] = {}
     for file in files:
-        if file == policy_path:
+        if file in (policy_path, qa_path):
             continue
         rule, found = _load_journey(file, policy)
         issues += found
@@ -130,9 +139,11 @@ def load_rules(path: Path | str) -> RuleSet:
             continue
         seen_files[rule.journey] = file
         journeys[rule.journey] = rule
-    if issues or policy is None:
+    if issues or policy is None or call_qa is None:
         raise RulesValidationError(issues)
-    return RuleSet(journeys=journeys, contact_policy=policy, source=path, files=files)
+    return RuleSet(
+        journeys=journeys, contact_policy=policy, source=path, files=files, call_qa=call_qa
+    )
 
 
 def _policy_file(directory: Path) -> Path | None:
@@ -450,6 +461,22 @@ def _load_policy(path: Path) -> tuple[ContactPolicy | None, list[RuleIssue]]:
         return None, doc.issues
     policy.stamp(doc.content_hash, path)
     return policy, doc.issues
+
+
+def _load_settings_file(
+    path: Path, model: type[CallQaRule]
+) -> tuple[CallQaRule | None, list[RuleIssue]]:
+    """A rule file that is not a journey (``call_qa.yaml``): one pydantic model."""
+    doc = _read(path)
+    if doc.tree is None:
+        return None, doc.issues
+    try:
+        rule = model.model_validate(plain(doc.tree))
+    except ValidationError as exc:
+        doc.add(pydantic_issues(exc, model))
+        return None, doc.issues
+    rule.stamp(doc.content_hash, path)
+    return rule, doc.issues
 
 
 # --- journeys --------------------------------------------------------------------------
