@@ -41,6 +41,15 @@ def mask(phone: str | None) -> str:
     return ("+" if phone.startswith("+") else "") + masked
 
 
+def readable(phone: str) -> str:
+    """``+8613812345678`` → ``+86 138 1234 5678``, for people who dial it (E.164 if unparsable)."""
+    try:
+        parsed = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return phone
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
 _PHONE_IN_TEXT = re.compile(r"\+?\d[\d \-]{7,}\d")
 
 

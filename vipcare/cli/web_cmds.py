@@ -41,6 +41,7 @@ def web(
     from vipcare.web import Dispatcher, create_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     cfg = settings()
     ruleset = load_rules(cfg.rules_dir)
     eng = engine()

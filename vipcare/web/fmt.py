@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from crm.phones import mask
+from crm.phones import mask, readable
 from crm.timeline import Entry
 from crm.worklist import TaskRow
 from vipcare.web.i18n import MESSAGES, label, translate
@@ -95,7 +95,15 @@ class Formatter:
 
     # --- tasks ---------------------------------------------------------------------------
     def phone(self, phone: str, whole: bool) -> str:
-        return phone if whole else mask(phone)
+        return readable(phone) if whole else mask(phone)
+
+    def actor(self, actor: str) -> str:
+        kind, _, ident = actor.partition(":")
+        if kind == "manager":
+            return ident
+        if kind in ("flow", "system", "webhook", "import", "cli"):
+            return self.t(f"actor_{kind}")
+        return actor
 
     def why(self, task: TaskRow) -> str:
         d = task.details

@@ -266,6 +266,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "channel_sms": ("短信", "SMS"),
     "channel_voice": ("语音", "Voice"),
     "by_actor": ("操作者：{actor}", "by {actor}"),
+    "actor_flow": ("每日关怀流程", "the daily care run"),
+    "actor_system": ("系统", "the system"),
+    "actor_webhook": ("短信服务商回执", "the SMS provider"),
+    "actor_import": ("数据导入", "a data import"),
+    "actor_cli": ("命令行操作员", "an operator (command line)"),
     "ev_task.done": ("通话结果：{outcome}", "Call outcome: {outcome}"),
     "ev_task.rescheduled": (
         "任务改期：{from} → {to}（{reason}）",
