@@ -7,6 +7,7 @@ and the clock and passes them in.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -40,6 +41,7 @@ from vipcare.web.routes import auth, prefs, team, work
 from vipcare.web.security import SESSION_COOKIE, SessionCodec
 
 STATIC = Path(__file__).resolve().parent / "static"
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -115,6 +117,11 @@ def _error_pages(app: FastAPI) -> None:
         if exc.status_code == 405:
             return _error(request, 405, "bad_request_title", "not_found")
         return _error(request, exc.status_code, "bad_request_title", "not_found")
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return render(request, "error.html", None, 500, title="error_title", message="error")
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:

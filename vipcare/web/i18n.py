@@ -366,6 +366,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "forbidden": ("此页面仅供主管使用。", "This page is for supervisors."),
     "back_home": ("返回首页", "Back to the start page"),
     "bad_request_title": ("请求有误", "Bad request"),
+    "error_title": ("出错了", "Something went wrong"),
+    "error": (
+        "服务器出错，已记录。请稍后重试。",
+        "The server hit an error; it has been logged. Please try again.",
+    ),
     "weekday_0": ("星期一", "Monday"),
     "weekday_1": ("星期二", "Tuesday"),
     "weekday_2": ("星期三", "Wednesday"),
