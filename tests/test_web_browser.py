@@ -135,7 +135,7 @@ def test_sign_in_and_see_only_my_own_tasks(browser, site):
     assert sorted(ready_names(page)) == sorted([NAMES["A"], NAMES["B"], NAMES["D"]])
     assert page.locator("#waiting .task-name").all_inner_texts() == [NAMES["E"]]
     assert NAMES["C"] not in page.content()
-    assert page.locator(f"a.tel[href^='tel:+86']").count() == 4
+    assert page.locator("a.tel[href^='tel:+86']").count() == 4
 
 
 def test_complete_a_task_and_watch_it_leave_the_list(browser, site, world):
