@@ -90,6 +90,9 @@ class Formatter:
     def criterion(self, value: str) -> str:
         return label(self.locale, "criterion", value)
 
+    def grace_status(self, value: str) -> str:
+        return label(self.locale, "grace", value)
+
     def role(self, value: str) -> str:
         return label(self.locale, "role", value)
 
