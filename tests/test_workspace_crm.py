@@ -19,7 +19,7 @@ from crm.errors import InvalidTransition, NotFound
 from crm.models import AuditLog, CallTask, QaSample, StaffAccount
 from crm.tasks import RescheduleError, TaskInputError, complete, open_statuses, reschedule
 from crm.timeline import timeline
-from tests.builders import SHANGHAI, Crm
+from tests.builders import SHANGHAI
 from tests.web_support import AS_OF, NAMES, build_world, local
 
 M1 = Actor("manager", "M1")
@@ -281,7 +281,7 @@ def test_passwords_are_argon2_hashes_and_too_short_ones_are_refused(world):
 def test_authenticate_counts_failures_and_throttles(world):
     limits = LoginLimits(window=timedelta(minutes=10), per_login=3, per_client=100)
     at = world.clock()
-    for i in range(3):
+    for _ in range(3):
         with transaction(world.engine) as s:
             assert accounts.authenticate(s, "M1", "nope", "1.2.3.4", at, limits) is None
         at += timedelta(minutes=1)
