@@ -148,6 +148,24 @@ def set_password(
     return _view(manager, account)
 
 
+def add_staff(
+    session: Session, ref: str, name: str, phone: str, at: datetime, actor: Actor
+) -> bool:
+    """A managers row for staff without customers (a supervisor): capacity 0. False when
+    the id exists already (nothing changes)."""
+    if session.scalar(select(Manager.id).where(Manager.external_id == ref)) is not None:
+        return False
+    session.add(Manager(external_id=ref, name=name, phone=phone, email=None, daily_call_capacity=0))
+    session.flush()
+    audit.append(
+        session,
+        actor,
+        at,
+        [AuditEntry(action="manager.added", details={"name": name}, entity=f"manager:{ref}")],
+    )
+    return True
+
+
 def _view(manager: Manager, account: StaffAccount) -> Account:
     return Account(
         manager_id=manager.id,
@@ -161,13 +179,28 @@ def _view(manager: Manager, account: StaffAccount) -> Account:
 
 
 def account_for(session: Session, manager_id: int) -> Account | None:
-    """The account behind a session (one indexed join), or None when it no longer exists."""
-    row = session.execute(
-        select(Manager, StaffAccount)
-        .join(StaffAccount, StaffAccount.manager_id == Manager.id)
-        .where(Manager.id == manager_id)
-    ).first()
-    return None if row is None else _view(row[0], row[1])
+    """The account behind a session, or None when it no longer exists.
+
+    Asked on every request: one indexed join of plain columns on the connection.
+    """
+    row = (
+        session.connection()
+        .execute(
+            select(
+                Manager.id,
+                Manager.external_id,
+                Manager.name,
+                StaffAccount.role,
+                StaffAccount.session_version,
+                StaffAccount.locale,
+                Manager.timezone,
+            )
+            .join(StaffAccount, StaffAccount.manager_id == Manager.id)
+            .where(Manager.id == manager_id)
+        )
+        .first()
+    )
+    return None if row is None else Account(*row)
 
 
 def _login_key(login: str) -> str:

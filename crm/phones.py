@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import phonenumbers
 
@@ -41,6 +42,7 @@ def mask(phone: str | None) -> str:
     return ("+" if phone.startswith("+") else "") + masked
 
 
+@lru_cache(maxsize=8192)
 def readable(phone: str) -> str:
     """``+8613812345678`` → ``+86 138 1234 5678``, for people who dial it (E.164 if unparsable)."""
     try:

@@ -3,7 +3,9 @@
 Read-only (writes go through :mod:`crm.tasks`). Every query is bounded: sections
 and pages have a ``limit``, totals are ``COUNT`` queries, exports stream in
 keyset-paginated batches, and the customer details (clubs, recent usage) of a
-page are loaded with one query each for the whole page. Phones come back whole:
+page are loaded with one query each for the whole page. Statements run on the
+session's connection (Core), not through the ORM: these are plain rows, and the
+ORM layer cost more than the queries themselves. Phones come back whole:
 the caller decides who may see them (:func:`crm.phones.mask` for everyone else).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -117,12 +120,34 @@ class TaskRow:
 
 
 _notice = aliased(OutboundMessage, name="notice")
+_TASK_COLUMNS = (
+    CallTask.id,
+    CallTask.kind,
+    CallTask.journey,
+    CallTask.status,
+    CallTask.priority,
+    CallTask.due_on,
+    CallTask.scheduled_on,
+    CallTask.attempt,
+    CallTask.no_notice,
+    CallTask.ready_at,
+    CallTask.details,
+    CallTask.outcome,
+    CallTask.satisfaction,
+    CallTask.note,
+    CallTask.completed_at,
+    CallTask.manager_id,
+)
+"""Plain columns, not the ORM entity: a page of rows without identity-map bookkeeping."""
+_N = len(_TASK_COLUMNS)
 
 
+@lru_cache(maxsize=1)
 def _base() -> AnySelect:
+    """The task-with-customer select; built once (statements are immutable)."""
     stmt: AnySelect = (
         select(
-            CallTask,
+            *_TASK_COLUMNS,
             Manager.external_id,
             Customer.id,
             Customer.external_id,
@@ -153,42 +178,29 @@ def _base() -> AnySelect:
 
 
 def _row(r: Any) -> TaskRow:
-    task: CallTask = r[0]
-    allowance = None if r[11] is None else Allowance(r[13], r[14], r[15], r[16])
+    c = r[_N:]
+    allowance = None if c[10] is None else Allowance(c[12], c[13], c[14], c[15])
     return TaskRow(
-        id=task.id,
-        kind=task.kind,
-        journey=task.journey,
-        status=task.status,
-        priority=task.priority,
-        due_on=task.due_on,
-        scheduled_on=task.scheduled_on,
-        attempt=task.attempt,
-        no_notice=task.no_notice,
-        ready_at=task.ready_at,
-        details=dict(task.details or {}),
-        outcome=task.outcome,
-        satisfaction=task.satisfaction,
-        note=task.note,
-        completed_at=task.completed_at,
-        manager_id=task.manager_id,
-        manager_ref=r[1],
-        customer_key=r[2],
-        customer_ref=r[3],
-        customer_name=r[4],
-        phone=r[5],
-        tier=r[6],
-        status_of_customer=r[7],
-        balance=r[8],
-        balance_as_of=r[9],
-        last_contact_on=r[10],
-        plan_code=r[11],
-        plan_name=r[12],
+        *r[:10],
+        dict(r[10] or {}),
+        *r[11:_N],
+        manager_ref=c[0],
+        customer_key=c[1],
+        customer_ref=c[2],
+        customer_name=c[3],
+        phone=c[4],
+        tier=c[5],
+        status_of_customer=c[6],
+        balance=c[7],
+        balance_as_of=c[8],
+        last_contact_on=c[9],
+        plan_code=c[10],
+        plan_name=c[11],
         allowance=allowance,
-        notice_status=r[17],
-        notice_sent_at=r[18],
-        notice_scheduled_for=r[19],
-        notice_reason=r[20],
+        notice_status=c[16],
+        notice_sent_at=c[17],
+        notice_scheduled_for=c[18],
+        notice_reason=c[19],
     )
 
 
@@ -200,7 +212,7 @@ def _with_customer_details(
         return rows
     ids = sorted({r.customer_key for r in rows})
     clubs: dict[int, list[str]] = defaultdict(list)
-    for cid, club in session.execute(
+    for cid, club in session.connection().execute(
         select(CustomerClub.customer_id, CustomerClub.club)
         .where(CustomerClub.customer_id.in_(ids))
         .order_by(CustomerClub.customer_id, CustomerClub.club)
@@ -209,7 +221,7 @@ def _with_customer_details(
     months: dict[int, list[UsageMonth]] = defaultdict(list)
     if usage:
         first = _month_start(today, USAGE_MONTHS)
-        for u in session.execute(
+        for u in session.connection().execute(
             select(
                 MonthlyUsage.customer_id,
                 MonthlyUsage.month,
@@ -259,10 +271,13 @@ def _section(
         stmt = stmt.order_by(CallTask.scheduled_on, CallTask.priority.desc(), CallTask.id)
     else:
         stmt = _urgent_first(stmt)
-    rows = [_row(r) for r in session.execute(stmt.limit(limit))]
+    rows = [_row(r) for r in session.connection().execute(stmt.limit(limit))]
     total = len(rows)
     if total == limit:
-        total = int(session.scalar(select(func.count()).select_from(CallTask).where(*where)) or 0)
+        total = int(
+            session.connection().scalar(select(func.count()).select_from(CallTask).where(*where))
+            or 0
+        )
     return rows, total
 
 
@@ -301,16 +316,22 @@ def task_card(
     stmt = _base().where(CallTask.id == task_id)
     if manager_id is not None:
         stmt = stmt.where(CallTask.manager_id == manager_id)
-    found = session.execute(stmt).first()
+    found = session.connection().execute(stmt).first()
     if found is None:
         return None
     (row,) = _with_customer_details(session, [_row(found)], today)
-    grace = session.execute(
-        select(GracePeriod.amount, GracePeriod.granted_on, GracePeriod.deadline, GracePeriod.status)
-        .where(GracePeriod.customer_id == row.customer_key)
-        .order_by(GracePeriod.granted_at.desc())
-        .limit(1)
-    ).first()
+    grace = (
+        session.connection()
+        .execute(
+            select(
+                GracePeriod.amount, GracePeriod.granted_on, GracePeriod.deadline, GracePeriod.status
+            )
+            .where(GracePeriod.customer_id == row.customer_key)
+            .order_by(GracePeriod.granted_at.desc())
+            .limit(1)
+        )
+        .first()
+    )
     return replace(row, grace=Grace(*grace) if grace else None)
 
 
@@ -350,7 +371,10 @@ def _list_order(stmt: AnySelect) -> AnySelect:
 
 
 def count_tasks(session: Session, flt: TaskFilter) -> int:
-    return int(session.scalar(select(func.count()).select_from(CallTask).where(*flt.where())) or 0)
+    return int(
+        session.connection().scalar(select(func.count()).select_from(CallTask).where(*flt.where()))
+        or 0
+    )
 
 
 def task_page(
@@ -358,7 +382,7 @@ def task_page(
 ) -> tuple[list[TaskRow], int]:
     """One page of the task list (day, priority, id) and the total for the filters."""
     stmt = _list_order(_base().where(*flt.where())).limit(limit).offset(offset)
-    rows = [_row(r) for r in session.execute(stmt)]
+    rows = [_row(r) for r in session.connection().execute(stmt)]
     return _with_customer_details(session, rows, today, usage=False), count_tasks(session, flt)
 
 
@@ -384,7 +408,7 @@ def iter_tasks(session: Session, flt: TaskFilter, batch: int = 1000) -> Iterator
                     ),
                 )
             )
-        rows = [_row(r) for r in session.execute(_list_order(stmt).limit(batch))]
+        rows = [_row(r) for r in session.connection().execute(_list_order(stmt).limit(batch))]
         if not rows:
             return
         yield from _with_customer_details(session, rows, rows[0].scheduled_on, usage=False)
@@ -400,7 +424,7 @@ def customer_tasks(
     """A customer's recent tasks: (id, kind, status, scheduled_on, outcome), newest first."""
     return [
         (r[0], r[1], r[2], r[3], r[4])
-        for r in session.execute(
+        for r in session.connection().execute(
             select(
                 CallTask.id, CallTask.kind, CallTask.status, CallTask.scheduled_on, CallTask.outcome
             )

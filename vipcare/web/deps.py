@@ -78,6 +78,7 @@ class WebConfig:
 
 
 templates = Jinja2Templates(directory=str(TEMPLATES))
+templates.env.auto_reload = False  # templates ship with the package; no stat() per render
 templates.env.globals["quote"] = quote
 templates.env.globals["charts"] = charts
 

@@ -79,7 +79,7 @@ def day_page(
     manager_id, ref, name = _manager_scope(web, who, manager)
     with web.read() as session:
         day = my_day(session, manager_id, who.today, web.page_size)
-        capacity_n = session.scalar(
+        capacity_n = session.connection().scalar(
             select(Manager.daily_call_capacity).where(Manager.id == manager_id)
         )
     return render(
