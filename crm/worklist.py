@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
@@ -279,6 +279,11 @@ def _section(
             or 0
         )
     return rows, total
+
+
+def _count(session: Session, where: list[ColumnElement[bool]]) -> int:
+    stmt = select(func.count()).select_from(CallTask).where(*where)
+    return int(session.connection().scalar(stmt) or 0)
 
 
 def my_day(session: Session, manager_id: int, today: date, limit: int = 50) -> MyDay:
