@@ -168,3 +168,22 @@ def test_qa_sample_is_idempotent(cli, world):
     assert again["drawn"] == 0 and again["sampled"] == 1
     listed = json.loads(run(cli, "qa", "list", "--json").stdout)
     assert len(listed) == 1 and listed[0]["manager_id"] == "M1" and listed[0]["scores"] is None
+
+
+def test_the_demo_prints_working_manager_and_supervisor_sign_ins(world, capsys, monkeypatch):
+    import re
+
+    from crm.accounts import authenticate
+    from vipcare.demo import SUPERVISOR_REF, _workspace_logins
+
+    monkeypatch.setenv("COLUMNS", "300")
+    _workspace_logins(world.engine, AS_OF, world.clock())
+    out = capsys.readouterr().out
+    assert "vipcare web" in out and "http://127.0.0.1:8000/" in out
+    rows = dict(re.findall(r"│ (?:manager|supervisor)\s+│ (\S+)\s+│ (\S+)\s+│", out))
+    assert set(rows) == {"M1", SUPERVISOR_REF}  # M1 has the most calls ready today
+    with transaction(world.engine) as s:
+        for ref, password in rows.items():
+            account = authenticate(s, ref, password, "demo", world.clock())
+            assert account is not None
+            assert account.role == ("supervisor" if ref == SUPERVISOR_REF else "manager")
