@@ -189,12 +189,12 @@ def test_the_timeline_shows_the_text_that_was_sent(browser, site, world):
     sign_in(page, "M1")
     page.goto("/customers/E")
     first = page.locator(".timeline li").first
-    assert "SMS (precall): queued" in first.inner_text()
+    assert "SMS (pre-call notice): queued" in first.inner_text()
     assert first.locator("blockquote.sms").inner_text() == body
     world.dispatch(world.clock() + timedelta(minutes=5))
     page.reload()
     first = page.locator(".timeline li").first
-    assert "SMS (precall): sent" in first.inner_text()
+    assert "SMS (pre-call notice): sent" in first.inner_text()
     assert first.locator("blockquote.sms").inner_text() == body
 
 

@@ -182,7 +182,7 @@ class Formatter:
             return self.t(
                 "message_entry",
                 channel=self.t(f"channel_{entry.channel}"),
-                template=entry.template or "",
+                template=label(self.locale, "template", entry.template),
                 status=self.msg_status(entry.status),
             )
         key = f"ev_{entry.kind}"
