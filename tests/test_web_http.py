@@ -444,3 +444,15 @@ def test_an_unknown_time_zone_is_refused(world):
     token = csrf_of(c.get("/settings").text)
     response = c.post("/settings", data={"timezone": "Mars/Olympus", "csrf_token": token})
     assert response.status_code == 400 and "Mars/Olympus" in response.text
+
+
+@pytest.mark.parametrize(
+    "path", ["/tasks?until=someday", "/tasks?status=finished", "/tasks/abc", "/qa?day=2026-13-01"]
+)
+def test_bad_input_gets_a_clear_page_not_a_traceback(world, path):
+    c = signed_in(world, "S1")
+    response = c.get(path, headers={"Accept-Language": "en"})
+    assert response.status_code in (400, 404)
+    assert "Traceback" not in response.text and "Sign out" in response.text
+    if response.status_code == 400:
+        assert "was not valid" in response.text

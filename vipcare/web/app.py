@@ -116,7 +116,7 @@ def _error_pages(app: FastAPI) -> None:
             return _error(request, 403, "forbidden_title", str(exc.detail))
         if exc.status_code == 405:
             return _error(request, 405, "bad_request_title", "not_found")
-        return _error(request, exc.status_code, "bad_request_title", "not_found")
+        return _error(request, exc.status_code, "bad_request_title", "bad_request")
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:
@@ -125,7 +125,7 @@ def _error_pages(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
-        return _error(request, 400, "bad_request_title", "not_found")
+        return _error(request, 400, "bad_request_title", "bad_request")
 
 
 def _error(request: Request, status: int, title: str, message: str) -> HTMLResponse:

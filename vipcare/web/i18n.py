@@ -370,6 +370,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "forbidden": ("此页面仅供主管使用。", "This page is for supervisors."),
     "back_home": ("返回首页", "Back to the start page"),
     "bad_request_title": ("请求有误", "Bad request"),
+    "bad_request": (
+        "请求中的内容无效（例如日期格式），请返回检查后重试。",
+        "Something in the request was not valid (a date, for example); go back, check it and try again.",
+    ),
     "error_title": ("出错了", "Something went wrong"),
     "error": (
         "服务器出错，已记录。请稍后重试。",
