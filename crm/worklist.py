@@ -220,7 +220,8 @@ def _row(r: Any) -> TaskRow:
 def _with_customer_details(
     session: Session, rows: list[TaskRow], today: date, usage: bool = True
 ) -> list[TaskRow]:
-    """Clubs and the last months' usage of every customer on a page: two queries in all."""
+    """Clubs, the last months' usage and (for grace follow-ups) the latest grace credit of
+    every customer on a page: at most three queries in all."""
     if not rows:
         return rows
     ids = sorted({r.customer_key for r in rows})
@@ -246,10 +247,35 @@ def _with_customer_details(
             .order_by(MonthlyUsage.customer_id, MonthlyUsage.month)
         ):
             months[u[0]].append(UsageMonth(u[1], u[2], u[3], u[4]))
+    graces = _latest_graces(session, {r.customer_key for r in rows if r.kind == "grace_followup"})
     return [
-        replace(r, clubs=clubs.get(r.customer_key, []), usage=months.get(r.customer_key, []))
+        replace(
+            r,
+            clubs=clubs.get(r.customer_key, []),
+            usage=months.get(r.customer_key, []),
+            grace=graces.get(r.customer_key),
+        )
         for r in rows
     ]
+
+
+def _latest_graces(session: Session, customer_ids: set[int]) -> dict[int, Grace]:
+    out: dict[int, Grace] = {}
+    if not customer_ids:
+        return out
+    for cid, amount, granted_on, deadline, status in session.connection().execute(
+        select(
+            GracePeriod.customer_id,
+            GracePeriod.amount,
+            GracePeriod.granted_on,
+            GracePeriod.deadline,
+            GracePeriod.status,
+        )
+        .where(GracePeriod.customer_id.in_(sorted(customer_ids)))
+        .order_by(GracePeriod.customer_id, GracePeriod.granted_at.desc())
+    ):
+        out.setdefault(cid, Grace(amount, granted_on, deadline, status))
+    return out
 
 
 def _month_start(today: date, back: int) -> date:
@@ -338,19 +364,9 @@ def task_card(
     if found is None:
         return None
     (row,) = _with_customer_details(session, [_row(found)], today)
-    grace = (
-        session.connection()
-        .execute(
-            select(
-                GracePeriod.amount, GracePeriod.granted_on, GracePeriod.deadline, GracePeriod.status
-            )
-            .where(GracePeriod.customer_id == row.customer_key)
-            .order_by(GracePeriod.granted_at.desc())
-            .limit(1)
-        )
-        .first()
-    )
-    return replace(row, grace=Grace(*grace) if grace else None)
+    if row.grace is None:
+        row = replace(row, grace=_latest_graces(session, {row.customer_key}).get(row.customer_key))
+    return row
 
 
 # --- filtered lists, pages and exports -----------------------------------------------------

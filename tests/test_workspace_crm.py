@@ -372,3 +372,23 @@ def test_reports_group_by_the_readers_day(world):
     assert (m1.open_tasks, m1.overdue, m1.due_in_window, m1.done_in_window) == (2, 0, 4, 2)
     assert m1.completion_rate == Decimal("0.500") and "S1" not in team
     assert days[-1] == AS_OF and sum(by_status["sent"]) >= 3
+
+
+def test_a_grace_follow_up_card_carries_the_credit_and_its_deadline(world):
+    m1 = world.crm.manager_id("M1")
+    world.crm.customer("G", tier="diamond", balance=Decimal("-200.00"), manager_id=m1)
+    world.crm.run(AS_OF, "grace_credit")
+    deadline = AS_OF + timedelta(days=3)
+    world.crm.run(deadline, "grace_credit")
+    with transaction(world.engine) as s:
+        day = worklist.my_day(s, m1, deadline)
+        rows = [r for r in day.ready.rows + day.waiting.rows if r.customer_ref == "G"]
+        (row,) = rows
+        card = worklist.task_card(s, row.id, deadline, m1)
+    assert row.kind == "grace_followup" and row.grace is not None
+    assert (row.grace.amount, row.grace.deadline, row.grace.status) == (
+        Decimal("50.00"),
+        deadline,
+        "suspended",
+    )
+    assert row.balance == Decimal("-150.00") and card is not None and card.grace == row.grace
