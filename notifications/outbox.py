@@ -616,6 +616,41 @@ def defer(
     return len(deferred)
 
 
+def move_queued(
+    session: Session, message_id: int, until: datetime, at: datetime, actor: Actor, reason: str
+) -> bool:
+    """Send a still-queued message at ``until`` instead (a rescheduled call's pre-call notice).
+
+    Audited as ``message.deferred``. False, and nothing changes, when the message has
+    left ``queued`` meanwhile (it went out or was suppressed) or is already due then.
+    """
+    msg = session.execute(
+        select(OutboundMessage).where(OutboundMessage.id == message_id).with_for_update()
+    ).scalar_one_or_none()
+    if msg is None or msg.status != QUEUED or msg.scheduled_for == until:
+        return False
+    was = msg.scheduled_for
+    msg.scheduled_for = until
+    msg.updated_at = at
+    audit.append(
+        session,
+        actor,
+        at,
+        [
+            _entry(
+                "message.deferred",
+                msg.id,
+                msg.customer_id,
+                _customer_ref(session, msg.customer_id),
+                msg.journey,
+                msg.rule_hash,
+                {"until": until, "was": was, "reason": reason},
+            )
+        ],
+    )
+    return True
+
+
 def owned(session: Session, pairs: Iterable[tuple[int, str | None]]) -> set[int]:
     """Ids among ``(message_id, attempt_id)`` still ``sending`` under that attempt.
 

@@ -392,3 +392,29 @@ def test_a_grace_follow_up_card_carries_the_credit_and_its_deadline(world):
         "suspended",
     )
     assert row.balance == Decimal("-150.00") and card is not None and card.grace == row.grace
+
+
+def test_a_waiting_pre_call_notice_follows_its_rescheduled_call(world):
+    from crm.models import OutboundMessage
+    from vipcare.calls import reschedule_call
+
+    window = world.crm.ruleset.contact_policy.send_window
+    thursday = AS_OF + timedelta(days=3)
+    with transaction(world.engine) as s:
+        reschedule_call(
+            s, world.tasks["E"], thursday, "asked for Thursday", world.clock(), AS_OF, M1, window
+        )
+    notice = world.task("E").notice_message_id
+    with transaction(world.engine) as s:
+        message = s.get(OutboundMessage, notice)
+        audit = s.scalars(select(AuditLog).where(AuditLog.action == "message.deferred")).one()
+    assert message.status == "queued" and message.scheduled_for == local(thursday, 9)
+    assert json.loads(audit.details)["reason"] == "call moved to 2026-11-26"
+    # a notice that already went out stays as it was; only the task moves
+    sent = world.task("B").notice_message_id
+    with transaction(world.engine) as s:
+        before = s.get(OutboundMessage, sent).scheduled_for
+        reschedule_call(s, world.tasks["B"], thursday, "later", world.clock(), AS_OF, M1, window)
+    with transaction(world.engine) as s:
+        assert s.get(OutboundMessage, sent).scheduled_for == before
+    assert world.task("B").scheduled_on == thursday

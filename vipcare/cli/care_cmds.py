@@ -395,8 +395,10 @@ def tasks_reschedule(
     """Move an open task to another working day within the manager's daily capacity."""
     from crm.audit import Actor
     from crm.db import transaction
-    from crm.tasks import reschedule
+    from rules import load_rules
+    from vipcare.calls import reschedule_call
 
+    window = load_rules(settings().rules_dir).contact_policy.send_window
     day = parse_day(to, "--to")
     assert day is not None
     actor = (
@@ -405,7 +407,9 @@ def tasks_reschedule(
     with transaction(engine()) as session:
         if manager is not None:
             resolve_manager(session, manager)
-        moved = reschedule(session, task_id, day, reason, now_utc(), today_local(), actor, manager)
+        moved = reschedule_call(
+            session, task_id, day, reason, now_utc(), today_local(), actor, window, manager
+        )
     console.print(f"task {moved.task_id} moved from {moved.from_day} to [bold]{moved.to_day}[/]")
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from crm.accounts import LoginThrottled, authenticate
+from crm.accounts import Account, LoginThrottled, authenticate
 from vipcare.web.deps import (
     CsrfRejected,
     Viewer,
@@ -76,9 +77,13 @@ async def login(request: Request, web: WebConfig = Depends(config)) -> Response:
         raise CsrfRejected()
     client = request.client.host if request.client else "unknown"
     now = web.clock()
-    try:
+
+    def check() -> Account | None:
         with web.write() as session:
-            account = authenticate(session, login_id, password, client, now, web.login_limits)
+            return authenticate(session, login_id, password, client, now, web.login_limits)
+
+    try:  # argon2 takes a good fraction of a second: keep it off the event loop
+        account = await run_in_threadpool(check)
     except LoginThrottled as exc:
         minutes = max(1, (exc.retry_after + 59) // 60)
         page = _login_page(request, web, 429, ("login_throttled", minutes), login=login_id)

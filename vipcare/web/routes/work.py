@@ -35,6 +35,7 @@ from crm.worklist import (
     task_card,
     task_page,
 )
+from vipcare.calls import reschedule_call
 from vipcare.web.csvout import csv_response
 from vipcare.web.deps import (
     Viewer,
@@ -434,7 +435,7 @@ def reschedule_task(
     else:
         try:
             with web.write() as session:
-                tasks.reschedule(
+                reschedule_call(
                     session,
                     task_id,
                     to,
@@ -442,6 +443,7 @@ def reschedule_task(
                     web.clock(),
                     who.today,
                     Actor("manager", who.account.manager_ref),
+                    web.ruleset.contact_policy.send_window,
                     manager_ref=who.account.manager_ref,
                 )
         except tasks.RescheduleError as exc:
