@@ -46,10 +46,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "表单已过期或来源不明，请刷新页面后重试。",
         "This form expired or did not come from this site. Reload the page and try again.",
     ),
-    "login_help": (
-        "还没有密码？请管理员运行 vipcare managers set-password 您的编号。",
-        "No password yet? Ask an administrator to run: vipcare managers set-password YOUR-ID.",
-    ),
+    "login_help": ("还没有密码？请管理员运行：", "No password yet? Ask an administrator to run:"),
+    "login_help_id": ("您的编号", "YOUR-ID"),
     # --- my day ------------------------------------------------------------------------
     "my_day_title": ("我的今天", "My day"),
     "day_of": ("{name} 的今天", "{name}'s day"),
