@@ -29,7 +29,9 @@ from crm.db import transaction
 from crm.models import AuditLog, CallTask, OutboundMessage, QaReview
 from crm.tasks import complete
 from tests.conftest import IN_CI
-from tests.web_support import AS_OF, NAMES, PASSWORDS, build_world
+from tests.web_support import AS_OF, NAMES, PASSWORDS
+
+pytest_plugins = ["tests.web_support"]  # the world and cheap_argon2 fixtures
 
 CHROMIUM = os.environ.get("VIPCARE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -40,16 +42,6 @@ ARTIFACTS = Path(
 )
 LAPTOP = {"width": 1366, "height": 900}
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    from argon2 import PasswordHasher
-
-    from crm import accounts
-
-    light = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
-    monkeypatch.setattr(accounts, "hasher", lambda: light)
 
 
 @pytest.fixture(scope="session")
@@ -90,11 +82,6 @@ def serve(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
-
-
-@pytest.fixture
-def world(engine, cheap_argon2):
-    return build_world(engine)
 
 
 @pytest.fixture

@@ -15,23 +15,9 @@ from sqlalchemy import func, select
 from crm.accounts import LoginLimits
 from crm.db import transaction
 from crm.models import AuditLog, LoginFailure
-from tests.web_support import AS_OF, NAMES, PASSWORDS, build_world, csrf_of, sign_in
+from tests.web_support import AS_OF, NAMES, PASSWORDS, csrf_of, sign_in
 
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    """Real argon2, lighter parameters: the suite signs in a few hundred times."""
-    from argon2 import PasswordHasher
-
-    from crm import accounts
-
-    light = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
-    monkeypatch.setattr(accounts, "hasher", lambda: light)
-
-
-@pytest.fixture
-def world(engine, cheap_argon2):
-    return build_world(engine)
+pytest_plugins = ["tests.web_support"]  # the world and cheap_argon2 fixtures
 
 
 def client(world, **kw: Any) -> TestClient:

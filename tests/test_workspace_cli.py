@@ -10,25 +10,13 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from crm import accounts
 from crm.db import transaction
 from crm.models import AuditLog, StaffAccount
-from tests.web_support import AS_OF, NAMES, build_world
+from tests.web_support import AS_OF, NAMES
 from vipcare.cli import app
 from vipcare.settings import get_settings
 
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    from argon2 import PasswordHasher
-
-    light = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
-    monkeypatch.setattr(accounts, "hasher", lambda: light)
-
-
-@pytest.fixture
-def world(engine, cheap_argon2):
-    return build_world(engine)
+pytest_plugins = ["tests.web_support"]  # the world and cheap_argon2 fixtures
 
 
 @pytest.fixture

@@ -20,22 +20,11 @@ from crm.models import AuditLog, CallTask, QaSample, StaffAccount
 from crm.tasks import RescheduleError, TaskInputError, complete, open_statuses, reschedule
 from crm.timeline import timeline
 from tests.builders import SHANGHAI
-from tests.web_support import AS_OF, NAMES, build_world, local
+from tests.web_support import AS_OF, NAMES, local
+
+pytest_plugins = ["tests.web_support"]  # the world and cheap_argon2 fixtures
 
 M1 = Actor("manager", "M1")
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch):
-    from argon2 import PasswordHasher
-
-    light = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
-    monkeypatch.setattr(accounts, "hasher", lambda: light)
-
-
-@pytest.fixture
-def world(engine, cheap_argon2):
-    return build_world(engine)
 
 
 def _add_tasks(engine, manager_id: int, customer_id: int, day: date, n: int, status="ready"):

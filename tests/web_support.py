@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, select
 
 from crm.accounts import LoginLimits, set_password
@@ -122,6 +123,23 @@ def build_world(engine: Engine) -> World:
     for ref in NAMES:
         world.tasks[ref] = world.task(ref).id
     return world
+
+
+@pytest.fixture
+def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real argon2 with light parameters: the web tests sign in hundreds of times."""
+    from argon2 import PasswordHasher
+
+    from crm import accounts
+
+    light = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
+    monkeypatch.setattr(accounts, "hasher", lambda: light)
+
+
+@pytest.fixture
+def world(engine: Engine, cheap_argon2: None) -> World:
+    """The world on each database (``engine`` is the conftest's SQLite/PostgreSQL fixture)."""
+    return build_world(engine)
 
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -141,14 +141,15 @@ def _date_param(value: str | None) -> date | None:
         raise HTTPException(400, detail="bad date") from None
 
 
-def _list_query(
-    status: str | None,
-    kind: str | None,
-    since: str | None,
-    until: str | None,
-    manager: str | None,
-    page: int,
+def list_query(
+    status: str | None = None,
+    kind: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    manager: str | None = None,
+    page: int = 1,
 ) -> ListQuery:
+    """The task list's filters from the query string (the page and its CSV share them)."""
     if status and status not in (*TASK_STATUSES, "open"):
         raise HTTPException(400, detail="bad status")
     if kind and kind not in TASK_KINDS:
@@ -180,16 +181,10 @@ def _filter(web: WebConfig, who: Viewer, q: ListQuery) -> TaskFilter:
 @router.get("/tasks", response_class=HTMLResponse)
 def tasks_page(
     request: Request,
-    status: str | None = None,
-    kind: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-    manager: str | None = None,
-    page: int = 1,
+    q: ListQuery = Depends(list_query),
     who: Viewer = Depends(viewer),
     web: WebConfig = Depends(config),
 ) -> HTMLResponse:
-    q = _list_query(status, kind, since, until, manager, page)
     flt = _filter(web, who, q)
     size = web.page_size
     with web.read() as session:
@@ -244,17 +239,11 @@ TASK_CSV_HEADER = (
 
 @router.get("/tasks.csv")
 def tasks_csv(
-    status: str | None = None,
-    kind: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-    manager: str | None = None,
-    page: int = 1,
+    q: ListQuery = Depends(list_query),
     who: Viewer = Depends(viewer),
     web: WebConfig = Depends(config),
 ) -> StreamingResponse:
     """Every task matching the list's filters (all pages), streamed in batches."""
-    q = _list_query(status, kind, since, until, manager, page)
     flt = _filter(web, who, q)
     fmt = Formatter(who.locale, who.tz)
 
