@@ -17,7 +17,7 @@ from crm.db import transaction
 from crm.models import AuditLog, LoginFailure
 from tests.web_support import AS_OF, NAMES, PASSWORDS, csrf_of, sign_in
 
-pytest_plugins = ["tests.web_support"]  # the world and cheap_argon2 fixtures
+pytest_plugins = ["tests.web_support", "plugins.fake_twilio"]  # world, argon2, Twilio fixtures
 
 
 def client(world, **kw: Any) -> TestClient:
@@ -442,3 +442,17 @@ def test_bad_input_gets_a_clear_page_not_a_traceback(world, path):
     assert "Traceback" not in response.text and "Sign out" in response.text
     if response.status_code == 400:
         assert "was not valid" in response.text
+
+
+def test_vipcare_web_serves_the_twilio_webhooks_beside_the_workspace(world, twilio_settings):
+    """With Twilio configured, /twilio/... reaches the (signed) webhook app, the rest the
+    workspace."""
+    from notifications.webhooks import create_app as create_webhooks
+    from vipcare.web import Dispatcher
+
+    hooks = create_webhooks(world.engine, twilio_settings, clock=world.clock)
+    c = TestClient(Dispatcher(world.app(), hooks))
+    unsigned = c.post("/twilio/status", data={"MessageSid": "SM1", "MessageStatus": "sent"})
+    assert unsigned.status_code == 403  # the webhook app's signature check answered
+    assert c.get("/login").status_code == 200
+    assert TestClient(Dispatcher(world.app(), None)).post("/twilio/status").status_code == 404
