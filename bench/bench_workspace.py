@@ -7,7 +7,8 @@ Seeds a fresh database with ``seed.generate`` (SQLite file in a temp dir by
 default), bulk-inserts call tasks: ``--open-tasks`` open ones (ready, waiting for
 their pre-call SMS, overdue; each ready/waiting one with its notice in the
 outbox) spread over every manager's next working days, plus ``--done-tasks`` of
-closed history, then signs managers in and requests each page ``--requests``
+closed history and ``--audit-rows`` of hash-chained audit log about those customers
+(the timeline reads it), then signs managers in and requests each page ``--requests``
 times (after a warm-up), rotating over managers. Prints p50/p95/max per page.
 Not a test: the numbers go into docs/performance.md.
 """
@@ -29,8 +30,8 @@ from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, insert, select
 
-from crm import accounts
-from crm.audit import Actor
+from crm import accounts, audit
+from crm.audit import Actor, AuditEntry
 from crm.capacity import working_day_on_or_after
 from crm.db import make_engine, transaction
 from crm.models import CallTask, Customer, Manager, OutboundMessage
@@ -124,6 +125,31 @@ def seed_tasks(engine: Engine, as_of: date, open_tasks: int, done_tasks: int) ->
             session.execute(insert(CallTask), tasks[start : start + 10_000])
 
 
+def seed_audit(engine: Engine, as_of: date, rows: int) -> None:
+    """A realistic audit log: a few decision rows per customer with tasks, hash-chained."""
+    at = datetime.combine(as_of, datetime.min.time(), TZ).astimezone(UTC)
+    with transaction(engine) as session:
+        customers = session.execute(
+            select(Customer.id, Customer.external_id)
+            .join(CallTask, CallTask.customer_id == Customer.id)
+            .distinct()
+        ).all()
+    actions = ("journey.callback", "task.ready", "ledger.credit", "task.done")
+    entries = [
+        AuditEntry(
+            action=actions[i % len(actions)],
+            details={"bench": i},
+            customer_id=customers[i % len(customers)][0],
+            customer_ref=customers[i % len(customers)][1],
+            entity=f"bench:{i}",
+        )
+        for i in range(rows)
+    ]
+    for start in range(0, len(entries), 20_000):
+        with transaction(engine) as session:
+            audit.append(session, Actor("flow", "bench"), at, entries[start : start + 20_000])
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
@@ -134,30 +160,38 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--open-tasks", type=int, default=200_000)
     parser.add_argument("--done-tasks", type=int, default=200_000)
+    parser.add_argument("--audit-rows", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--managers", type=int, default=20, help="distinct managers signed in")
     parser.add_argument("--database-url", default="")
     parser.add_argument("--as-of", default="2026-11-23")
+    parser.add_argument(
+        "--reuse", action="store_true", help="measure a database an earlier run seeded"
+    )
     args = parser.parse_args()
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp(prefix='vipcare-bench-')}/bench.db"
     engine = make_engine(url)
     upgrade(engine)
     as_of = date.fromisoformat(args.as_of)
-    t0 = time.perf_counter()
-    generate(engine, args.customers, 7, as_of)
-    print(f"seed {args.customers:,} customers: {time.perf_counter() - t0:.0f}s")
-    t0 = time.perf_counter()
-    seed_tasks(engine, as_of, args.open_tasks, args.done_tasks)
-    print(
-        f"insert {args.open_tasks:,} open + {args.done_tasks:,} closed tasks: "
-        f"{time.perf_counter() - t0:.0f}s"
-    )
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            conn.exec_driver_sql("ANALYZE")
+    with transaction(engine) as session:
+        existing = session.scalar(select(func.count()).select_from(Customer)) or 0
+    if existing and args.reuse:
+        print(f"reusing the {existing:,} customers and their tasks already in {url}")
     else:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("ANALYZE")
+        t0 = time.perf_counter()
+        generate(engine, args.customers, 7, as_of)
+        print(f"seed {args.customers:,} customers: {time.perf_counter() - t0:.0f}s")
+        t0 = time.perf_counter()
+        seed_tasks(engine, as_of, args.open_tasks, args.done_tasks)
+        print(
+            f"insert {args.open_tasks:,} open + {args.done_tasks:,} closed tasks: "
+            f"{time.perf_counter() - t0:.0f}s"
+        )
+        t0 = time.perf_counter()
+        seed_audit(engine, as_of, args.audit_rows)
+        print(f"append {args.audit_rows:,} audit rows: {time.perf_counter() - t0:.0f}s")
+    with engine.begin() as conn:  # committed: PostgreSQL keeps the statistics
+        conn.exec_driver_sql("ANALYZE")
 
     accounts.hasher.cache_clear()
     light = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)

@@ -455,7 +455,10 @@ def iter_tasks(session: Session, flt: TaskFilter, batch: int = 1000) -> Iterator
 def customer_tasks(
     session: Session, customer_key: int, limit: int = 20
 ) -> list[tuple[int, str, str, date, str | None]]:
-    """A customer's recent tasks: (id, kind, status, scheduled_on, outcome), newest first."""
+    """A customer's recent tasks: (id, kind, status, scheduled_on, outcome), latest day first.
+
+    Ordered by day, not id: ``ORDER BY id DESC LIMIT`` invites PostgreSQL to walk the
+    primary key backwards through every task instead of using the customer's index."""
     return [
         (r[0], r[1], r[2], r[3], r[4])
         for r in session.connection().execute(
@@ -463,7 +466,7 @@ def customer_tasks(
                 CallTask.id, CallTask.kind, CallTask.status, CallTask.scheduled_on, CallTask.outcome
             )
             .where(CallTask.customer_id == customer_key)
-            .order_by(CallTask.id.desc())
+            .order_by(CallTask.scheduled_on.desc(), CallTask.id.desc())
             .limit(limit)
         )
     ]
