@@ -60,6 +60,8 @@ MESSAGE_CATEGORIES = ("service", "marketing")
 GRACE_STATUSES = ("open", "repaid", "suspended", "expired", "cancelled")
 INBOUND_ACTIONS = ("opt_out", "opt_in")
 INBOUND_OUTCOMES = ("applied", "unchanged", "superseded")
+ACCOUNT_ROLES = ("manager", "supervisor")
+QA_CRITERIA = ("accuracy", "courtesy", "proactive_offer")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -126,6 +128,9 @@ class Manager(Base):
     phone: Mapped[str] = mapped_column(String(20))
     email: Mapped[str | None] = mapped_column(String(254))
     daily_call_capacity: Mapped[int] = mapped_column(Integer)
+    timezone: Mapped[str | None] = mapped_column(
+        String(64), doc="IANA zone the workspace shows times in; NULL: the operator's zone"
+    )
 
     __table_args__ = (CheckConstraint("daily_call_capacity >= 0", name="capacity"),)
 
@@ -346,6 +351,10 @@ class CallTask(Base):
             "satisfaction IS NULL OR satisfaction BETWEEN 1 AND 5", name="satisfaction"
         ),
         Index("ix_call_tasks_manager_day", "manager_id", "scheduled_on", "status"),
+        # "My day" and capacity: one manager's open tasks by day, never the closed history
+        Index("ix_call_tasks_manager_status", "manager_id", "status", "scheduled_on"),
+        # reports and the QA sample: calls completed in a time range
+        Index("ix_call_tasks_completed", "completed_at"),
         Index("ix_call_tasks_customer", "customer_id", "kind", "status"),
         Index("ix_call_tasks_status", "status", "due_on"),
         # the dispatcher finds the tasks waiting on a notice it just sent, failed or suppressed
@@ -459,4 +468,99 @@ class AuditLog(Base):
     __table_args__ = (
         Index("ix_audit_log_customer", "customer_ref", "seq"),
         Index("ix_audit_log_action", "action", "seq"),
+    )
+
+
+class StaffAccount(Base):
+    """A manager's or supervisor's sign-in to the workspace (one per managers row).
+
+    ``session_version`` is part of every session cookie: changing the password
+    bumps it, which signs out every open session.
+    """
+
+    __tablename__ = "staff_accounts"
+
+    manager_id: Mapped[int] = mapped_column(
+        ForeignKey("managers.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(16), default="manager")
+    password_hash: Mapped[str] = mapped_column(String(255))
+    session_version: Mapped[int] = mapped_column(Integer, default=1)
+    locale: Mapped[str | None] = mapped_column(String(16), doc="NULL: the browser's language")
+    password_set_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (CheckConstraint(_in("role", ACCOUNT_ROLES), name="role"),)
+
+
+class LoginFailure(Base):
+    """One failed sign-in; counted per login and per client to rate-limit guessing.
+
+    Kept in the database so that several web processes enforce one limit.
+    """
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    login: Mapped[str] = mapped_column(String(64))
+    client: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_login_failures_login", "login", "at"),
+        Index("ix_login_failures_client", "client", "at"),
+        Index("ix_login_failures_at", "at"),
+    )
+
+
+class WebSecret(Base):
+    """Generated signing keys, so every web process of one database signs alike."""
+
+    __tablename__ = "web_secrets"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class QaSample(Base):
+    """A completed call drawn for quality review (about 10 % of a day's calls)."""
+
+    __tablename__ = "qa_samples"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    task_id: Mapped[int] = mapped_column(
+        ForeignKey("call_tasks.id", ondelete="CASCADE"), unique=True
+    )
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("managers.id"))
+    day: Mapped[date] = mapped_column(Date, doc="the operator-local day the call was completed")
+    drawn_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    rule_hash: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_qa_samples_day", "day", "manager_id"),
+        Index("ix_qa_samples_manager", "manager_id", "day"),
+    )
+
+
+class QaReview(Base):
+    """A supervisor's review of one sampled call: 1–5 per criterion and a note."""
+
+    __tablename__ = "qa_reviews"
+
+    sample_id: Mapped[int] = mapped_column(
+        ForeignKey("qa_samples.id", ondelete="CASCADE"), primary_key=True
+    )
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("managers.id"))
+    accuracy: Mapped[int] = mapped_column(SmallInteger)
+    courtesy: Mapped[int] = mapped_column(SmallInteger)
+    proactive_offer: Mapped[int] = mapped_column(SmallInteger)
+    note: Mapped[str | None] = mapped_column(Text)
+    reviewed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        CheckConstraint(
+            "accuracy BETWEEN 1 AND 5 AND courtesy BETWEEN 1 AND 5 "
+            "AND proactive_offer BETWEEN 1 AND 5",
+            name="scores",
+        ),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import phonenumbers
 
@@ -39,6 +40,16 @@ def mask(phone: str | None) -> str:
     head = 5 if len(digits) > 10 else 3
     masked = digits[:head] + "*" * (len(digits) - head - 4) + digits[-4:]
     return ("+" if phone.startswith("+") else "") + masked
+
+
+@lru_cache(maxsize=8192)
+def readable(phone: str) -> str:
+    """``+8613812345678`` → ``+86 138 1234 5678``, for people who dial it (E.164 if unparsable)."""
+    try:
+        parsed = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return phone
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 
 _PHONE_IN_TEXT = re.compile(r"\+?\d[\d \-]{7,}\d")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, select, update
+from sqlalchemy import ColumnElement, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from crm import audit
@@ -156,7 +156,7 @@ def complete(
     retry_id = None
     policy = retry or RetryPolicy()
     if outcome == "no_answer" and task.kind == "callback" and task.attempt < policy.max_attempts:
-        again = today + timedelta(days=policy.retry_days)
+        again = _retry_day(session, task.manager_id, today + timedelta(days=policy.retry_days))
         retry_task = CallTask(
             customer_id=task.customer_id,
             manager_id=task.manager_id,
@@ -199,6 +199,20 @@ def complete(
         )
     audit.append(session, actor, at, entries)
     return Completion(task.id, outcome, last_contact, retry_id)
+
+
+def _retry_day(session: Session, manager_id: int | None, earliest: date) -> date:
+    """The first working day from ``earliest`` with room in the manager's capacity."""
+    from crm import capacity
+
+    manager = session.get(Manager, manager_id) if manager_id is not None else None
+    if manager is not None:
+        free = capacity.next_day_with_room(
+            session, manager.id, manager.daily_call_capacity, earliest
+        )
+        if free is not None:
+            return free
+    return capacity.working_day_on_or_after(earliest)
 
 
 def task_view(
@@ -337,6 +351,38 @@ def link_notices(session: Session, pairs: Sequence[tuple[int, int]]) -> int:
         [{"t_id": task_id, "t_notice": message_id} for task_id, message_id in pairs],
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def unlink_notice(session: Session, task_id: int) -> bool:
+    """A waiting task no longer waits for its notice (its call moved to another day).
+
+    The pre-call notice journey announces it again on its new day. False when the
+    task was not waiting for a notice.
+    """
+    result = session.execute(
+        update(_TASKS)
+        .where(
+            _TASKS.c.id == task_id,
+            _TASKS.c.status == AWAITING_NOTICE,
+            _TASKS.c.notice_message_id.is_not(None),
+        )
+        .values(notice_message_id=None, ready_at=None)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def others_on_notice(session: Session, message_id: int, task_id: int) -> int:
+    """How many open tasks besides ``task_id`` wait for the notice ``message_id``."""
+    return int(
+        session.scalar(
+            select(func.count()).where(
+                _TASKS.c.notice_message_id == message_id,
+                _TASKS.c.status.in_(OPEN),
+                _TASKS.c.id != task_id,
+            )
+        )
+        or 0
+    )
 
 
 def schedule_ready(
@@ -694,3 +740,135 @@ def escalate_overdue(
         ],
     )
     return len(rows)
+
+
+# --- rescheduling -------------------------------------------------------------------------
+
+RESCHEDULE_REASON_MAX = 500
+RESCHEDULE_HORIZON_DAYS = 90
+"""A call moved further out than this is a new task, not a reschedule."""
+
+
+def open_statuses() -> tuple[str, ...]:
+    """States from which the transition table still leads to ``done``: the open tasks."""
+    return tuple(s for s, moves in TRANSITIONS.items() if "done" in moves)
+
+
+class RescheduleError(TaskInputError):
+    """A reschedule refused for a reason the caller can show and act on.
+
+    ``code`` names the reason (``reason``, ``past``, ``too_far``, ``weekend``,
+    ``same_day``, ``full``, ``no_capacity``); ``next_free`` is the first working
+    day with room, when there is one.
+    """
+
+    def __init__(self, code: str, message: str, next_free: date | None = None) -> None:
+        self.code = code
+        self.next_free = next_free
+        hint = f" (the next working day with room is {next_free.isoformat()})" if next_free else ""
+        super().__init__(message + hint)
+
+
+@dataclass(frozen=True)
+class Rescheduled:
+    task_id: int
+    from_day: date
+    to_day: date
+    reason: str
+
+
+def reschedule(
+    session: Session,
+    task_id: int,
+    to: date,
+    reason: str,
+    at: datetime,
+    today: date,
+    actor: Actor,
+    manager_ref: str | None = None,
+) -> Rescheduled:
+    """Move an open task to another working day that has room in its manager's capacity.
+
+    Audited as ``task.rescheduled`` with the old day, the new day and the reason.
+    ``today`` is the manager's calendar day (a call cannot move into the past).
+    """
+    from crm import capacity
+
+    why = (reason or "").strip()
+    if not why:
+        raise RescheduleError("reason", "a reschedule needs a reason")
+    if len(why) > RESCHEDULE_REASON_MAX:
+        raise RescheduleError(
+            "reason", f"the reason is {len(why)} characters; at most {RESCHEDULE_REASON_MAX}"
+        )
+    task = session.execute(
+        select(CallTask).where(CallTask.id == task_id).with_for_update()
+    ).scalar_one_or_none()
+    if task is None:
+        raise NotFound(f"no task with id {task_id}")
+    manager = session.get(Manager, task.manager_id) if task.manager_id else None
+    if manager_ref is not None and (manager is None or manager.external_id != manager_ref):
+        raise TaskInputError(f"task {task_id} belongs to another manager's customer")
+    if task.status not in open_statuses():
+        raise InvalidTransition(
+            f"task {task_id}", task.status, "rescheduled", f"a {task.status} task is closed"
+        )
+
+    def next_free() -> date | None:
+        if manager is None:
+            return capacity.working_day_on_or_after(max(to, today))
+        return capacity.next_day_with_room(
+            session, manager.id, manager.daily_call_capacity, max(to, today), skip=task.scheduled_on
+        )
+
+    if to < today:
+        raise RescheduleError("past", f"{to.isoformat()} is in the past (today is {today})")
+    if to > today + timedelta(days=RESCHEDULE_HORIZON_DAYS):
+        raise RescheduleError(
+            "too_far", f"{to.isoformat()} is more than {RESCHEDULE_HORIZON_DAYS} days ahead"
+        )
+    if to == task.scheduled_on:
+        raise RescheduleError("same_day", f"task {task_id} is already on {to.isoformat()}")
+    if not capacity.is_working_day(to):
+        raise RescheduleError(
+            "weekend", f"{to.isoformat()} is not a working day (Monday to Friday)", next_free()
+        )
+    if manager is not None:
+        if manager.daily_call_capacity <= 0:
+            raise RescheduleError(
+                "no_capacity", f"manager {manager.external_id} has no daily call capacity"
+            )
+        load = capacity.day_load(session, manager.id, to)
+        if load >= manager.daily_call_capacity:
+            raise RescheduleError(
+                "full",
+                f"{to.isoformat()} is full: {load} of {manager.daily_call_capacity} calls",
+                next_free(),
+            )
+    customer = session.get(Customer, task.customer_id)
+    assert customer is not None
+    before = task.scheduled_on
+    task.scheduled_on = to
+    audit.append(
+        session,
+        actor,
+        at,
+        [
+            AuditEntry(
+                action="task.rescheduled",
+                details={
+                    "task_id": task.id,
+                    "kind": task.kind,
+                    "from": before,
+                    "to": to,
+                    "reason": why,
+                },
+                customer_id=customer.id,
+                customer_ref=customer.external_id,
+                entity=f"task:{task.id}",
+                rule_id=task.journey,
+                rule_hash=task.rule_hash,
+            )
+        ],
+    )
+    return Rescheduled(task.id, before, to, why)

@@ -31,6 +31,7 @@ from rules.models import (
     JOURNEY_ID_RE,
     JOURNEY_IDS,
     JOURNEY_MODELS,
+    CallQaRule,
     ContactPolicy,
     GenericJourneyRule,
     JourneyBase,
@@ -46,6 +47,7 @@ __all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_NODES", "RuleSet", "load_rules"]
 POLICY_STEM = "contact_policy"
 DEFAULT_LEAD_TIME = timedelta(hours=2)
 """Lead time of the pre-call notice when no precall_notice rule is loaded."""
+CALL_QA_STEM = "call_qa"
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
@@ -59,6 +61,8 @@ class RuleSet:
     files: list[Path] = field(default_factory=list)
     warnings: list[RuleIssue] = field(default_factory=list)
     """Things that load but look like mistakes (a lower tier credited more than a higher one)."""
+    call_qa: CallQaRule = field(default_factory=CallQaRule)
+    """``call_qa.yaml`` (the defaults when the directory has none)."""
 
     def journey(self, journey_id: str) -> JourneyBase:
         """The rule for ``journey_id``; raises :class:`UnknownNameError` with a suggestion."""
@@ -122,10 +126,15 @@ def load_rules(path: Path | str) -> RuleSet:
     else:
         policy, found = _load_policy(policy_path)
         issues += found
+    qa_path = next((p for p in files if p.stem == CALL_QA_STEM), None)
+    call_qa: CallQaRule | None = CallQaRule()
+    if qa_path is not None:
+        call_qa, found = _load_settings_file(qa_path, CallQaRule)
+        issues += found
     journeys: dict[str, JourneyBase] = {}
     seen_files: dict[str, Path] = {}
     for file in files:
-        if file == policy_path:
+        if file in (policy_path, qa_path):
             continue
         rule, found = _load_journey(file, policy)
         issues += found
@@ -144,10 +153,15 @@ def load_rules(path: Path | str) -> RuleSet:
             continue
         seen_files[rule.journey] = file
         journeys[rule.journey] = rule
-    if policy is None or any(i.severity == "error" for i in issues):
+    if policy is None or call_qa is None or any(i.severity == "error" for i in issues):
         raise RulesValidationError(issues)
     return RuleSet(
-        journeys=journeys, contact_policy=policy, source=path, files=files, warnings=issues
+        journeys=journeys,
+        contact_policy=policy,
+        source=path,
+        files=files,
+        warnings=issues,
+        call_qa=call_qa,
     )
 
 
@@ -179,6 +193,22 @@ def _load_policy(path: Path) -> tuple[ContactPolicy | None, list[RuleIssue]]:
         return None, doc.issues
     policy.stamp(doc.content_hash, path)
     return policy, doc.issues
+
+
+def _load_settings_file(
+    path: Path, model: type[CallQaRule]
+) -> tuple[CallQaRule | None, list[RuleIssue]]:
+    """A rule file that is not a journey (``call_qa.yaml``): one pydantic model."""
+    doc = read_rule_file(path)
+    if doc.tree is None:
+        return None, doc.issues
+    try:
+        rule = model.model_validate(plain(doc.tree))
+    except ValidationError as exc:
+        doc.add(pydantic_issues(exc, model))
+        return None, doc.issues
+    rule.stamp(doc.content_hash, path)
+    return rule, doc.issues
 
 
 # --- journeys --------------------------------------------------------------------------

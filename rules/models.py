@@ -810,3 +810,54 @@ class ContactPolicy(StrictModel):
 
     def is_opt_in(self, text: str) -> bool:
         return normalise_keyword(text) in {normalise_keyword(k) for k in self.opt_in_keywords}
+
+
+# --- call QA sampling ------------------------------------------------------------------
+
+
+Outcome: TypeAlias = Literal["reached", "no_answer", "declined", "plan_changed", "wrong_number"]
+SAMPLED_OUTCOMES_DEFAULT: tuple[Outcome, ...] = ("reached", "declined", "plan_changed")
+
+
+class CallQaRule(StrictModel):
+    """``rules/call_qa.yaml``: how much of each day's completed calls is sampled for review."""
+
+    share: Share = Field(
+        default=Decimal("0.10"), description="share of a day's calls drawn for review"
+    )
+    seed: str = Field(
+        default="vipcare-call-qa",
+        min_length=1,
+        description="mixed into the ranking: the same seed draws the same sample",
+    )
+    outcomes: list[Outcome] = Field(
+        default_factory=lambda: list(SAMPLED_OUTCOMES_DEFAULT),
+        min_length=1,
+        description="only calls that ended with one of these outcomes are sampled",
+    )
+
+    _content_hash: str = PrivateAttr(default="")
+    _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("share")
+    @classmethod
+    def _above_zero(cls, value: Decimal) -> Decimal:
+        if value <= 0:
+            raise ValueError('share must be above 0 (e.g. "0.10" for 10%)')
+        return value
+
+    @property
+    def rule_id(self) -> str:
+        return "call_qa"
+
+    @property
+    def content_hash(self) -> str:
+        return self._content_hash
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    def stamp(self, content_hash: str, source: Path | None) -> None:
+        self._content_hash = content_hash
+        self._source = source

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from rules.fields import FIELDS, LIST_OPS, OP_HELP, FieldSpec
-from rules.models import CONDITION_MARK, MONEY_SCHEMA, ContactPolicy, JourneyRule
+from rules.models import CONDITION_MARK, MONEY_SCHEMA, CallQaRule, ContactPolicy, JourneyRule
 
 SCHEMA_ID = "https://vipcare.example/schemas/rules.schema.json"
 
@@ -97,21 +97,28 @@ def _link_conditions(node: Any) -> Any:
 
 
 def json_schema() -> dict[str, Any]:
-    """One schema for every rule file: a journey file or the contact policy."""
+    """One schema for every rule file: a journey file, the contact policy or call QA."""
     journeys = TypeAdapter(JourneyRule).json_schema(mode="validation")
     policy = ContactPolicy.model_json_schema(mode="validation")
+    call_qa = CallQaRule.model_json_schema(mode="validation")
     defs: dict[str, Any] = {}
     defs.update(journeys.pop("$defs", {}))
     defs.update(policy.pop("$defs", {}))
+    defs.update(call_qa.pop("$defs", {}))
     defs["ContactPolicy"] = policy
+    defs["CallQaRule"] = call_qa
     defs["JourneyFile"] = journeys
     defs = _link_conditions(defs)
     defs["Condition"] = condition_schema()
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
-        "title": "vipcare rule file (journey or contact policy)",
-        "anyOf": [{"$ref": "#/$defs/JourneyFile"}, {"$ref": "#/$defs/ContactPolicy"}],
+        "title": "vipcare rule file (journey, contact policy or call QA)",
+        "anyOf": [
+            {"$ref": "#/$defs/JourneyFile"},
+            {"$ref": "#/$defs/ContactPolicy"},
+            {"$ref": "#/$defs/CallQaRule"},
+        ],
         "$defs": dict(sorted(defs.items())),
     }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -145,7 +146,10 @@ def call_asgi(
         "client": ("127.0.0.1", 5000),
         "server": ("care.example.com", 443),
     }
-    asyncio.run(app(scope, receive, send))
+    # In a thread of its own: a Playwright browser of another test in this worker may
+    # have an event loop running in the main thread, and asyncio.run refuses to nest.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, app(scope, receive, send)).result()
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return start["status"], body

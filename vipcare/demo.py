@@ -8,17 +8,18 @@ lead time has passed → a summary with examples and what to try next.
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from rich.panel import Panel
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select
 from sqlalchemy.engine import make_url
 
+from crm.audit import Actor
 from crm.db import make_engine, transaction
-from crm.models import CallTask, CreditLedger, Customer, OutboundMessage
+from crm.models import CallTask, CreditLedger, Customer, Manager, OutboundMessage
 from crm.phones import mask
 from notifications.dispatcher import DispatchSummary
 from rules import load_rules
@@ -72,6 +73,7 @@ def run_demo(cfg: Settings, as_of: date, customers: int, seed_value: int, reset:
     )
     _print_dispatch(dispatch_due(cfg, later, ruleset=ruleset, engine=engine))
     _story(engine, as_of)
+    _workspace_logins(engine, as_of, later)
     _next_steps()
 
 
@@ -147,15 +149,63 @@ def _story(engine: Any, as_of: date) -> None:
         )
 
 
+SUPERVISOR_REF = "SUP01"
+
+
+def _workspace_logins(engine: Any, as_of: date, at: datetime) -> None:
+    """Passwords for the manager with the most calls ready today and for a supervisor."""
+    import secrets
+
+    from crm.accounts import add_staff, set_password
+
+    actor = Actor("cli", "demo")
+    with transaction(engine) as session:
+        busiest = session.execute(
+            select(Manager.external_id, Manager.name, func.count(CallTask.id))
+            .join(CallTask, CallTask.manager_id == Manager.id)
+            .where(CallTask.status == "ready", CallTask.scheduled_on == as_of)
+            .group_by(Manager.external_id, Manager.name)
+            .order_by(func.count(CallTask.id).desc(), Manager.external_id)
+            .limit(1)
+        ).first()
+        if busiest is None:
+            busiest = session.execute(
+                select(Manager.external_id, Manager.name, literal(0))
+                .where(Manager.daily_call_capacity > 0)
+                .order_by(Manager.external_id)
+            ).first()
+        add_staff(session, SUPERVISOR_REF, "王主管", "+8613800138000", at, actor)
+        logins = []
+        if busiest is not None:
+            password = secrets.token_urlsafe(9)
+            set_password(session, busiest[0], password, at, actor, role="manager")
+            logins.append(
+                ("manager", busiest[0], password, f"{busiest[1]}, {busiest[2]} calls ready")
+            )
+        password = secrets.token_urlsafe(9)
+        set_password(session, SUPERVISOR_REF, password, at, actor, role="supervisor")
+        logins.append(("supervisor", SUPERVISOR_REF, password, "王主管, sees the team and call QA"))
+    console.rule("[bold]the account-manager workspace")
+    console.print("start it with [bold]vipcare web[/] and open [bold]http://127.0.0.1:8000/[/]")
+    print_table(
+        "demo sign-ins (new passwords each time the demo runs)",
+        ["role", "manager id", "password", ""],
+        [list(row) for row in logins],
+    )
+
+
 def _next_steps() -> None:
     console.rule("[bold]try next")
     console.print(
+        "vipcare web                                # the workspace: My day, team, call QA\n"
         "vipcare tasks list --status ready          # the managers' work list\n"
+        "vipcare tasks show ID --manager MANAGER_ID # one call: why, the number, the SMS\n"
         "vipcare tasks done ID --outcome reached --satisfaction 5\n"
         "vipcare messages list --status sent --json\n"
         "vipcare ledger list\n"
         "vipcare rules preview birthday --date YYYY-MM-DD\n"
         "vipcare rules explain grace_credit CUSTOMER_ID --date YYYY-MM-DD\n"
         "vipcare run                                # run again: nothing is duplicated\n"
+        "vipcare qa sample --date YYYY-MM-DD        # draw the day's call-QA sample\n"
         "vipcare audit verify                       # the hash-chained audit log"
     )

@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     send_rate_per_second: float = Field(default=10.0, gt=0)
     dispatch_concurrency: int = Field(default=4, ge=1, le=64)
     batch_size: int = Field(default=5000, ge=100)
+    web_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs workspace session cookies (VIPCARE_WEB_SECRET); when empty, "
+        "a random key is generated once and kept in the database (table web_secrets).",
+    )
+    web_session_hours: float = Field(
+        default=12, gt=0, le=24 * 30, description="How long a workspace sign-in lasts."
+    )
 
     twilio_account_sid: SecretStr | None = Field(
         default=None,

@@ -14,12 +14,12 @@ from sqlalchemy import ColumnElement, Engine, select
 from sqlalchemy.orm import Session
 
 from crm.bulk import insert_ignoring_conflicts
+from crm.capacity import CapacityPlanner
 from crm.db import session_factory
 from crm.models import JourneyPass
 from flows.journeys.actions import interpret, when_columns
 from flows.journeys.context import RunContext, customer_select, iter_candidates
 from flows.journeys.intents import Decision, JourneyReport
-from flows.journeys.planner import CapacityPlanner
 from flows.journeys.protocol import Candidate, Journey, Predicate, Skip
 from flows.journeys.writer import apply_decisions
 from rules.compiler import compile_condition

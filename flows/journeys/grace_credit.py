@@ -33,11 +33,11 @@ from sqlalchemy.orm import Session
 
 from crm import audit, grace, ledger
 from crm.audit import AuditEntry
+from crm.capacity import CapacityPlanner
 from crm.models import Customer, GracePeriod, OutboundMessage
 from flows.journeys.actions import interpret, when_columns
 from flows.journeys.context import CustomerRow, RunContext, customer_select, iter_candidates
 from flows.journeys.intents import CreditIntent, Decision, JourneyReport
-from flows.journeys.planner import CapacityPlanner
 from flows.journeys.predicates import no_open_grace, not_decided
 from flows.journeys.protocol import Candidate, Journey, Predicate, Skip, TaskPlan
 from flows.journeys.writer import apply_decisions

@@ -18,12 +18,12 @@ from sqlalchemy.orm import Session
 from crm import audit, ledger, lines, tasks
 from crm.audit import AuditEntry
 from crm.bulk import insert_ignoring_conflicts
+from crm.capacity import CapacityPlanner
 from crm.jsonable import jsonable
 from crm.models import JourneyOccurrence
 from flows.journeys.context import RunContext
 from flows.journeys.hygiene import withdraw_care
 from flows.journeys.intents import Decision, JourneyReport
-from flows.journeys.planner import CapacityPlanner
 from flows.journeys.protocol import Journey
 from notifications.outbox import queue
 from notifications.policy import schedule_in_window

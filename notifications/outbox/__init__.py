@@ -37,6 +37,7 @@ from notifications.outbox.provider_status import (
     apply_provider_status,
     move,
 )
+from notifications.outbox.queue import move_queued
 from notifications.outbox.rows import DueMessage
 from notifications.outbox.states import (
     ACCEPTED,
@@ -53,7 +54,7 @@ from notifications.outbox.states import (
     check_transition,
     transition_reason,
 )
-from notifications.outbox.views import MessageView, list_messages
+from notifications.outbox.views import MessageView, count_messages, list_messages
 from notifications.outbox.writeback import (
     FailedOutcome,
     RetryOutcome,
@@ -89,9 +90,11 @@ __all__ = [
     "begin_sending",
     "check_transition",
     "claim_due",
+    "count_messages",
     "defer",
     "list_messages",
     "move",
+    "move_queued",
     "owned",
     "stuck_sending",
     "suppress",

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from crm import audit
 from crm.audit import Actor
-from notifications.outbox.rows import CUSTOMERS, MESSAGES, message_entry
+from notifications.outbox.rows import CUSTOMERS, MESSAGES, customer_ref_of, message_entry
 from notifications.outbox.states import EXPIRED, QUEUED, SUPPRESSED, check_transition
 
 
@@ -181,3 +181,45 @@ def _expire(
         ],
     )
     return [r.id for r in ordered]
+
+
+def move_queued(
+    session: Session, message_id: int, until: datetime, at: datetime, actor: Actor, reason: str
+) -> bool:
+    """Send a still-queued message at ``until`` instead (a rescheduled call's pre-call notice).
+
+    Audited as ``message.deferred``. False, and nothing changes, when the message has
+    left ``queued`` meanwhile (it went out or was suppressed) or is already due then.
+    """
+    row = session.execute(
+        select(MESSAGES.c.status, MESSAGES.c.scheduled_for, MESSAGES.c.customer_id,
+               MESSAGES.c.journey, MESSAGES.c.rule_hash)
+        .where(MESSAGES.c.id == message_id)
+        .with_for_update()
+    ).first()  # fmt: skip
+    if row is None or row.status != QUEUED or row.scheduled_for == until:
+        return False
+    moved = session.execute(
+        update(MESSAGES)
+        .where(MESSAGES.c.id == message_id, MESSAGES.c.status == QUEUED)
+        .values(scheduled_for=until, updated_at=at)
+    ).rowcount  # type: ignore[attr-defined]
+    if not moved:
+        return False
+    audit.append(
+        session,
+        actor,
+        at,
+        [
+            message_entry(
+                "message.deferred",
+                message_id,
+                row.customer_id,
+                customer_ref_of(session, row.customer_id),
+                row.journey,
+                row.rule_hash,
+                {"until": until, "was": row.scheduled_for, "reason": reason},
+            )
+        ],
+    )
+    return True

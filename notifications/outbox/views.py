@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from crm.models import Customer, OutboundMessage
@@ -34,6 +34,7 @@ class MessageView:
     delivered_at: datetime | None
     to: str
     attempts: int
+    body: str
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +77,21 @@ def list_messages(
             delivered_at=m.delivered_at,
             to=mask(m.to_phone),
             attempts=m.attempts,
+            body=m.body,
         )
         for m, ref in session.execute(stmt).all()
     ]
+
+
+def count_messages(
+    session: Session, customer_ref: str | None = None, status: str | None = None
+) -> int:
+    """How many messages :func:`list_messages` would show without a limit."""
+    stmt = select(func.count()).select_from(OutboundMessage)
+    if customer_ref is not None:
+        stmt = stmt.join(Customer, Customer.id == OutboundMessage.customer_id).where(
+            Customer.external_id == customer_ref
+        )
+    if status is not None:
+        stmt = stmt.where(OutboundMessage.status == status)
+    return int(session.scalar(stmt) or 0)

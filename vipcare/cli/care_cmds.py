@@ -15,7 +15,10 @@ from vipcare.cli.common import (
     input_errors,
     now_utc,
     parse_date,
+    parse_day,
     parse_instant,
+    print_shown,
+    resolve_manager,
     settings,
     today_local,
 )
@@ -71,19 +74,20 @@ def run(
 @input_errors
 def tasks_list(
     manager: str | None = typer.Option(
-        None, "--manager", help="Only this manager's tasks (manager_id)."
+        None, "--manager", help="Only this manager's tasks (manager_id, case-sensitive)."
     ),
     status: str | None = typer.Option(None, "--status", help=f"One of {', '.join(TASK_STATUSES)}."),
     kind: str | None = typer.Option(None, "--kind", help=f"One of {', '.join(TASK_KINDS)}."),
     due: str | None = typer.Option(
-        None, "--until", help="Only tasks scheduled on or before YYYY-MM-DD."
+        None, "--until", help="Only tasks scheduled on or before YYYY-MM-DD (or today)."
     ),
     limit: int = typer.Option(500, "--limit", min=1),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array."),
 ) -> None:
-    """List call tasks, most urgent first."""
+    """List call tasks, most urgent first; says how many more there are."""
     from crm.db import transaction
     from crm.tasks import list_tasks
+    from crm.worklist import TaskFilter, count_tasks
 
     if status is not None and status not in TASK_STATUSES:
         fail(
@@ -92,8 +96,17 @@ def tasks_list(
         )
     if kind is not None and kind not in TASK_KINDS:
         fail(f"--kind: unknown kind {kind!r}; expected one of {', '.join(TASK_KINDS)}", code=2)
+    until = parse_day(due, "--until")
     with transaction(engine()) as session:
-        rows = list_tasks(session, manager, status, kind, parse_date(due, "--until"), limit)
+        manager_key = resolve_manager(session, manager) if manager is not None else None
+        rows = list_tasks(session, manager, status, kind, until, limit)
+        total = (
+            count_tasks(
+                session, TaskFilter(manager_id=manager_key, status=status, kind=kind, until=until)
+            )
+            if len(rows) == limit
+            else len(rows)
+        )
     if as_json:
         print_json(rows)
         return
@@ -127,6 +140,7 @@ def tasks_list(
             for r in rows
         ),
     )
+    print_shown(len(rows), total, "tasks", "use --limit, or narrow with --status/--until")
 
 
 def _why(task: dict[str, Any]) -> str:
@@ -179,6 +193,8 @@ def tasks_done(
         Actor("manager", manager) if manager else Actor("cli", os.environ.get("USER", "operator"))
     )
     with transaction(engine()) as session:
+        if manager is not None:
+            resolve_manager(session, manager)
         result = complete(
             session,
             task_id,
@@ -196,6 +212,151 @@ def tasks_done(
         console.print(f"last contact set to {result.last_contact_on}")
     if result.retry_task_id:
         console.print(f"no answer: retry scheduled as task {result.retry_task_id}")
+
+
+@tasks_app.command("show")
+@input_errors
+def tasks_show(
+    task_id: int = typer.Argument(..., help="The task id (from tasks list)."),
+    manager: str | None = typer.Option(
+        None,
+        "--manager",
+        help="The task's manager: shows the whole phone number (refused for another's task).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
+) -> None:
+    """One task's customer card: why to call, the number, plan, balance, the pre-call SMS
+    and the customer's latest timeline entries."""
+    from crm.db import transaction
+    from crm.errors import NotFound
+    from crm.phones import mask
+    from crm.timeline import timeline
+    from crm.worklist import task_card
+
+    today = today_local()
+    with transaction(engine()) as session:
+        manager_key = resolve_manager(session, manager) if manager is not None else None
+        row = task_card(session, task_id, today, manager_key)
+        if row is None:
+            if manager_key is not None and task_card(session, task_id, today) is not None:
+                raise InputError(f"task {task_id} belongs to another manager's customer")
+            raise NotFound(f"no task with id {task_id}")
+        recent = timeline(session, row.customer_key, row.customer_ref, limit=5)
+    phone = row.phone if manager_key is not None else mask(row.phone)
+    data: dict[str, Any] = {
+        "id": row.id,
+        "kind": row.kind,
+        "status": row.status,
+        "priority": row.priority,
+        "due_on": row.due_on,
+        "scheduled_on": row.scheduled_on,
+        "attempt": row.attempt,
+        "customer_id": row.customer_ref,
+        "customer_name": row.customer_name,
+        "phone": phone,
+        "tier": row.tier,
+        "clubs": row.clubs,
+        "plan_code": row.plan_code,
+        "balance": row.balance,
+        "last_contact_on": row.last_contact_on,
+        "manager_id": row.manager_ref,
+        "why": _why(_as_list_row(row)),
+        "pre_call_sms": row.notice_state,
+        "details": row.details,
+        "grace": None
+        if row.grace is None
+        else {
+            "amount": row.grace.amount,
+            "deadline": row.grace.deadline,
+            "status": row.grace.status,
+        },
+        "outcome": row.outcome,
+        "satisfaction": row.satisfaction,
+        "note": row.note,
+        "recent": [
+            {"at": e.at, "what": e.kind, "status": e.status, "text": e.text} for e in recent
+        ],
+    }
+    if as_json:
+        print_json(data)
+        return
+    tz = settings().tz
+    print_table(
+        f"task {row.id}: {row.kind}, {row.status}",
+        ["field", "value"],
+        [
+            [k, data[k]]
+            for k in (
+                "customer_id",
+                "customer_name",
+                "phone",
+                "tier",
+                "clubs",
+                "plan_code",
+                "balance",
+                "last_contact_on",
+                "why",
+                "pre_call_sms",
+                "scheduled_on",
+                "due_on",
+                "priority",
+                "manager_id",
+                "outcome",
+                "satisfaction",
+                "note",
+            )
+            if data[k] not in (None, [], "")
+        ],
+    )
+    if manager_key is None:
+        console.print("[dim]phone masked: pass --manager OWNER_ID to see the whole number[/]")
+    print_table(
+        "latest on the timeline",
+        ["when", "what", "text"],
+        ([e.at.astimezone(tz).strftime("%Y-%m-%d %H:%M"), _what(e), e.text or ""] for e in recent),
+        empty="nothing yet",
+    )
+
+
+def _as_list_row(row: Any) -> dict[str, Any]:
+    return {"kind": row.kind, "details": row.details, "attempt": row.attempt}
+
+
+def _what(entry: Any) -> str:
+    if entry.kind == "message":
+        return f"{entry.channel} {entry.template}: {entry.status}"
+    return str(entry.kind)
+
+
+@tasks_app.command("reschedule")
+@input_errors
+def tasks_reschedule(
+    task_id: int = typer.Argument(..., help="The task id (from tasks list)."),
+    to: str = typer.Option(..., "--to", help="The new day, YYYY-MM-DD (or tomorrow)."),
+    reason: str = typer.Option(..., "--reason", help="Why the call moves (audited)."),
+    manager: str | None = typer.Option(
+        None, "--manager", help="Refuse unless the task is this manager's."
+    ),
+) -> None:
+    """Move an open task to another working day within the manager's daily capacity."""
+    from crm.audit import Actor
+    from crm.db import transaction
+    from rules import load_rules
+    from vipcare.calls import reschedule_call
+
+    window = load_rules(settings().rules_dir).contact_policy.send_window
+    day = parse_day(to, "--to")
+    assert day is not None
+    actor = (
+        Actor("manager", manager) if manager else Actor("cli", os.environ.get("USER", "operator"))
+    )
+    with transaction(engine()) as session:
+        if manager is not None:
+            resolve_manager(session, manager)
+        moved = reschedule_call(
+            session, task_id, day, reason, now_utc(), today_local(), actor, window, manager
+        )
+    console.print(f"task {moved.task_id} moved from {moved.from_day} to [bold]{moved.to_day}[/]")
 
 
 @ledger_app.command("list")

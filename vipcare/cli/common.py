@@ -11,12 +11,12 @@ import os
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from functools import wraps
-from typing import NoReturn, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from sqlalchemy import Engine
 
-from vipcare.console import err_console
+from vipcare.console import console, err_console
 from vipcare.settings import Settings, get_settings
 
 P = ParamSpec("P")
@@ -114,6 +114,47 @@ def parse_instant(value: str | None, option: str = "--at") -> datetime | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=settings().tz)
     return parsed.astimezone(UTC)
+
+
+def parse_day(value: str | None, option: str = "--date") -> date | None:
+    """A date, or the words ``today`` / ``yesterday`` / ``tomorrow`` (operator time)."""
+    if value is None:
+        return None
+    from datetime import timedelta
+
+    words = {"today": 0, "yesterday": -1, "tomorrow": 1}
+    if value.strip().lower() in words:
+        return today_local() + timedelta(days=words[value.strip().lower()])
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        fail(f"{option}: {value!r} is not a date; expected YYYY-MM-DD, today or tomorrow", code=2)
+
+
+def resolve_manager(session: Any, ref: str, option: str = "--manager") -> int:
+    """The internal key of a manager id; an unknown or mis-cased id is an input error
+    (exit 1) with a suggestion, never an empty list."""
+    from sqlalchemy import select
+
+    from crm.models import Manager
+    from rules.errors import did_you_mean
+
+    found = session.scalar(select(Manager.id).where(Manager.external_id == ref))
+    if found is not None:
+        return int(found)
+    refs = list(session.scalars(select(Manager.external_id)).all())
+    same_letters = [r for r in refs if r.casefold() == ref.casefold()]
+    hint = f"did you mean {same_letters[0]!r}?" if same_letters else did_you_mean(ref, refs)
+    raise InputError(
+        f"{option}: unknown manager {ref!r} (manager ids are case-sensitive); "
+        + (hint or "see `vipcare managers list`")
+    )
+
+
+def print_shown(shown: int, total: int, what: str, hint: str = "use --limit") -> None:
+    """The line under a list that was cut short: "showing N of M ..."."""
+    if total > shown:
+        console.print(f"[dim]showing {shown} of {total} {what}; {hint}[/]", highlight=False)
 
 
 def now_utc() -> datetime:

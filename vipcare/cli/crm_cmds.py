@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
 from enum import StrEnum
@@ -19,6 +20,7 @@ from vipcare.cli.common import (
     input_errors,
     now_utc,
     parse_date,
+    resolve_manager,
     settings,
     today_local,
 )
@@ -222,6 +224,8 @@ def customers_list(
     eng = _schema_engine()
     tier_name = tier.value if tier is not None else None
     with transaction(eng) as session:
+        if manager is not None:
+            resolve_manager(session, manager)
         if as_json:
             _stream_json(
                 r.to_json()
@@ -327,6 +331,61 @@ def managers_list(
             (m.manager_id, m.name, mask(m.phone), m.email, m.daily_call_capacity, m.customers)
             for m in managers
         ),
+    )
+
+
+class Role(StrEnum):
+    manager = "manager"
+    supervisor = "supervisor"
+
+
+@managers_app.command("set-password")
+@input_errors
+def managers_set_password(
+    manager_id: str = typer.Argument(..., help="The manager id (case-sensitive), e.g. M00001."),
+    role: Role | None = typer.Option(
+        None, "--role", help="manager (default for a new sign-in) or supervisor (sees the team)."
+    ),
+    stdin: bool = typer.Option(
+        False, "--stdin", help="Read the password from one line of standard input."
+    ),
+) -> None:
+    """Set (or change) a manager's workspace password; signs out their open sessions.
+
+    Prompts twice without echo, or reads one line with --stdin. Stored as an
+    argon2 hash only; the password is never printed or logged.
+    """
+    from crm.accounts import check_password, set_password
+    from crm.audit import Actor
+    from crm.db import transaction
+
+    eng = _schema_engine()
+    with transaction(eng) as session:  # an unknown id fails before any prompt
+        resolve_manager(session, manager_id, "MANAGER_ID")
+    if stdin:
+        line = sys.stdin.readline()
+        if not line:
+            fail("--stdin: no password on standard input")
+        password = line.rstrip("\r\n")
+    else:
+        password = typer.prompt(
+            f"new password for {manager_id}", hide_input=True, confirmation_prompt=True
+        )
+    check_password(password)
+    actor = Actor("cli", os.environ.get("USER", "operator"))
+    with transaction(eng) as session:
+        account = set_password(
+            session,
+            manager_id,
+            password,
+            now_utc(),
+            actor,
+            role=role.value if role is not None else None,
+        )
+    console.print(
+        f"password set for {escape(account.manager_ref)} ({escape(account.name)}), "
+        f"role [bold]{account.role}[/]; sign in at the workspace (`vipcare web`)",
+        highlight=False,
     )
 
 

@@ -6,7 +6,15 @@ from enum import StrEnum
 
 import typer
 
-from vipcare.cli.common import engine, fail, input_errors, now_utc, parse_instant, settings
+from vipcare.cli.common import (
+    engine,
+    fail,
+    input_errors,
+    now_utc,
+    parse_instant,
+    print_shown,
+    settings,
+)
 from vipcare.console import console, print_json, print_table
 
 messages_app = typer.Typer(help="The outbox: SMS and voice notices.", no_args_is_help=True)
@@ -98,20 +106,17 @@ def list_(
     limit: int = typer.Option(200, "--limit", min=1, help="Newest N messages."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array."),
 ) -> None:
-    """List outbox messages, newest first. Phone numbers are masked."""
+    """List outbox messages with their text, newest first. Phone numbers are masked."""
     from crm.db import transaction
-    from notifications.outbox import list_messages
+    from notifications.outbox import count_messages, list_messages
 
+    wanted = status.value if status else None
     with transaction(engine()) as session:
         rows = [
             m.as_dict()
-            for m in list_messages(
-                session,
-                customer_ref=customer,
-                status=status.value if status else None,
-                limit=limit,
-            )
+            for m in list_messages(session, customer_ref=customer, status=wanted, limit=limit)
         ]
+        total = count_messages(session, customer, wanted) if len(rows) == limit else len(rows)
     if as_json:
         print_json(rows)
         return
@@ -127,6 +132,7 @@ def list_(
             "sent_at",
             "to",
             "reason",
+            "text",
         ],
         (
             (
@@ -139,8 +145,10 @@ def list_(
                 r["sent_at"],
                 r["to"],
                 r["status_reason"] or r["error_code"] or "",
+                r["body"],
             )
             for r in rows
         ),
         empty="no messages",
     )
+    print_shown(len(rows), total, "messages")

@@ -1,10 +1,12 @@
-"""Spreading call tasks over each manager's daily call capacity (working days only).
+"""A manager's daily call capacity: how many calls sit on each working day.
 
-Every task kind counts — callbacks, plan-fit suggestions, birthday calls, grace
-follow-ups, care calls — and capacity is counted in **calls**: a customer who
-already has an open call on a day is put on that same day (one call covers both,
-under one pre-call notice) without using more capacity. The current load is
-read once, with one grouped query, then assignments are made in memory.
+Capacity is ``managers.daily_call_capacity`` calls per working day (Monday to
+Friday). Every kind of task counts — callbacks, plan-fit suggestions, birthday
+calls, grace follow-ups, care calls — and the load of a day is counted in
+**calls**: the customers with an open task (``awaiting_notice`` or ``ready``)
+planned that day. A customer with two tasks on one day is one call, under one
+pre-call text. Reads only; the task owner (:mod:`crm.tasks`) and the journeys
+decide with these numbers (:class:`CapacityPlanner` for many tasks at once).
 """
 
 from __future__ import annotations
@@ -16,17 +18,78 @@ from datetime import date, timedelta
 from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
-from crm import tasks
 from crm.models import CallTask, Manager
 
-HORIZON_DAYS = 366
-"""How far ahead a manager's calendar is searched for a free slot."""
+OPEN_TASK_STATUSES: tuple[str, ...] = ("awaiting_notice", "ready")
+"""Tasks that still occupy a slot in a manager's day."""
+HORIZON_DAYS = 90
+"""How far ahead :func:`next_day_with_room` looks before giving up."""
+
+
+def is_working_day(day: date) -> bool:
+    return day.weekday() < 5
 
 
 def working_day_on_or_after(day: date) -> date:
-    while day.weekday() >= 5:
+    while not is_working_day(day):
         day += timedelta(days=1)
     return day
+
+
+def load_by_day(session: Session, manager_id: int, first: date, last: date) -> dict[date, int]:
+    """Open tasks per scheduled day in ``[first, last]``; days without tasks are absent.
+
+    One grouped query over ``ix_call_tasks_manager_status`` (manager, status, day).
+    """
+    rows = session.execute(
+        select(CallTask.scheduled_on, func.count(distinct(CallTask.customer_id)))
+        .where(
+            CallTask.manager_id == manager_id,
+            CallTask.status.in_(OPEN_TASK_STATUSES),
+            CallTask.scheduled_on >= first,
+            CallTask.scheduled_on <= last,
+        )
+        .group_by(CallTask.scheduled_on)
+    )
+    return {day: int(count) for day, count in rows}
+
+
+def day_load(session: Session, manager_id: int, day: date) -> int:
+    return load_by_day(session, manager_id, day, day).get(day, 0)
+
+
+def has_room(session: Session, manager_id: int, capacity: int, day: date) -> bool:
+    """A working day with fewer calls than the capacity."""
+    return is_working_day(day) and day_load(session, manager_id, day) < capacity
+
+
+def next_day_with_room(
+    session: Session,
+    manager_id: int,
+    capacity: int,
+    on_or_after: date,
+    horizon_days: int = HORIZON_DAYS,
+    skip: date | None = None,
+) -> date | None:
+    """The first working day from ``on_or_after`` whose load is below ``capacity``.
+
+    ``skip`` leaves out one day (the day a task is being moved away from). None
+    when nothing within the horizon has room (or the capacity is 0).
+    """
+    if capacity <= 0:
+        return None
+    last = on_or_after + timedelta(days=horizon_days)
+    load = load_by_day(session, manager_id, on_or_after, last)
+    day = working_day_on_or_after(on_or_after)
+    while day <= last:
+        if day != skip and load.get(day, 0) < capacity:
+            return day
+        day = working_day_on_or_after(day + timedelta(days=1))
+    return None
+
+
+PLANNER_HORIZON_DAYS = 366
+"""How far ahead the planner searches a manager's calendar for a free slot."""
 
 
 class CapacityPlanner:
@@ -44,7 +107,7 @@ class CapacityPlanner:
                 func.count(distinct(CallTask.customer_id)),
             )
             .where(
-                CallTask.status.in_(tasks.OPEN),
+                CallTask.status.in_(OPEN_TASK_STATUSES),
                 CallTask.scheduled_on >= as_of,
                 CallTask.manager_id.is_not(None),
             )
@@ -65,7 +128,7 @@ class CapacityPlanner:
                 select(CallTask.customer_id, func.min(CallTask.scheduled_on))
                 .where(
                     CallTask.customer_id.in_(chunk),
-                    CallTask.status.in_(tasks.OPEN),
+                    CallTask.status.in_(OPEN_TASK_STATUSES),
                     CallTask.scheduled_on >= self.as_of,
                 )
                 .group_by(CallTask.customer_id)
@@ -91,7 +154,7 @@ class CapacityPlanner:
             return start
         capacity = self.capacity.get(manager_id, 0)
         day = start
-        last = self.as_of + timedelta(days=HORIZON_DAYS)
+        last = self.as_of + timedelta(days=PLANNER_HORIZON_DAYS)
         while capacity > 0 and self.load[(manager_id, day)] >= capacity and day < last:
             day = working_day_on_or_after(day + timedelta(days=1))
         if capacity <= 0:
