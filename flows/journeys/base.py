@@ -36,7 +36,14 @@ from crm.models import (
 from crm.types import Money
 from notifications.policy import schedule_in_window
 from rules.compiler import compile_condition
-from rules.models import JourneyBase, PrecallNoticeRule, SendSms, SendVoice
+from rules.models import (
+    BirthdayRule,
+    GraceCreditRule,
+    JourneyBase,
+    PrecallNoticeRule,
+    SendSms,
+    SendVoice,
+)
 from rules.templates import render
 
 OPEN_TASK_STATUSES = ("awaiting_notice", "ready")
@@ -435,6 +442,24 @@ def _write_credits(
     session.execute(stmt, updates, execution_options={"synchronize_session": False})
 
 
+def interim_valid_until(
+    ctx: RunContext, rule: JourneyBase, c: CustomerRow, occurrence: str
+) -> datetime | None:
+    """Until when a message may be sent (interim, until the rule files set it per kind).
+
+    A birthday greeting: until the end of the customer's local greeting day. A
+    grace notice: until its top-up deadline day starts in the operator's zone,
+    so it can never arrive after the care run of that day suspended the line.
+    Anything else (a pre-call notice is valid while its task is open): no limit.
+    """
+    if isinstance(rule, BirthdayRule):
+        return local_day_start(ctx.as_of + timedelta(days=1), c.timezone)
+    if isinstance(rule, GraceCreditRule) and occurrence.startswith("grace:"):
+        deadline = ctx.as_of + timedelta(days=rule.trigger.topup_days)
+        return local_day_start(deadline, ctx.operator_tz.key)
+    return None
+
+
 def message_row(
     ctx: RunContext,
     rule: JourneyBase,
@@ -463,6 +488,7 @@ def message_row(
         "to_phone": c.phone,
         "body": body,
         "scheduled_for": send_time(ctx, c, not_before),
+        "valid_until": interim_valid_until(ctx, rule, c, occurrence),
         "status": status,
         "status_reason": reason,
         "attempts": 0,

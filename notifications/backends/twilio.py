@@ -60,6 +60,8 @@ HTTP_LOG = logging.getLogger("notifications.twilio.http")
 STATUS_CALLBACK_PATH = "/twilio/status"
 OPTED_OUT = 21610
 AUTH_FAILED = (20003, 20005, 20008)
+MAX_VALIDITY_PERIOD = 36_000
+"""Twilio accepts a ``ValidityPeriod`` of 1 to 36,000 seconds (10 hours)."""
 
 MESSAGE_STATUSES: dict[str, str] = {
     "accepted": "queued",
@@ -341,6 +343,9 @@ class TwilioSMSBackend(TwilioBackend):
         callback = self.status_callback_url(msg)
         if callback:
             params["status_callback"] = callback
+        if msg.valid_for is not None:
+            # Twilio drops it (error 30036) rather than deliver it after its validity.
+            params["validity_period"] = min(MAX_VALIDITY_PERIOD, max(1, msg.valid_for))
         message = self._call("POST", lambda: self.client.messages.create(**params), "send SMS")
         log.info(
             "twilio: SMS for message %s to %s accepted as %s (%s)",
