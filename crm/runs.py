@@ -182,3 +182,16 @@ def latest(engine: Engine, kinds: tuple[str, ...]) -> list[RunView]:
             .order_by(_RUNS.c.kind, _RUNS.c.name)
         ).all()
     return [RunView(**row._asdict()) for row in rows]
+
+
+def prune(engine: Engine, kinds: tuple[str, ...], before: datetime) -> int:
+    """Delete finished runs of ``kinds`` that started before ``before`` (the log stays small)."""
+    from sqlalchemy import delete
+
+    with transaction(engine) as session:
+        result = session.execute(
+            delete(_RUNS).where(
+                _RUNS.c.kind.in_(kinds), _RUNS.c.started_at < before, _RUNS.c.status != RUNNING
+            )
+        )
+    return int(result.rowcount)  # type: ignore[attr-defined]

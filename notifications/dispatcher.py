@@ -214,6 +214,11 @@ class _Run:
         base = settings.public_url.rstrip("/")
         self.status_callback_base = f"{base}{STATUS_PATH}" if base else None
         self.summary = DispatchSummary(started_at=at)
+        self.progress: Callable[[DispatchSummary], None] | None = None
+
+    def report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.summary)
 
     def now(self) -> datetime:
         return self.at + timedelta(microseconds=(self.clock() - self.t0) // 1000)
@@ -520,6 +525,7 @@ class _Run:
         for o in expired:
             _count(self.summary.expired_reasons, o.reason)
         self.summary.lost += len(done.lost)
+        self.report()
 
 
 def dispatch(
@@ -637,6 +643,7 @@ def _dispatch(
         owner,
         owner_dead,
     )
+    run.progress = progress
     with ThreadPoolExecutor(
         max_workers=settings.dispatch_concurrency, thread_name_prefix="dispatch"
     ) as pool:
@@ -655,8 +662,7 @@ def _dispatch(
                 remaining -= taken
             if to_send:
                 run.send_all(pool, to_send)
-            if progress is not None:
-                progress(run.summary)
+            run.report()
             if run.summary.halted is not None:
                 break
     with transaction(engine) as session:

@@ -64,7 +64,7 @@ from notifications.outbox.states import (
     check_transition,
     transition_reason,
 )
-from notifications.outbox.views import MessageView, list_messages
+from notifications.outbox.views import MessageView, count_due, list_messages
 from notifications.outbox.writeback import (
     ExpiredOutcome,
     FailedOutcome,
@@ -105,6 +105,7 @@ __all__ = [
     "begin_sending",
     "check_transition",
     "claim_due",
+    "count_due",
     "defer",
     "expire",
     "expire_overdue",

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from crm.models import Customer, OutboundMessage
@@ -79,3 +79,17 @@ def list_messages(
         )
         for m, ref in session.execute(stmt).all()
     ]
+
+
+def count_due(session: Session, at: datetime) -> int:
+    """Queued messages due at ``at`` (what a dispatch now would take, before the policy)."""
+    m = OutboundMessage
+    return int(
+        session.execute(
+            select(func.count()).where(
+                m.status == "queued",
+                m.scheduled_for <= at,
+                m.next_attempt_at.is_(None) | (m.next_attempt_at <= at),
+            )
+        ).scalar_one()
+    )

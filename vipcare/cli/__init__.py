@@ -9,6 +9,7 @@ from vipcare.cli import (
     care_cmds,
     crm_cmds,
     messages_cmds,
+    ops_cmds,
     rules_cmds,
     system_cmds,
     web_cmds,
@@ -29,6 +30,7 @@ rules_cmds.register(app)
 care_cmds.register(app)
 web_cmds.register(app)
 messages_cmds.register(app)
+ops_cmds.register(app)
 
 
 def main() -> None:
