@@ -566,7 +566,7 @@ def dispatch(
     ``wall_clock`` (aware UTC) stamps the claims' leases; ``owner`` names this
     run on them (a fresh :func:`crm.process.new_owner` by default) and
     ``owner_dead`` says whether another claim's owner is certainly gone.
-    ``should_stop`` is asked before each chunk (a graceful shutdown finishes the
+    ``should_stop`` is asked after each chunk (a graceful shutdown finishes the
     chunk in flight, then returns); ``progress`` gets the running summary after
     each chunk's write-back.
     """
@@ -650,10 +650,12 @@ def _dispatch(
         run.reconcile(pool, reconcile_all, reconcile_grace)
         run.expire_overdue()
         remaining = limit
+        first = True
         while remaining is None or remaining > 0:
-            if should_stop is not None and should_stop():
-                run.summary.stopped = True
+            if not first and should_stop is not None and should_stop():
+                run.summary.stopped = True  # asked to stop: the chunk in flight is done
                 break
+            first = False
             n = run.chunk if remaining is None else min(run.chunk, remaining)
             taken, to_send = run.claim(n)
             if not taken:

@@ -35,6 +35,7 @@ from test_dispatcher_support import (
 from crm import process
 from notifications.backends.mock import MockSMSBackend, MockStore
 from notifications.dispatcher import dispatch
+from tests.builders import all_day_rules
 
 LEAD = timedelta(hours=2)
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,15 +144,7 @@ def test_sigkill_then_rerun_with_the_same_at_reclaims(
     os.mkfifo(marker)
     os.mkfifo(block)
     marker_fd = os.open(marker, os.O_RDWR | os.O_NONBLOCK)
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    for f in (ROOT / "rules").glob("*.yaml"):
-        text = f.read_text(encoding="utf-8")
-        if f.name == "contact_policy.yaml":
-            text = text.replace('start: "09:00"', 'start: "00:00"').replace(
-                'end: "20:00"', 'end: "23:59"'
-            )
-        (rules / f.name).write_text(text, encoding="utf-8")
+    rules = all_day_rules(tmp_path / "rules")
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),

@@ -26,6 +26,8 @@ from notifications.dispatcher import DispatchSummary, dispatch
 from notifications.outbox import apply_provider_status
 from tests.policies import make_policy
 
+pytest_plugins = ["plugins.fake_twilio"]
+
 LEAD = timedelta(hours=2)
 
 
@@ -249,3 +251,53 @@ def test_expired_is_final(engine: Engine, now: datetime) -> None:
     )
     assert outbox.transition_reason("queued", "expired") is None
     assert outbox.transition_reason("sending", "expired") is None
+
+
+def test_twilio_gets_the_time_left_as_validity_period_capped_at_ten_hours(
+    engine: Engine, now: datetime, fake_twilio, twilio_settings
+) -> None:
+    """The real twilio client against the fake: ValidityPeriod is what is left, at most 36,000 s."""
+    from notifications.backends import get_backend
+
+    with connect(engine) as conn:
+        c = add_customer(conn, "T1", 51)
+        add_message(
+            conn,
+            c,
+            now,
+            n=51,
+            occurrence="2h",
+            journey="birthday",
+            valid_until=now + timedelta(hours=2),
+        )
+        add_message(
+            conn,
+            c,
+            now,
+            n=51,
+            occurrence="20h",
+            journey="birthday",
+            body="Happy birthday!",
+            valid_until=now + timedelta(hours=20),
+        )
+        add_message(conn, c, now, n=51, occurrence="none", journey="callback", body="Hello")
+    clock = FakeClock()
+    sms = get_backend(twilio_settings, "sms", sleep=clock.sleep)
+    summary = dispatch(
+        engine,
+        twilio_settings,
+        OPEN_POLICY,
+        now,
+        lead_time=LEAD,
+        backends={"sms": sms},
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    assert summary.sent == 3
+    posted = fake_twilio.api_requests("POST", "Messages.json")
+    periods = {r.value("Body"): r.value("ValidityPeriod") for r in posted}
+    assert periods == {
+        "Your manager will call you soon.": "7200",
+        "Happy birthday!": "36000",
+        "Hello": None,
+    }

@@ -123,17 +123,18 @@ def run_recorded(
         log.error("%s %s: %s", kind, name, error)
         rt.pending.append(_Pending(kind, name, care_day, started, runs.FAILED, {}, error))
         return False
+    log.info("%s: started", name)
     outcome = Outcome()
     try:
         work(outcome)
     except Exception as exc:  # noqa: BLE001 - the scheduler must keep running
         outcome.error = describe_error(exc)
-        log.error("%s %s failed: %s", kind, name, outcome.error)
+        log.error("%s failed: %s", name, outcome.error)
     else:
         if outcome.error:
-            log.error("%s %s failed: %s", kind, name, outcome.error)
+            log.error("%s failed: %s", name, outcome.error)
         else:
-            log.info("%s %s done: %s", kind, name, _short(outcome.details))
+            log.info("%s: done (%s)", name, _short(outcome.details))
     status = runs.FAILED if outcome.error else runs.SUCCEEDED
     finished = rt.clock()
     try:
