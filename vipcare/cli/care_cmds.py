@@ -59,10 +59,10 @@ def run(
 
     from rules import load_rules
 
+    as_of = parse_date(on)  # usage errors (exit 2) first
+    instant = parse_instant(at)
     eng = engine()  # no database: one line and exit 1, before anything is created
     load_rules(settings().rules_dir)  # fail fast, with file:line errors, before Prefect starts
-    as_of = parse_date(on)
-    instant = parse_instant(at)
     today = today_local()
     if as_of is None:
         as_of = instant.astimezone(settings().tz).date() if instant else today

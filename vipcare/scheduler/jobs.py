@@ -16,12 +16,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from crm import process, runs
+from rules import RuleSet, load_rules
 from vipcare import operations
 from vipcare.errors import describe_error
 from vipcare.scheduler import days, lease
@@ -49,6 +51,23 @@ class _Pending:
     run_id: int | None = None
 
 
+class RulesCache:
+    """The rule files, loaded again only when one of them changed (the dispatcher runs often)."""
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._rules: RuleSet | None = None
+        self._lock = threading.Lock()
+
+    def get(self, rules_dir: Path) -> RuleSet:
+        files = sorted(rules_dir.glob("*.yaml")) if rules_dir.is_dir() else [rules_dir]
+        key = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+        with self._lock:
+            if self._rules is None or key != self._key:
+                self._rules, self._key = load_rules(rules_dir), key
+            return self._rules
+
+
 @dataclass
 class Runtime:
     """Everything a job needs, injected: settings, engine, clock, the stop flag."""
@@ -66,6 +85,7 @@ class Runtime:
     """Asks the scheduler to run a job once more at that instant (after a failure)."""
     pending: list[_Pending] = field(default_factory=list)
     lost_lease: bool = False
+    rules: RulesCache = field(default_factory=lambda: RulesCache())
     busy: dict[str, threading.Lock] = field(
         default_factory=lambda: {job: threading.Lock() for job in (CARE_DAY, DISPATCH, ESCALATION)}
     )
@@ -274,6 +294,7 @@ def run_dispatch(rt: Runtime) -> None:
         summary = operations.dispatch_due(
             rt.settings,
             now,
+            ruleset=rt.rules.get(rt.settings.rules_dir),
             engine=rt.engine,
             wall_clock=rt.clock,
             should_stop=rt.stop.is_set,
@@ -305,7 +326,13 @@ def run_escalation(rt: Runtime) -> None:
     day = due.days[-1]
 
     def work(outcome: Outcome) -> None:
-        result = operations.escalate_overdue(rt.settings, day, rt.clock(), engine=rt.engine)
+        result = operations.escalate_overdue(
+            rt.settings,
+            day,
+            rt.clock(),
+            ruleset=rt.rules.get(rt.settings.rules_dir),
+            engine=rt.engine,
+        )
         outcome.details.update(result.as_dict())
         outcome.details["pruned_runs"] = runs.prune(
             rt.engine, ("dispatch",), rt.clock() - KEEP_RUNS
