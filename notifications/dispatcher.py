@@ -423,8 +423,10 @@ class _Run:
         backend = self.backend(m.channel)
         limiter = self.limits.for_sender(m.channel)
         msg = self.outgoing(m)
-        limiter.acquire()
         try:
+            # Inside the try: a shared limiter that cannot be reached (a configuration
+            # problem, NotificationError) halts the run with nothing sent.
+            limiter.acquire()
             result = backend.send(msg)
         except OptedOutError as exc:
             return FailedOutcome(m, exc.code, exc.reason, backend.provider, opted_out=True)

@@ -199,15 +199,18 @@ def deploy(
     VIPCARE_* / TWILIO_* environment (secrets stay on the workers, never in
     flow parameters). Also creates the strict send-rate concurrency limits.
     """
-    from vipcare.deploy import deploy_all
+    from vipcare.deploy import DeployError, deploy_all
 
     cfg = settings()
-    made = deploy_all(
-        cfg,
-        work_pool=work_pool or cfg.prefect_work_pool,
-        shards=shards or cfg.care_shards,
-        lanes=lanes or cfg.dispatch_lanes,
-    )
+    try:
+        made = deploy_all(
+            cfg,
+            work_pool=work_pool or cfg.prefect_work_pool,
+            shards=shards or cfg.care_shards,
+            lanes=lanes or cfg.dispatch_lanes,
+        )
+    except DeployError as exc:
+        fail(str(exc))
     if as_json:
         print_json(made)
         return
