@@ -21,22 +21,15 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import create_engine, text
 from sqlalchemy import select as sql_select
 
 import seed
 from crm.db import make_engine
 from crm.models import (
-    AuditLog,
-    CallTask,
-    CreditLedger,
-    Customer,
-    GracePeriod,
     JobRun,
-    JourneyOccurrence,
     OutboundMessage,
 )
 from crm.schema import upgrade
@@ -44,6 +37,7 @@ from flows.daily import DailyCareParams, journeys_to_run, run_part
 from notifications.backends.mock import MockStore
 from tests.builders import all_day_rules
 from tests.conftest import PG_ADMIN_URL
+from tests.crm_twins import snapshot
 from vipcare.scheduler.schedule import CARE_DAY, Schedule
 from vipcare.settings import Settings
 
@@ -137,55 +131,6 @@ def databases() -> Iterator[tuple[str, str, str]]:
         for name in names:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
-
-
-def snapshot(engine: Engine) -> dict[str, Any]:
-    """The CRM by natural keys: surrogate ids, run ids and audit order are left out."""
-    out: dict[str, Any] = {}
-    with engine.connect() as conn:
-        ref = dict(conn.execute(sql_select(Customer.id, Customer.external_id)).all())
-        messages = conn.execute(sql_select(OutboundMessage)).all()
-        key = {m.id: (ref[m.customer_id], m.journey, m.occurrence, m.template) for m in messages}
-        out["customers"] = sorted(
-            (c.external_id, str(c.balance), c.status)
-            for c in conn.execute(sql_select(Customer)).all()
-        )
-        out["occurrences"] = sorted(
-            (o.journey, ref[o.customer_id], o.occurrence, o.as_of, o.decided_at, o.rule_hash)
-            for o in conn.execute(sql_select(JourneyOccurrence)).all()
-        )
-        out["ledger"] = sorted(
-            (ref[e.customer_id], e.kind, e.occurrence, str(e.amount), str(e.balance_after))
-            for e in conn.execute(sql_select(CreditLedger)).all()
-        )
-        out["graces"] = sorted(
-            (ref[g.customer_id], g.occurrence, str(g.amount), g.deadline, g.status)
-            for g in conn.execute(sql_select(GracePeriod)).all()
-        )
-        out["messages"] = sorted(
-            (*key[m.id], m.status, m.status_reason, m.scheduled_for, m.valid_until, m.body)
-            for m in messages
-        )
-        out["tasks"] = sorted(
-            (
-                ref[t.customer_id],
-                t.kind,
-                t.occurrence,
-                t.status,
-                t.priority,
-                t.due_on,
-                t.scheduled_on,
-                t.no_notice,
-                key.get(t.notice_message_id) if t.notice_message_id else None,
-                json.dumps(t.details, sort_keys=True),
-            )
-            for t in conn.execute(sql_select(CallTask)).all()
-        )
-        out["audit"] = Counter(
-            (a.action, a.customer_ref, (a.entity or "").split(":")[0], a.rule_id, a.at)
-            for a in conn.execute(sql_select(AuditLog)).all()
-        )
-    return out
 
 
 def _single_process_run(url: str) -> None:
