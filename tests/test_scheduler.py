@@ -500,3 +500,34 @@ def test_a_second_scheduler_process_refuses_to_run(
         assert third.returncode == 0
     finally:
         _stop(third)
+
+
+@pytest.mark.slow
+def test_the_care_day_job_runs_on_the_one_warm_prefect_server(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    """A real scheduler process: one temporary server for the process, reused by the job."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vipcare", "scheduler", "--job", "care-day"],
+        env={
+            **env,
+            "PYTHONPATH": str(ROOT),
+            "VIPCARE_DATABASE_URL": db_url,
+            "VIPCARE_CARE_RUN_AT": "00:00",  # today's run is due at once
+            "PREFECT_HOME": str(tmp_path / "prefect"),
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        first = _wait_for(proc, "care-day: done", timeout=240)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        _stop(proc)
+    log = first + err.decode()
+    assert proc.returncode == 0, log
+    assert log.count("starting a temporary Prefect server") == 1, log  # not one per job
+    (run,) = job_runs(engine, "care_day")
+    assert run.status == "succeeded" and run.care_day == datetime.now(ZoneInfo(TZ)).date()

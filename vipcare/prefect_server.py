@@ -142,6 +142,12 @@ class TemporaryPrefectServer:
             process.wait()
 
 
+def _refresh_global_settings() -> None:
+    from prefect.context import refresh_global_settings_context
+
+    refresh_global_settings_context()
+
+
 def configured_api_url() -> str | None:
     """The Prefect API this process is configured to use (environment, profile), if any."""
     from prefect.settings import PREFECT_API_URL
@@ -171,8 +177,10 @@ def prefect_api(announce: Callable[[str], None] | None = None) -> Iterator[str]:
         if announce is not None:
             announce(f"temporary Prefect server ready at {url} (pid {server.pid})")
         previous = os.environ.get("PREFECT_API_URL")
-        # The variable reaches threads (a new thread has no Prefect settings context).
+        # Threads (the scheduler's jobs) have no settings context of their own: they read
+        # Prefect's process-global one, rebuilt here from the environment.
         os.environ["PREFECT_API_URL"] = url
+        _refresh_global_settings()
         try:
             with temporary_settings(updates={PREFECT_API_URL: url}):
                 yield url
@@ -181,5 +189,6 @@ def prefect_api(announce: Callable[[str], None] | None = None) -> Iterator[str]:
                 os.environ.pop("PREFECT_API_URL", None)
             else:
                 os.environ["PREFECT_API_URL"] = previous
+            _refresh_global_settings()
     finally:
         server.stop()

@@ -170,7 +170,8 @@ def run(
     )
     try:
         signals = _signals(rt.stop) if install_signals else nullcontext()
-        with _prefect_if(CARE_DAY in wanted), signals:
+        # Signals first: a SIGTERM while the Prefect server starts still stops cleanly.
+        with signals, _prefect_if(CARE_DAY in wanted):
             jobs.install(rt)
             scheduler = build(rt, wanted)
             scheduler.start()
