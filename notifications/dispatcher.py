@@ -575,79 +575,49 @@ def dispatch(
     own_owner = owner is None
     run_owner = owner or process.new_owner()
     try:
-        return _dispatch(
-            engine,
-            settings,
-            policy,
-            at,
-            lead_time=lead_time,
-            backends=backends,
+        return _dispatch_run(
+            _Run(
+                engine,
+                settings,
+                policy,
+                at,
+                backends,
+                lead_time,
+                sleep,
+                clock,
+                backoff or Backoff(),
+                rng or random.Random(),
+                actor,
+                limits,
+                chunk_size,
+                wall_clock,
+                run_owner,
+                owner_dead,
+            ),
             limit=limit,
-            sleep=sleep,
-            clock=clock,
             reconcile_all=reconcile_all,
             reconcile_grace=reconcile_grace,
-            backoff=backoff,
-            rng=rng,
-            actor=actor,
-            limits=limits,
-            chunk_size=chunk_size,
-            wall_clock=wall_clock,
             should_stop=should_stop,
             progress=progress,
-            owner=run_owner,
-            owner_dead=owner_dead,
         )
     finally:
         if own_owner:
             process.retire(run_owner)
 
 
-def _dispatch(
-    engine: Engine,
-    settings: NotificationConfig,
-    policy: ContactPolicy,
-    at: datetime,
+def _dispatch_run(
+    run: _Run,
     *,
-    lead_time: timedelta,
-    backends: Mapping[str, ChannelBackend] | None,
     limit: int | None,
-    sleep: Callable[[float], None],
-    clock: Callable[[], int],
     reconcile_all: bool,
     reconcile_grace: timedelta,
-    backoff: Backoff | None,
-    rng: random.Random | None,
-    actor: Actor,
-    limits: SenderLimits | None,
-    chunk_size: int | None,
-    wall_clock: Callable[[], datetime] | None,
     should_stop: Callable[[], bool] | None,
     progress: Callable[[DispatchSummary], None] | None,
-    owner: process.Owner,
-    owner_dead: Callable[[str], bool],
 ) -> DispatchSummary:
-    run = _Run(
-        engine,
-        settings,
-        policy,
-        at,
-        backends,
-        lead_time,
-        sleep,
-        clock,
-        backoff or Backoff(),
-        rng or random.Random(),
-        actor,
-        limits,
-        chunk_size,
-        wall_clock,
-        owner,
-        owner_dead,
-    )
+    """The steps of one run (see the module docstring)."""
     run.progress = progress
     with ThreadPoolExecutor(
-        max_workers=settings.dispatch_concurrency, thread_name_prefix="dispatch"
+        max_workers=run.settings.dispatch_concurrency, thread_name_prefix="dispatch"
     ) as pool:
         run.reconcile(pool, reconcile_all, reconcile_grace)
         run.expire_overdue()
@@ -669,8 +639,8 @@ def _dispatch(
             run.report()
             if run.summary.halted is not None:
                 break
-    with transaction(engine) as session:
-        run.summary.tasks_ready += tasks.promote_ready(session, run.now(), actor)
+    with transaction(run.engine) as session:
+        run.summary.tasks_ready += tasks.promote_ready(session, run.now(), run.actor)
     run.summary.finished_at = run.now()
     log.info("dispatch finished: %s", {k: v for k, v in run.summary.as_dict().items() if v})
     return run.summary

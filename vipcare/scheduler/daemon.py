@@ -82,15 +82,7 @@ def build(rt: jobs.Runtime, selected: Collection[str]) -> BackgroundScheduler:
     )
 
     def retry_later(job_id: str, when: datetime) -> None:
-        scheduler.add_job(
-            jobs.ENTRY_POINTS[job_id],
-            "date",
-            run_date=when,
-            id=f"{job_id}-retry",
-            jobstore="internal",
-            replace_existing=True,
-            misfire_grace_time=3600,
-        )
+        run_once(scheduler, job_id, when, "retry")
 
     rt.retry_later = retry_later
 
@@ -108,19 +100,24 @@ def forget_unselected(scheduler: BackgroundScheduler, selected: Collection[str])
             scheduler.remove_job(job.id, jobstore="default")
 
 
+def run_once(scheduler: BackgroundScheduler, job_id: str, when: datetime, why: str) -> None:
+    """One extra run of a job at ``when`` (in memory: it shares the job's lock, not its id)."""
+    scheduler.add_job(
+        jobs.ENTRY_POINTS[job_id],
+        "date",
+        run_date=when,
+        id=f"{job_id}-{why}",
+        jobstore="internal",
+        replace_existing=True,
+        misfire_grace_time=3600,
+    )
+
+
 def start_jobs_now(scheduler: BackgroundScheduler, selected: Collection[str]) -> None:
     """Run every selected job once at start: catch-up after downtime, first dispatch."""
     now = datetime.now(UTC)
     for job_id in selected:
-        scheduler.add_job(
-            jobs.ENTRY_POINTS[job_id],
-            "date",
-            run_date=now,
-            id=f"{job_id}-startup",
-            jobstore="internal",
-            replace_existing=True,
-            misfire_grace_time=3600,
-        )
+        run_once(scheduler, job_id, now, "startup")
 
 
 def next_fire_times(scheduler: BackgroundScheduler) -> dict[str, datetime | None]:
