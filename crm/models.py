@@ -17,13 +17,16 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
     Text,
+    Unicode,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -62,6 +65,7 @@ INBOUND_ACTIONS = ("opt_out", "opt_in")
 INBOUND_OUTCOMES = ("applied", "unchanged", "superseded")
 ACCOUNT_ROLES = ("manager", "supervisor")
 QA_CRITERIA = ("accuracy", "courtesy", "proactive_offer")
+RUN_STATUSES = ("running", "succeeded", "failed", "skipped")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -299,6 +303,12 @@ class OutboundMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sending_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claimed_by: Mapped[str | None] = mapped_column(
+        String(200), doc="the dispatcher holding the 'sending' lease (crm.process owner)"
+    )
+    claimed_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), doc="wall-clock time the lease was taken or last renewed"
+    )
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
@@ -310,6 +320,7 @@ class OutboundMessage(Base):
         Index("ix_outbound_messages_due", "status", "scheduled_for"),
         Index("ix_outbound_messages_customer", "customer_id", "created_at"),
         Index("ix_outbound_messages_provider_id", "provider_message_id"),
+        Index("ix_outbound_messages_expiry", "status", "valid_until"),
     )
 
 
@@ -564,3 +575,66 @@ class QaReview(Base):
             name="scores",
         ),
     )
+
+
+class JobRun(Base):
+    """One run of a scheduled operation or of one journey: what ran, when, and how it ended.
+
+    Written by :mod:`crm.runs` only; ``vipcare status`` reads it.
+    """
+
+    __tablename__ = "job_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), doc="journey | care_day | dispatch | escalation")
+    name: Mapped[str] = mapped_column(String(64), doc="the journey id, or the job's name")
+    care_day: Mapped[date | None] = mapped_column(Date)
+    shard: Mapped[str | None] = mapped_column(String(16), doc="'index/count' of a sharded run")
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    owner: Mapped[str | None] = mapped_column(String(200))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+        Index("ix_job_runs_name", "kind", "name", "started_at"),
+    )
+
+
+class SchedulerLease(Base):
+    """The one embedded scheduler allowed per database: owner, expiry and heartbeat."""
+
+    __tablename__ = "scheduler_lease"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class JobDay(Base):
+    """The last care day a daily job completed: catch-up after downtime starts after it."""
+
+    __tablename__ = "job_days"
+
+    job: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_day: Mapped[date] = mapped_column(Date)
+    completed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SchedulerJob(Base):
+    """APScheduler's ``SQLAlchemyJobStore`` table, declared here so migrations own it.
+
+    The columns are exactly the ones APScheduler 3 creates; ``next_run_time`` is
+    a UNIX timestamp, which ``vipcare status`` reads without unpickling a job.
+    """
+
+    __tablename__ = "scheduler_jobs"
+
+    id: Mapped[str] = mapped_column(Unicode(191), primary_key=True)
+    next_run_time: Mapped[float | None] = mapped_column(Float(25), index=True)
+    job_state: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)

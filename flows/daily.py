@@ -5,12 +5,25 @@ own batching and are not retried (a rerun is already a no-op thanks to the
 occurrence keys). The run only *decides*: what it queues is sent by the
 dispatcher (``vipcare dispatch``, or the scheduler every few minutes), so every
 time zone's send window is served the same day.
+
+Shards split customers by their manager (``manager_id % count``): shards running
+side by side never plan calls into the same manager's day, and each manager's
+customers are still planned in the same order, so a sharded run ends exactly as
+a single run does.
+On PostgreSQL the shards of a journey run at the same time (threads here,
+workers in the Prefect deployment); on SQLite, which has one writer, one after
+another.
+
+Each journey task records its run in ``job_runs`` (``crm.runs``) for ``vipcare
+status``. This module is the worker's edge, so it reads the wall clock for
+those records; the journeys themselves only ever see the injected ``at``.
 """
 
 from __future__ import annotations
 
+import socket
 import uuid
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -23,13 +36,14 @@ from prefect.context import get_run_context
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
-from crm.db import make_engine
+from crm import runs
+from crm.db import is_sqlite, make_engine
 from flows.journeys.context import RunContext, care_day_instant
-from flows.journeys.day import run_hygiene
+from flows.journeys.day import HYGIENE, run_hygiene
 from flows.journeys.engine import run_journey
 from flows.journeys.intents import JourneyReport
 from flows.journeys.registry import journey_for, journeys_for
-from rules import load_rules
+from rules import RuleSet, load_rules
 
 
 class DailyCareParams(BaseModel):
@@ -48,6 +62,38 @@ class DailyCareParams(BaseModel):
     dry_run: bool = False
     shards: int = Field(default=1, ge=1, le=64)
     batch_size: int = Field(default=5000, ge=100)
+    run_id: str | None = Field(
+        default=None, description="names this run in the audit trail; a fresh id by default"
+    )
+
+
+def shard_count(ruleset: RuleSet, journey: str, shards: int) -> int:
+    """How many shards ``journey`` runs in when the run asks for ``shards`` (all of them)."""
+    return shards if journey in ruleset.journeys else 1
+
+
+def journeys_to_run(params: DailyCareParams) -> list[str]:
+    """The enabled journeys the run covers, in run order; unknown names are refused."""
+    ruleset = load_rules(Path(params.rules_dir))
+    order = [j.id for j in journeys_for(ruleset)]
+    unknown = sorted(set(params.journeys) - set(order))
+    if unknown:
+        raise ValueError(f"unknown journey(s): {', '.join(unknown)}; expected {', '.join(order)}")
+    return [
+        j
+        for j in order
+        if (not params.journeys or j in params.journeys) and ruleset.journeys[j].enabled
+    ]
+
+
+def _wall_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _owner() -> str:
+    import os
+
+    return f"{socket.gethostname()[:120]}/{os.getpid()}"
 
 
 @lru_cache(maxsize=4)
@@ -55,7 +101,7 @@ def _engine(url: str) -> Engine:
     return make_engine(url)
 
 
-def _context(params: DailyCareParams, run_id: str, shard: int) -> RunContext:
+def _context(params: DailyCareParams, run_id: str, shard: int, count: int) -> RunContext:
     tz = ZoneInfo(params.operator_tz)
     return RunContext(
         as_of=params.as_of,
@@ -64,24 +110,65 @@ def _context(params: DailyCareParams, run_id: str, shard: int) -> RunContext:
         ruleset=load_rules(Path(params.rules_dir)),
         operator_tz=tz,
         batch_size=params.batch_size,
-        shard=(shard, params.shards),
+        shard=(shard, count),
     )
+
+
+def run_part(params: DailyCareParams, run_id: str, journey: str, shard: int) -> dict[str, Any]:
+    """One journey over one shard of customers, its run recorded (not for a dry run)."""
+    ruleset = load_rules(Path(params.rules_dir))
+    count = shard_count(ruleset, journey, params.shards)
+    ctx = _context(params, run_id, shard, count)
+    engine = _engine(params.database_url)
+    found = journey_for(ctx.ruleset, journey)
+    if params.dry_run:
+        return run_journey(engine, ctx, found, dry_run=True).as_dict()
+    with runs.recorded(
+        engine,
+        "journey",
+        journey,
+        _wall_now,
+        care_day=params.as_of,
+        shard=(shard, count) if count > 1 else None,
+        owner=_owner(),
+    ) as record:
+        report = run_journey(engine, ctx, found).as_dict()
+        record.details.update(report, run_id=run_id)
+    return report
 
 
 @task(name="hygiene", cache_policy=NO_CACHE)
 def hygiene_task(params: DailyCareParams, run_id: str) -> dict[str, Any]:
     """Withdraw care that must no longer happen (do-not-call, suspended, closed) first."""
-    report = run_hygiene(_engine(params.database_url), _context(params, run_id, 0), params.dry_run)
-    return report.as_dict()
+    return hygiene_part(params, run_id)
+
+
+def hygiene_part(params: DailyCareParams, run_id: str) -> dict[str, Any]:
+    """The hygiene sweep of a care day, its run recorded (not for a dry run)."""
+    ctx = _context(params, run_id, 0, 1)
+    engine = _engine(params.database_url)
+    if params.dry_run:
+        return run_hygiene(engine, ctx, dry_run=True).as_dict()
+    with runs.recorded(
+        engine, "journey", HYGIENE, _wall_now, care_day=params.as_of, owner=_owner()
+    ) as record:
+        report = run_hygiene(engine, ctx).as_dict()
+        record.details.update(report, run_id=run_id)
+    return report
 
 
 @task(name="journey", cache_policy=NO_CACHE, task_run_name="{journey}[{shard}]")
 def journey_task(params: DailyCareParams, run_id: str, journey: str, shard: int) -> dict[str, Any]:
-    ctx = _context(params, run_id, shard)
-    found = journey_for(ctx.ruleset, journey)
-    report = run_journey(_engine(params.database_url), ctx, found, dry_run=params.dry_run)
-    get_run_logger().info("journey %s shard %s: %s", journey, shard, report.as_dict())
-    return report.as_dict()
+    report = run_part(params, run_id, journey, shard)
+    get_run_logger().info("journey %s shard %s: %s", journey, shard, report)
+    return report
+
+
+def flow_run_id() -> str | None:
+    """The id of the Prefect flow run we are in, if any."""
+    flow_run = getattr(get_run_context(), "flow_run", None)
+    found = getattr(flow_run, "id", None)
+    return str(found) if found else None
 
 
 def summary_markdown(params: DailyCareParams, journeys: list[dict[str, Any]]) -> str:
@@ -101,22 +188,17 @@ def summary_markdown(params: DailyCareParams, journeys: list[dict[str, Any]]) ->
 @flow(name="daily-care", log_prints=False)
 def daily_care(params: DailyCareParams) -> dict[str, Any]:
     """Run the enabled journeys for ``params.as_of``; they queue, the dispatcher sends."""
-    run_ctx = get_run_context()
-    run_id = str(getattr(getattr(run_ctx, "flow_run", None), "id", None) or uuid.uuid4())
+    run_id = params.run_id or flow_run_id() or str(uuid.uuid4())
+    parallel = not is_sqlite(_engine(params.database_url))
     ruleset = load_rules(Path(params.rules_dir))
-    order = [j.id for j in journeys_for(ruleset)]
-    unknown = sorted(set(params.journeys) - set(order))
-    if unknown:
-        raise ValueError(f"unknown journey(s): {', '.join(unknown)}; expected {', '.join(order)}")
     reports = [hygiene_task(params, run_id)]
-    for journey in order:
-        if (params.journeys and journey not in params.journeys) or not ruleset.journeys[
-            journey
-        ].enabled:
-            continue
-        # Shards of one journey run one after another here: SQLite has one writer, and on
-        # PostgreSQL the Prefect deployment runs shards on separate workers.
-        parts = [journey_task(params, run_id, journey, shard) for shard in range(params.shards)]
+    for journey in journeys_to_run(params):
+        shards = range(shard_count(ruleset, journey, params.shards))
+        if parallel and len(shards) > 1:  # PostgreSQL: the shards of a journey side by side
+            futures = [journey_task.submit(params, run_id, journey, s) for s in shards]
+            parts = [f.result() for f in futures]
+        else:  # SQLite has one writer: one shard after another
+            parts = [journey_task(params, run_id, journey, s) for s in shards]
         reports.append(JourneyReport.merged(journey, parts))
     artifact_id = create_markdown_artifact(
         key="daily-care-summary",

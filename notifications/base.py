@@ -49,6 +49,10 @@ class OutgoingMessage:
     locale: str
     attempt_id: str
     status_callback: str | None = None
+    valid_for: int | None = None
+    """Seconds the message may still be delivered (time left to its ``valid_until``, at
+    least 1); ``None``: no limit. Providers that can drop a late message get it
+    (Twilio: ``ValidityPeriod``)."""
 
 
 @dataclass

@@ -5,23 +5,31 @@ One run (:func:`dispatch`):
 1. **Reconcile** rows stuck in ``sending`` by a crashed run: ask the provider
    whether it has the attempt (``find_previous_attempt``). Accepted → ``sent``;
    not accepted → ``queued`` (sent again below); provider unreachable → left
-   for the next run. Only rows whose ``sending_at`` is older than
-   ``reconcile_grace`` (5 minutes) are touched, so a second dispatcher that is
-   still working on its rows is left alone; ``reconcile_all`` takes every
-   ``sending`` row (use it only when no other dispatcher runs).
-2. **Claim** due rows in chunks (``FOR UPDATE SKIP LOCKED`` on PostgreSQL;
-   a serialised ``BEGIN IMMEDIATE`` transaction on SQLite), re-check the
-   contact policy for each (suppress / defer / send), and mark the rest
+   for the next run. A claim is a lease (owner + wall-clock ``claimed_at``,
+   renewed while its dispatcher works): only abandoned claims are touched, i.e.
+   those of an owner known to be dead (same host) or whose lease is older than
+   ``reconcile_grace`` (5 minutes) by the *wall clock*, so a second dispatcher
+   that is still working on its rows is left alone, and a rerun with the same
+   ``--at`` after a crash still finds the dead run's rows. ``reconcile_all``
+   takes every ``sending`` row (use it only when no other dispatcher runs).
+2. **Expire** queued messages past their ``valid_until``: never sent late.
+3. **Claim** due rows in chunks (``FOR UPDATE SKIP LOCKED`` on PostgreSQL;
+   a serialised ``BEGIN IMMEDIATE`` transaction on SQLite), expire the ones no
+   longer valid (past ``valid_until``, a pre-call notice whose call is off, a
+   message whose next send window opens after its validity), re-check the
+   contact policy for the rest (suppress / defer / send), and mark the rest
    ``sending`` with a fresh attempt id, **committed before any provider call**.
-3. **Send** with bounded concurrency (a thread pool of
+4. **Send** with bounded concurrency (a thread pool of
    ``settings.dispatch_concurrency``) under an exact per-sender rate limit
    (``settings.send_rate_per_second``), and write the outcomes back in bulk
    (guarded by status and attempt id), with one audit append per flush.
-4. **Promote** pre-call tasks whose lead time has passed.
+5. **Promote** pre-call tasks whose lead time has passed.
 
 Time: ``at`` is the dispatch instant; later instants are ``at`` plus the
 elapsed time of the injected monotonic ``clock``, so a test with a fake clock
-is fully deterministic and the code never reads the wall clock.
+is fully deterministic. Leases need the real time, which the caller injects as
+``wall_clock`` (the CLI and the scheduler pass the system clock; without one
+the run's own ``at + elapsed`` is used). The code never reads a clock itself.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from urllib.parse import urlencode
 
 from sqlalchemy import Engine
 
-from crm import tasks
+from crm import process, tasks
 from crm.audit import Actor
 from crm.db import transaction
 from crm.phones import mask
@@ -54,7 +62,9 @@ from notifications.errors import (
     TransientSendError,
 )
 from notifications.outbox import (
+    Abandoned,
     DueMessage,
+    ExpiredOutcome,
     FailedOutcome,
     RetryOutcome,
     SentOutcome,
@@ -118,11 +128,16 @@ class DispatchSummary:
     """Rows another process moved while this one held them (not written back)."""
     tasks_ready: int = 0
     claimed: int = 0
+    expired: int = 0
+    """Messages that ended ``expired`` instead of being sent late (see ``expired_reasons``)."""
     halted: str | None = None
     """Why the run stopped early (bad credentials, missing sender): fix it and dispatch again."""
     started_at: datetime | None = None
     finished_at: datetime | None = None
     suppressed_reasons: dict[str, int] = field(default_factory=dict)
+    expired_reasons: dict[str, int] = field(default_factory=dict)
+    stopped: bool = False
+    """The caller asked the run to stop (``should_stop``): it ended after a whole chunk."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,7 +154,12 @@ class _Unknown:
     reason: str
 
 
-_Outcome = SentOutcome | RetryOutcome | FailedOutcome | _Unknown
+_Outcome = SentOutcome | RetryOutcome | FailedOutcome | ExpiredOutcome | _Unknown
+
+
+def _count(reasons: dict[str, int], reason: str) -> None:
+    code = reason.split(":", 1)[0]
+    reasons[code] = reasons.get(code, 0) + 1
 
 
 class _Run:
@@ -160,9 +180,15 @@ class _Run:
         actor: Actor,
         limits: SenderLimits | None,
         chunk_size: int | None,
+        wall_clock: Callable[[], datetime] | None,
+        owner: process.Owner,
+        owner_dead: Callable[[str], bool],
     ) -> None:
         if at.tzinfo is None:
             raise ValueError("dispatch time must be timezone-aware")
+        self.wall_clock = wall_clock or self.now
+        self.owner = owner
+        self.owner_dead = owner_dead
         self.engine = engine
         self.settings = settings
         self.policy = policy
@@ -188,6 +214,11 @@ class _Run:
         base = settings.public_url.rstrip("/")
         self.status_callback_base = f"{base}{STATUS_PATH}" if base else None
         self.summary = DispatchSummary(started_at=at)
+        self.progress: Callable[[DispatchSummary], None] | None = None
+
+    def report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.summary)
 
     def now(self) -> datetime:
         return self.at + timedelta(microseconds=(self.clock() - self.t0) // 1000)
@@ -209,6 +240,9 @@ class _Run:
 
     def outgoing(self, m: DueMessage) -> OutgoingMessage:
         assert m.attempt_id is not None
+        valid_for = None
+        if m.valid_until is not None:
+            valid_for = max(1, int((m.valid_until - self.now()).total_seconds()))
         return OutgoingMessage(
             message_id=m.id,
             channel=m.channel,  # type: ignore[arg-type]
@@ -217,6 +251,7 @@ class _Run:
             locale=m.locale,
             attempt_id=m.attempt_id,
             status_callback=self.status_callback(m),
+            valid_for=valid_for,
         )
 
     def status_callback(self, m: DueMessage) -> str | None:
@@ -227,12 +262,22 @@ class _Run:
         return f"{self.status_callback_base}?{query}"
 
     # -- 1. reconcile ---------------------------------------------------------
+    def abandoned(self, grace: timedelta) -> Abandoned:
+        """Which claims in ``sending`` are abandoned now (see :class:`outbox.Abandoned`)."""
+        with transaction(self.engine) as session:
+            owners = outbox.sending_owners(session)
+        return Abandoned(
+            claimed_before=self.wall_clock() - grace,
+            sending_before=self.now() - grace,
+            dead_owners=frozenset(o for o in owners if self.owner_dead(o)),
+        )
+
     def reconcile(self, pool: ThreadPoolExecutor, reconcile_all: bool, grace: timedelta) -> None:
         after = 0
+        abandoned = None if reconcile_all else self.abandoned(grace)
         while True:
-            older_than = None if reconcile_all else self.now() - grace
             with transaction(self.engine) as session:
-                stuck = outbox.stuck_sending(session, older_than, self.chunk, after)
+                stuck = outbox.stuck_sending(session, abandoned, self.chunk, after)
             if not stuck:
                 return
             after = stuck[-1].id
@@ -281,7 +326,20 @@ class _Run:
         except NotImplementedError:
             return "backend cannot look up previous attempts"
 
-    # -- 2. claim ---------------------------------------------------------------
+    # -- 2. expire --------------------------------------------------------------
+    def expire_overdue(self) -> None:
+        """Every queued message past its validity ends ``expired`` (never sent late)."""
+        while True:
+            with transaction(self.engine) as session:
+                moved = outbox.expire_overdue(session, self.now(), self.actor, self.chunk)
+            self.summary.expired += moved
+            if moved:
+                reasons = self.summary.expired_reasons
+                reasons["valid_until"] = reasons.get("valid_until", 0) + moved
+            if moved < self.chunk:
+                return
+
+    # -- 3. claim ---------------------------------------------------------------
     def claim(self, limit: int) -> tuple[int, list[DueMessage]]:
         """One claim transaction: policy decisions, suppress/defer, mark the rest sending.
 
@@ -296,10 +354,18 @@ class _Run:
                 session, (m.customer_id for m in due), claim_at - WEEK - timedelta(days=1)
             )
             caps = CapCounter(self.policy, history)
+            notices = outbox.notice_tasks(session, (m.id for m in due))
             to_send: list[DueMessage] = []
             suppressed: list[tuple[DueMessage, str]] = []
             deferred: list[tuple[DueMessage, datetime, str]] = []
+            expired: list[tuple[DueMessage, str]] = []
             for m in due:
+                if m.valid_until is not None and m.valid_until <= claim_at:
+                    expired.append((m, outbox.past_validity(m)))
+                    continue
+                if notices.get(m.id) is False:  # every call it announced is closed
+                    expired.append((m, outbox.CALL_NO_LONGER_PLANNED))
+                    continue
                 r = Recipient(
                     customer_id=m.customer_id,
                     channel=m.channel,
@@ -317,7 +383,10 @@ class _Run:
                     to_send.append(m)
                 elif decision.kind == "defer":
                     assert decision.until is not None
-                    deferred.append((m, decision.until, decision.text))
+                    if m.valid_until is not None and decision.until >= m.valid_until:
+                        expired.append((m, outbox.window_after_validity(m, decision.until)))
+                    else:
+                        deferred.append((m, decision.until, decision.text))
                 else:
                     suppressed.append((m, decision.text))
                     reasons = self.summary.suppressed_reasons
@@ -326,24 +395,38 @@ class _Run:
                 session, suppressed, claim_at, self.actor, self.policy_ref
             )
             self.summary.deferred += outbox.defer(session, deferred, claim_at, self.actor)
+            self.summary.expired += outbox.expire(session, expired, claim_at, self.actor)
+            for _, reason in expired:
+                _count(self.summary.expired_reasons, reason)
             for channel in sorted({m.channel for m in to_send}):
                 # A backend that cannot be built (missing credentials) fails the run
                 # here, before anything is marked sending: the claim rolls back.
                 self.backend(channel)
-            sending = outbox.begin_sending(session, to_send, uuid.uuid4().hex, claim_at)
+            sending = outbox.begin_sending(
+                session,
+                to_send,
+                uuid.uuid4().hex,
+                claim_at,
+                owner=self.owner.ident,
+                claimed_at=self.wall_clock(),
+            )
         self.summary.claimed += len(due)
         return len(due), sending
 
-    # -- 3. send ------------------------------------------------------------------
+    # -- 4. send ------------------------------------------------------------------
     def attempt(self, m: DueMessage) -> _Outcome:
         """One provider call for ``m`` (runs in a worker thread; no database here)."""
         if self.summary.halted is not None:
             return RetryOutcome(m, self.now(), f"not sent: {self.summary.halted}", refund=True)
+        if m.valid_until is not None and self.now() >= m.valid_until:
+            return ExpiredOutcome(m, outbox.past_validity(m))
         backend = self.backend(m.channel)
         limiter = self.limits.for_sender(m.channel)
         msg = self.outgoing(m)
-        limiter.acquire()
         try:
+            # Inside the try: a shared limiter that cannot be reached (a configuration
+            # problem, NotificationError) halts the run with nothing sent.
+            limiter.acquire()
             result = backend.send(msg)
         except OptedOutError as exc:
             return FailedOutcome(m, exc.code, exc.reason, backend.provider, opted_out=True)
@@ -407,6 +490,7 @@ class _Run:
         sent: list[SentOutcome] = []
         retried: list[RetryOutcome] = []
         failed: list[FailedOutcome] = []
+        expired: list[ExpiredOutcome] = []
         for o in outcomes:
             if isinstance(o, SentOutcome):
                 sent.append(o)
@@ -414,12 +498,14 @@ class _Run:
                 retried.append(o)
             elif isinstance(o, FailedOutcome):
                 failed.append(o)
+            elif isinstance(o, ExpiredOutcome):
+                expired.append(o)
             else:
                 self.summary.unresolved += 1
                 log.warning(
                     "message %s left in sending for reconciliation: %s", o.message.id, o.reason
                 )
-        if not (sent or retried or failed):
+        if not (sent or retried or failed or expired):
             return
         with transaction(self.engine) as session:
             done: WriteBack = outbox.write_back(
@@ -429,12 +515,19 @@ class _Run:
                 sent=sent,
                 retried=retried,
                 failed=failed,
+                expired=expired,
                 lead_time=self.lead_time,
             )
+            # A heartbeat: the rows still in flight stay visibly ours.
+            outbox.renew_claims(session, self.owner.ident, self.wall_clock())
         self.summary.sent += done.sent
         self.summary.retried += done.retried
         self.summary.failed += done.failed
+        self.summary.expired += done.expired
+        for o in expired:
+            _count(self.summary.expired_reasons, o.reason)
         self.summary.lost += len(done.lost)
+        self.report()
 
 
 def dispatch(
@@ -455,6 +548,11 @@ def dispatch(
     actor: Actor = DISPATCHER,
     limits: SenderLimits | None = None,
     chunk_size: int | None = None,
+    wall_clock: Callable[[], datetime] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    progress: Callable[[DispatchSummary], None] | None = None,
+    owner: process.Owner | None = None,
+    owner_dead: Callable[[str], bool] = process.is_dead,
 ) -> DispatchSummary:
     """Send what is due at ``at``; see the module docstring for the steps.
 
@@ -466,28 +564,70 @@ def dispatch(
     elapsed time. ``lead_time`` is how long after its pre-call notice a call task
     becomes ready (``RuleSet.precall_lead_time``); it has no default, so a caller
     can never silently drop the rule's value. Safe to run concurrently.
+
+    ``wall_clock`` (aware UTC) stamps the claims' leases; ``owner`` names this
+    run on them (a fresh :func:`crm.process.new_owner` by default) and
+    ``owner_dead`` says whether another claim's owner is certainly gone.
+    ``should_stop`` is asked after each chunk (a graceful shutdown finishes the
+    chunk in flight, then returns); ``progress`` gets the running summary after
+    each chunk's write-back.
     """
-    run = _Run(
-        engine,
-        settings,
-        policy,
-        at,
-        backends,
-        lead_time,
-        sleep,
-        clock,
-        backoff or Backoff(),
-        rng or random.Random(),
-        actor,
-        limits,
-        chunk_size,
-    )
+    own_owner = owner is None
+    run_owner = owner or process.new_owner()
+    try:
+        return _dispatch_run(
+            _Run(
+                engine,
+                settings,
+                policy,
+                at,
+                backends,
+                lead_time,
+                sleep,
+                clock,
+                backoff or Backoff(),
+                rng or random.Random(),
+                actor,
+                limits,
+                chunk_size,
+                wall_clock,
+                run_owner,
+                owner_dead,
+            ),
+            limit=limit,
+            reconcile_all=reconcile_all,
+            reconcile_grace=reconcile_grace,
+            should_stop=should_stop,
+            progress=progress,
+        )
+    finally:
+        if own_owner:
+            process.retire(run_owner)
+
+
+def _dispatch_run(
+    run: _Run,
+    *,
+    limit: int | None,
+    reconcile_all: bool,
+    reconcile_grace: timedelta,
+    should_stop: Callable[[], bool] | None,
+    progress: Callable[[DispatchSummary], None] | None,
+) -> DispatchSummary:
+    """The steps of one run (see the module docstring)."""
+    run.progress = progress
     with ThreadPoolExecutor(
-        max_workers=settings.dispatch_concurrency, thread_name_prefix="dispatch"
+        max_workers=run.settings.dispatch_concurrency, thread_name_prefix="dispatch"
     ) as pool:
         run.reconcile(pool, reconcile_all, reconcile_grace)
+        run.expire_overdue()
         remaining = limit
+        first = True
         while remaining is None or remaining > 0:
+            if not first and should_stop is not None and should_stop():
+                run.summary.stopped = True  # asked to stop: the chunk in flight is done
+                break
+            first = False
             n = run.chunk if remaining is None else min(run.chunk, remaining)
             taken, to_send = run.claim(n)
             if not taken:
@@ -496,10 +636,11 @@ def dispatch(
                 remaining -= taken
             if to_send:
                 run.send_all(pool, to_send)
+            run.report()
             if run.summary.halted is not None:
                 break
-    with transaction(engine) as session:
-        run.summary.tasks_ready += tasks.promote_ready(session, run.now(), actor)
+    with transaction(run.engine) as session:
+        run.summary.tasks_ready += tasks.promote_ready(session, run.now(), run.actor)
     run.summary.finished_at = run.now()
     log.info("dispatch finished: %s", {k: v for k, v in run.summary.as_dict().items() if v})
     return run.summary

@@ -122,7 +122,10 @@ ERROR_CODES: dict[str, tuple[str, str]] = {
     "30006": ("undelivered", "landline or unreachable carrier"),
     "30007": ("undelivered", "filtered by the carrier as spam"),
     "30008": ("failed", "unknown delivery error at the carrier"),
+    "30036": ("expired", "the message's validity period ran out before it could be delivered"),
 }
+VALIDITY_EXPIRED = "30036"
+"""Twilio's "validity period expired": the message ends ``expired``, not ``failed``."""
 
 
 def describe_code(code: str | int | None) -> str:

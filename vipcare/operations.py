@@ -7,16 +7,23 @@ time, and the packages below receive plain typed values.
 
 from __future__ import annotations
 
+import logging
 import os
-from datetime import date, datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
 
-from crm.db import make_engine
+from crm.audit import Actor
+from crm.db import make_engine, transaction
 from notifications.dispatcher import DispatchSummary
 from rules import RuleSet, load_rules
+from rules.models import CallbackRule
 from vipcare.settings import Settings
+
+SCHEDULER = Actor("system", "scheduler")
 
 
 def dispatch_due(
@@ -41,7 +48,8 @@ def dispatch_due(
     )
 
 
-def _quiet_prefect() -> None:
+def quiet_prefect() -> None:
+    """Prefect's defaults for a vipcare process: no analytics, warnings only, room to start."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
@@ -56,10 +64,18 @@ def run_care_day(
     journeys: list[str] | None = None,
     dry_run: bool = False,
     shards: int = 1,
+    *,
+    run_id: str | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the Prefect flow ``daily_care`` (imports Prefect only now: it is slow to import)."""
-    _quiet_prefect()
+    """Run the Prefect flow ``daily_care`` (imports Prefect only now: it is slow to import).
+
+    Uses the configured Prefect API, or one temporary server (``announce`` is
+    told when one starts); inside the scheduler the process's warm one.
+    """
+    quiet_prefect()
     from flows.daily import DailyCareParams, daily_care
+    from vipcare.prefect_server import prefect_api
 
     params = DailyCareParams(
         as_of=as_of,
@@ -71,6 +87,57 @@ def run_care_day(
         dry_run=dry_run,
         shards=shards,
         batch_size=settings.batch_size,
+        run_id=run_id,
     )
-    result: dict[str, Any] = daily_care(params)
+    # A failing flow is reported by the caller in one line; Prefect would print its traceback.
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    with prefect_api(announce):
+        result: dict[str, Any] = daily_care(params)
     return result
+
+
+@dataclass(frozen=True)
+class EscalationResult:
+    """What one escalation sweep did."""
+
+    escalated: int
+    planned_before: date | None
+    """Open tasks planned before this day were overdue; None: no enabled callback rule."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"escalated": self.escalated, "planned_before": self.planned_before}
+
+
+def escalate_overdue(
+    settings: Settings,
+    as_of: date,
+    at: datetime,
+    *,
+    ruleset: RuleSet | None = None,
+    engine: Engine | None = None,
+    actor: Actor = SCHEDULER,
+) -> EscalationResult:
+    """Raise the priority of call tasks overdue by the callback rule's ``escalate_after_days``.
+
+    Once per task (guarded, audited ``task.escalated``); a rerun escalates nothing twice.
+    """
+    from crm import tasks
+
+    rules = ruleset if ruleset is not None else load_rules(settings.rules_dir)
+    rule = rules.journeys.get("callback")
+    if not isinstance(rule, CallbackRule) or not rule.enabled:
+        return EscalationResult(0, None)
+    planned_before = as_of - timedelta(days=rule.trigger.escalate_after_days)
+    eng = engine if engine is not None else make_engine(settings.database_url)
+    with transaction(eng) as session:
+        escalated = tasks.escalate_overdue(
+            session,
+            planned_before,
+            at,
+            actor,
+            rule_id=rule.rule_id,
+            rule_hash=rule.content_hash,
+            as_of=as_of,
+        )
+    return EscalationResult(escalated, planned_before)

@@ -7,6 +7,7 @@ Secrets are ``SecretStr`` so that printing a settings object never shows them;
 from __future__ import annotations
 
 import os
+from datetime import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -57,6 +58,43 @@ class Settings(BaseSettings):
         default=12, gt=0, le=24 * 30, description="How long a workspace sign-in lasts."
     )
 
+    # -- the schedule: one definition for `vipcare scheduler` and `vipcare deploy` --
+    care_run_at: time = Field(
+        default=time(8, 0),
+        description="When the daily care run starts, operator time (HH:MM). It decides only.",
+    )
+    dispatch_every_minutes: int = Field(
+        default=5,
+        ge=1,
+        le=60,
+        description="The dispatcher runs every N minutes (a divisor of 60), so every time "
+        "zone's send window is served the same day.",
+    )
+    escalate_at: time = Field(
+        default=time(7, 30),
+        description="When the daily escalation sweep of overdue call tasks runs, operator time.",
+    )
+    catch_up_days: int = Field(
+        default=7,
+        ge=0,
+        le=366,
+        description="After downtime, missed care days up to this many are run, oldest first, "
+        "each as its own date; older ones are skipped (recorded as skipped).",
+    )
+    care_shards: int = Field(
+        default=1, ge=1, le=64, description="Shards of the scheduled care run (workers at scale)."
+    )
+    dispatch_lanes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Prefect deployments only: dispatchers that run side by side on the "
+        "workers at each dispatch time, together held to the send rate.",
+    )
+    prefect_work_pool: str = Field(
+        default="vipcare", description="The Prefect process work pool `vipcare deploy` uses."
+    )
+
     twilio_account_sid: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("TWILIO_ACCOUNT_SID", "VIPCARE_TWILIO_ACCOUNT_SID"),
@@ -75,6 +113,16 @@ class Settings(BaseSettings):
             "TWILIO_MESSAGING_SERVICE_SID", "VIPCARE_TWILIO_MESSAGING_SERVICE_SID"
         ),
     )
+
+    @field_validator("dispatch_every_minutes")
+    @classmethod
+    def _divides_an_hour(cls, value: int) -> int:
+        if 60 % value:
+            raise ValueError(
+                f"{value} does not divide an hour; "
+                "use one of 1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60"
+            )
+        return value
 
     @field_validator("timezone")
     @classmethod

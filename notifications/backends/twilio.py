@@ -62,6 +62,8 @@ _TWILIO_LIB_LOG = logging.getLogger("twilio.http_client")
 STATUS_CALLBACK_PATH = "/twilio/status"
 OPTED_OUT = 21610
 AUTH_FAILED = (20003, 20005, 20008)
+MAX_VALIDITY_PERIOD = 36_000
+"""Twilio accepts a ``ValidityPeriod`` of 1 to 36,000 seconds (10 hours)."""
 
 MESSAGE_STATUSES: dict[str, str] = {
     "accepted": "queued",
@@ -351,6 +353,9 @@ class TwilioSMSBackend(TwilioBackend):
         callback = self.status_callback_url(msg)
         if callback:
             params["status_callback"] = callback
+        if msg.valid_for is not None:
+            # Twilio drops it (error 30036) rather than deliver it after its validity.
+            params["validity_period"] = min(MAX_VALIDITY_PERIOD, max(1, msg.valid_for))
         message = self._call("POST", lambda: self.client.messages.create(**params), "send SMS")
         log.info(
             "twilio: SMS for message %s to %s accepted as %s (%s)",

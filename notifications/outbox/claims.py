@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import String, bindparam, func, literal, select, update
@@ -61,14 +62,22 @@ def attempt_id_for(token: str, message_id: int) -> str:
 
 
 def begin_sending(
-    session: Session, messages: Sequence[DueMessage], token: str, at: datetime
+    session: Session,
+    messages: Sequence[DueMessage],
+    token: str,
+    at: datetime,
+    *,
+    owner: str | None = None,
+    claimed_at: datetime | None = None,
 ) -> list[DueMessage]:
     """``queued → sending`` for ``messages`` with fresh attempt ids; returns those moved.
 
     One conditional ``UPDATE ... WHERE status='queued' AND id IN (...)`` sets
     ``attempt_id = token:id`` (unique per row and per try), then the rows are
     selected back by it: a row another dispatcher took in between is simply not
-    returned. Commit before calling the provider.
+    returned. The claim is a lease: ``owner`` (a :mod:`crm.process` identity) and
+    ``claimed_at`` (the *wall-clock* time; ``at`` when not given) let a later run
+    tell an abandoned claim from a live one. Commit before calling the provider.
     """
     if not messages:
         return []
@@ -82,6 +91,8 @@ def begin_sending(
             sending_at=at,
             updated_at=at,
             attempts=MESSAGES.c.attempts + 1,
+            claimed_by=owner,
+            claimed_at=claimed_at or at,
         )
     )
     moved = {
@@ -99,6 +110,8 @@ def begin_sending(
             m.attempt_id = attempt_id_for(token, m.id)
             m.sending_at = at
             m.attempts += 1
+            m.claimed_by = owner
+            m.claimed_at = claimed_at or at
             out.append(m)
     return out
 
@@ -185,12 +198,41 @@ def defer(
     return len(deferred)
 
 
-def stuck_sending(
-    session: Session, older_than: datetime | None, limit: int, after_id: int = 0
-) -> list[DueMessage]:
-    """Rows left in ``sending`` (by a crash): sending_at at or before ``older_than``.
+@dataclass(frozen=True)
+class Abandoned:
+    """Which ``sending`` claims are abandoned (their lease is over) and may be reconciled.
 
-    ``older_than=None`` takes every sending row (``--reconcile-all``).
+    - ``dead_owners``: claims of a process known to be gone (same host): at once;
+    - ``claimed_before``: claims whose wall-clock lease (``claimed_at``, renewed
+      while the owner works) is older than this: the owner stopped renewing;
+    - ``sending_before``: rows with no lease at all (moved by hand, or written
+      before leases existed), judged by ``sending_at`` as before.
+    """
+
+    claimed_before: datetime
+    sending_before: datetime
+    dead_owners: Collection[str] = field(default_factory=frozenset)
+
+
+def sending_owners(session: Session) -> set[str]:
+    """The owners holding claims in ``sending`` now (to ask which of them are dead)."""
+    return {
+        owner
+        for owner in session.execute(
+            select(MESSAGES.c.claimed_by)
+            .where(MESSAGES.c.status == SENDING, MESSAGES.c.claimed_by.is_not(None))
+            .distinct()
+        ).scalars()
+        if owner
+    }
+
+
+def stuck_sending(
+    session: Session, abandoned: Abandoned | None, limit: int, after_id: int = 0
+) -> list[DueMessage]:
+    """Rows left in ``sending`` whose claim is abandoned (see :class:`Abandoned`).
+
+    ``abandoned=None`` takes every sending row (``--reconcile-all``).
     """
     stmt = (
         select(*MESSAGE_COLUMNS)
@@ -198,8 +240,17 @@ def stuck_sending(
         .order_by(MESSAGES.c.id)
         .limit(limit)
     )
-    if older_than is not None:
-        stmt = stmt.where(MESSAGES.c.sending_at <= older_than)
+    if abandoned is not None:
+        lease_over = MESSAGES.c.claimed_at.is_not(None) & (
+            MESSAGES.c.claimed_at <= abandoned.claimed_before
+        )
+        no_lease = MESSAGES.c.claimed_at.is_(None) & (
+            MESSAGES.c.sending_at <= abandoned.sending_before
+        )
+        condition = lease_over | no_lease
+        if abandoned.dead_owners:
+            condition = condition | MESSAGES.c.claimed_by.in_(sorted(abandoned.dead_owners))
+        stmt = stmt.where(condition)
     rows = session.execute(stmt).all()
     if not rows:
         return []

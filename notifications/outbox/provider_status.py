@@ -13,9 +13,11 @@ from crm import audit, tasks
 from crm.audit import Actor, AuditEntry
 from crm.errors import InvalidTransition, NotFound
 from crm.models import OutboundMessage
+from notifications.errors import VALIDITY_EXPIRED
 from notifications.outbox.rows import customer_ref_of, message_entry
 from notifications.outbox.states import (
     DELIVERED,
+    EXPIRED,
     FAILED,
     QUEUED,
     SENDING,
@@ -95,7 +97,14 @@ _PROVIDER_RANK: Mapping[str, int] = {
     UNDELIVERED: 2,
     FAILED: 2,
 }
-_ROW_RANK: Mapping[str, int] = {SENDING: 0, SENT: 1, DELIVERED: 2, UNDELIVERED: 2, FAILED: 2}
+_ROW_RANK: Mapping[str, int] = {
+    SENDING: 0,
+    SENT: 1,
+    DELIVERED: 2,
+    UNDELIVERED: 2,
+    FAILED: 2,
+    EXPIRED: 2,
+}
 
 WEBHOOK = Actor("webhook", "provider-status")
 DEFAULT_LEAD_TIME = timedelta(hours=2)
@@ -198,12 +207,14 @@ def apply_provider_status(
             )
         )
     target = SENT if status == QUEUED else status
+    if target in (UNDELIVERED, FAILED) and str(error_code or "") == VALIDITY_EXPIRED:
+        target = EXPIRED  # the provider dropped it when its validity period ran out
     if target != msg.status:
         check_transition(msg.status, target, entity)
         msg.status = target
         if target == DELIVERED:
             msg.delivered_at = at
-        if target in (UNDELIVERED, FAILED):
+        if target in (UNDELIVERED, FAILED, EXPIRED):
             msg.error_code = error_code
             msg.status_reason = reason or _describe(error_code)
         entries.append(
@@ -229,7 +240,7 @@ def apply_provider_status(
         # The report may beat the dispatcher's write-back (or the dispatcher may
         # have died): schedule the waiting task now; a scheduled one is kept.
         tasks.schedule_ready(session, {msg.id: msg.sent_at or at}, lead_time)
-    if target in (UNDELIVERED, FAILED):
+    if target in (UNDELIVERED, FAILED, EXPIRED):
         tasks.ready_without_notice(
             session, {msg.id: msg.status_reason or target}, at, actor, status_word=target
         )

@@ -69,6 +69,9 @@ class DueMessage:
     sending_at: datetime | None = None
     provider: str | None = None
     provider_message_id: str | None = None
+    valid_until: datetime | None = None
+    claimed_by: str | None = None
+    claimed_at: datetime | None = None
 
     def __repr__(self) -> str:  # never print a phone number whole
         return f"DueMessage(id={self.id}, customer={self.customer_ref}, to={mask(self.to_phone)})"
@@ -92,6 +95,9 @@ MESSAGE_COLUMNS = (
     MESSAGES.c.sending_at,
     MESSAGES.c.provider,
     MESSAGES.c.provider_message_id,
+    MESSAGES.c.valid_until,
+    MESSAGES.c.claimed_by,
+    MESSAGES.c.claimed_at,
 )
 
 
@@ -119,6 +125,9 @@ def due_from_row(row: Any, customers: Mapping[int, Any]) -> DueMessage:
         sending_at=row.sending_at,
         provider=row.provider,
         provider_message_id=row.provider_message_id,
+        valid_until=row.valid_until,
+        claimed_by=row.claimed_by,
+        claimed_at=row.claimed_at,
     )
 
 

@@ -15,12 +15,15 @@ FAILED = "failed"
 SUPPRESSED = "suppressed"
 EXPIRED = "expired"
 """Not sent before its ``valid_until`` (a greeting after the birthday, a notice after its
-deadline): it will never be sent, and the reason says why."""
+deadline): it will never be sent, and the reason says why. From ``queued`` (the
+dispatcher found it too late), ``sending`` (its time ran out between claim and
+send) or ``sent`` (the provider dropped it when its validity period ran out,
+Twilio error 30036)."""
 
 TRANSITIONS: Mapping[str, frozenset[str]] = {
     QUEUED: frozenset({SENDING, SUPPRESSED, EXPIRED}),
-    SENDING: frozenset({SENT, QUEUED, FAILED}),
-    SENT: frozenset({DELIVERED, UNDELIVERED, FAILED}),
+    SENDING: frozenset({SENT, QUEUED, FAILED, EXPIRED}),
+    SENT: frozenset({DELIVERED, UNDELIVERED, FAILED, EXPIRED}),
     DELIVERED: frozenset(),
     UNDELIVERED: frozenset(),
     FAILED: frozenset(),

@@ -95,3 +95,17 @@ def count_messages(
     if status is not None:
         stmt = stmt.where(OutboundMessage.status == status)
     return int(session.scalar(stmt) or 0)
+
+
+def count_due(session: Session, at: datetime) -> int:
+    """Queued messages due at ``at`` (what a dispatch now would take, before the policy)."""
+    m = OutboundMessage
+    return int(
+        session.execute(
+            select(func.count()).where(
+                m.status == "queued",
+                m.scheduled_for <= at,
+                m.next_attempt_at.is_(None) | (m.next_attempt_at <= at),
+            )
+        ).scalar_one()
+    )

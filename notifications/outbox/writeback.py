@@ -14,6 +14,7 @@ from crm import audit, consent, tasks
 from crm.audit import Actor, AuditEntry
 from crm.db import is_sqlite
 from crm.phones import mask
+from notifications.outbox.expiry import expire
 from notifications.outbox.provider_status import DEFAULT_LEAD_TIME
 from notifications.outbox.rows import MESSAGES, DueMessage, message_entry
 from notifications.outbox.states import ACCEPTED, FAILED, QUEUED, SENDING, SENT, check_transition
@@ -69,13 +70,32 @@ class FailedOutcome:
 
 
 @dataclass
+class ExpiredOutcome:
+    """Claimed, but its validity ran out before the provider was called: never sent."""
+
+    message: DueMessage
+    reason: str
+
+
+@dataclass
 class WriteBack:
     """What one chunk's write-back did (counts of rows actually moved)."""
 
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    expired: int = 0
     lost: list[int] = field(default_factory=list)
+
+
+def renew_claims(session: Session, owner: str, wall_at: datetime) -> int:
+    """Renew the lease on every row ``owner`` still holds in ``sending`` (a heartbeat)."""
+    result = session.execute(
+        update(MESSAGES)
+        .where(MESSAGES.c.status == SENDING, MESSAGES.c.claimed_by == owner)
+        .values(claimed_at=wall_at)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def write_back(
@@ -87,6 +107,7 @@ def write_back(
     retried: Sequence[RetryOutcome] = (),
     failed: Sequence[FailedOutcome] = (),
     requeued: Sequence[DueMessage] = (),
+    expired: Sequence[ExpiredOutcome] = (),
     lead_time: timedelta = DEFAULT_LEAD_TIME,
 ) -> WriteBack:
     """Record a chunk of send outcomes: one guarded executemany per outcome, one audit append.
@@ -101,6 +122,7 @@ def write_back(
     touched += [o.message for o in retried]
     touched += [o.message for o in failed]
     touched += list(requeued)
+    touched += [o.message for o in expired]
     pairs = [(m.id, m.attempt_id) for m in touched]
     mine = owned(session, pairs)
     lost = {mid for mid, _ in pairs} - mine
@@ -130,6 +152,7 @@ def write_back(
     retried = sorted((o for o in retried if o.message.id in mine), key=lambda o: o.message.id)
     failed = sorted((o for o in failed if o.message.id in mine), key=lambda o: o.message.id)
     requeued = sorted((m for m in requeued if m.id in mine), key=lambda m: m.id)
+    expired = sorted((o for o in expired if o.message.id in mine), key=lambda o: o.message.id)
     entries: list[AuditEntry] = []
 
     guard = and_(MESSAGES.c.id == bindparam("m_id"), MESSAGES.c.status == SENDING)
@@ -287,6 +310,10 @@ def write_back(
     if failed:
         tasks.ready_without_notice(
             session, {o.message.id: o.reason for o in failed}, at, actor, status_word=FAILED
+        )
+    if expired:
+        result.expired = expire(
+            session, [(o.message, o.reason) for o in expired], at, actor, from_status=SENDING
         )
     result.sent += len(sent)
     result.retried, result.failed = len(retried), len(failed)

@@ -9,6 +9,7 @@ from vipcare.cli import (
     care_cmds,
     crm_cmds,
     messages_cmds,
+    ops_cmds,
     qa_cmds,
     rules_cmds,
     system_cmds,
@@ -31,6 +32,7 @@ care_cmds.register(app)
 web_cmds.register(app)
 messages_cmds.register(app)
 qa_cmds.register(app)
+ops_cmds.register(app)
 
 
 def main() -> None:

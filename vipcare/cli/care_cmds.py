@@ -22,7 +22,7 @@ from vipcare.cli.common import (
     settings,
     today_local,
 )
-from vipcare.console import console, print_care_day, print_json, print_table
+from vipcare.console import console, err_console, print_care_day, print_json, print_table
 
 tasks_app = typer.Typer(help="Account managers' call tasks.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The credit ledger.", no_args_is_help=True)
@@ -47,27 +47,95 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="Decide and count, write nothing."),
     shards: int = typer.Option(1, "--shards", min=1, max=64, help="Split customers into N shards."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+    show_progress: bool | None = typer.Option(
+        None,
+        "--progress/--no-progress",
+        help="Live counts per journey on stderr (default: when stderr is a terminal).",
+    ),
 ) -> None:
     """Run the daily care flow: every enabled journey decides and queues its messages.
 
     Sending is the dispatcher's job (``vipcare dispatch``, or ``vipcare scheduler``
     every few minutes), so each customer's send window is served in their own zone.
     """
+    import uuid
+
     from rules import load_rules
 
-    load_rules(settings().rules_dir)  # fail fast, with file:line errors, before Prefect starts
-    as_of = parse_date(on)
+    as_of = parse_date(on)  # usage errors (exit 2) first
     instant = parse_instant(at)
+    eng = engine()  # no database: one line and exit 1, before anything is created
+    load_rules(settings().rules_dir)  # fail fast, with file:line errors, before Prefect starts
+    today = today_local()
     if as_of is None:
-        as_of = instant.astimezone(settings().tz).date() if instant else today_local()
+        as_of = instant.astimezone(settings().tz).date() if instant else today
         instant = instant or now_utc()
+    future = as_of > today or (instant is not None and instant > now_utc())
+    if future and not dry_run:
+        when = f"--date {as_of}" if as_of > today else f"--at {at}"
+        fail(
+            f"{when} is in the future (today is {today} in {settings().timezone}); a care day "
+            "runs once it has begun. Add --dry-run to see what it would decide"
+        )
     from vipcare.operations import run_care_day
 
-    result = run_care_day(settings(), as_of, instant, journey, dry_run, shards)
+    run_id = str(uuid.uuid4())
+    wanted = _journeys_for_progress(journey)
+    progress_on = err_console.is_terminal if show_progress is None else show_progress
+    try:
+        with _care_progress(progress_on and not dry_run, run_id, wanted):
+            result = run_care_day(
+                settings(),
+                as_of,
+                instant,
+                journey,
+                dry_run,
+                shards,
+                run_id=run_id,
+                announce=_announce,
+            )
+    except (InputError, typer.Exit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line for the user, never a traceback
+        from crm.errors import CrmError
+        from rules.errors import RulesError
+        from vipcare.errors import describe_error
+
+        if isinstance(exc, CrmError | RulesError | ValueError):
+            fail(str(exc))
+        fail(f"the care run for {as_of} failed: {describe_error(exc)}")
+    finally:
+        eng.dispose()
     if as_json:
         print_json(result)
     else:
         print_care_day(result)
+
+
+def _announce(text: str) -> None:
+    err_console.print(f"[dim]{text}[/]", highlight=False)
+
+
+def _journeys_for_progress(wanted: list[str]) -> list[str]:
+    from flows.journeys.registry import journeys_for
+    from rules import load_rules
+
+    ruleset = load_rules(settings().rules_dir)
+    return [
+        j.id
+        for j in journeys_for(ruleset)
+        if ruleset.journeys[j.id].enabled and (not wanted or j.id in wanted)
+    ]
+
+
+def _care_progress(enabled: bool, run_id: str, journeys: list[str]) -> Any:
+    from contextlib import nullcontext
+
+    if not enabled:
+        return nullcontext()
+    from vipcare.progress import care_day_progress
+
+    return care_day_progress(err_console, settings().database_url, run_id, journeys)
 
 
 @tasks_app.command("list")

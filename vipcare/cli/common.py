@@ -64,7 +64,17 @@ def input_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def settings() -> Settings:
-    return get_settings()
+    """The settings; a bad ``VIPCARE_*`` value exits 1 naming the variable, no traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"VIPCARE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        fail(f"bad configuration: {problems}")
 
 
 def engine(require_schema: bool = True) -> Engine:
@@ -80,15 +90,17 @@ def engine(require_schema: bool = True) -> Engine:
         return eng
     where = redact_url(settings().database_url)
     path = eng.url.database if eng.dialect.name == "sqlite" else None
-    if path and path != ":memory:" and not os.path.exists(path):
-        fail(f"no database at {path}; run `vipcare init` first")
+    if path and path != ":memory:":
+        where = os.path.abspath(path)
+        if not os.path.isfile(path):  # checked first: opening it would create an empty file
+            fail(f"no vipcare database at {where}; run `vipcare init`")
     try:
         current = current_revision(eng)
     except SQLAlchemyError as exc:
-        reason = getattr(exc, "orig", None) or exc
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         fail(f"cannot open the database {where}: {type(exc).__name__}: {reason}")
     if current is None:
-        fail(f"the database {where} has no vipcare schema yet; run `vipcare init` first")
+        fail(f"no vipcare database at {where} (no vipcare schema in it); run `vipcare init`")
     if current != head_revision():
         fail(f"the database {where} is at schema revision {current}; run `vipcare init` to upgrade")
     return eng

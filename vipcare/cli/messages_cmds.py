@@ -15,7 +15,7 @@ from vipcare.cli.common import (
     print_shown,
     settings,
 )
-from vipcare.console import console, print_json, print_table
+from vipcare.console import console, err_console, print_json, print_table
 
 messages_app = typer.Typer(help="The outbox: SMS and voice notices.", no_args_is_help=True)
 
@@ -28,6 +28,7 @@ class Status(StrEnum):
     undelivered = "undelivered"
     failed = "failed"
     suppressed = "suppressed"
+    expired = "expired"
 
 
 def register(app: typer.Typer) -> None:
@@ -49,24 +50,45 @@ def dispatch(
         "Only when no other dispatcher is running.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    show_progress: bool | None = typer.Option(
+        None,
+        "--progress/--no-progress",
+        help="Live counts and send rate on stderr (default: when stderr is a terminal).",
+    ),
 ) -> None:
     """Send what is due through the contact policy, the rate limit and the channel backend.
 
     Reconciles rows a crashed run left in 'sending' first; safe to run while
-    another dispatcher runs.
+    another dispatcher runs. Messages past their validity end 'expired'.
     """
+    from contextlib import nullcontext
+    from typing import Any
+
     from crm.audit import Actor
+    from crm.db import transaction
+    from notifications.outbox import count_due
     from vipcare.operations import dispatch_due
 
+    eng = engine()
     when = parse_instant(at) or now_utc()
-    summary = dispatch_due(
-        settings(),
-        when,
-        engine=engine(),
-        limit=limit,
-        reconcile_all=reconcile_all,
-        actor=Actor("cli", "dispatch"),
-    )
+    progress_on = err_console.is_terminal if show_progress is None else show_progress
+    display: Any = nullcontext()
+    if progress_on:
+        from vipcare.progress import DispatchProgress
+
+        with transaction(eng) as session:
+            display = DispatchProgress(err_console, count_due(session, when))
+    with display:
+        summary = dispatch_due(
+            settings(),
+            when,
+            engine=eng,
+            limit=limit,
+            reconcile_all=reconcile_all,
+            actor=Actor("cli", "dispatch"),
+            wall_clock=now_utc,
+            progress=display if progress_on else None,
+        )
     data = summary.as_dict()
     if as_json:
         print_json(data)
@@ -81,6 +103,7 @@ def dispatch(
             "failed",
             "suppressed",
             "deferred",
+            "expired",
             "retried",
             "reconciled",
             "unresolved",

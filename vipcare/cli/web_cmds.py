@@ -90,12 +90,13 @@ def webhooks(
     from notifications.webhooks import create_app
     from rules import load_rules
 
+    eng = engine()  # before logging is set up: a missing database is one line, nothing more
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     cfg = settings()
     ruleset = load_rules(cfg.rules_dir)
     policy = ruleset.contact_policy
     app = create_app(
-        engine(),
+        eng,
         cfg.notifications(),
         clock=now_utc,
         opt_out_keywords=policy.opt_out_keywords,

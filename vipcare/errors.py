@@ -1,0 +1,16 @@
+"""One line about an error, for a person: what went wrong, never a traceback or SQL."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import SQLAlchemyError
+
+
+def describe_error(exc: BaseException) -> str:
+    """The driver's message for database errors (no SQL, no parameters); else type and text."""
+    if isinstance(exc, SQLAlchemyError):
+        orig = getattr(exc, "orig", None)
+        source = orig if orig is not None else exc
+        text = str(source).strip().splitlines()
+        return f"database error: {type(source).__name__}: {text[0] if text else ''}".rstrip(": ")
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
