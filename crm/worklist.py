@@ -285,9 +285,31 @@ def _month_start(today: date, back: int) -> date:
 
 
 @dataclass(frozen=True)
+class Call:
+    """One phone call: a customer and every task of a section to talk about with them.
+
+    A manager calls a customer once however many journeys want a word (capacity counts
+    calls, not tasks): the first task is the most urgent and carries the customer card.
+    """
+
+    tasks: list[TaskRow]
+
+    @property
+    def card(self) -> TaskRow:
+        return self.tasks[0]
+
+
+@dataclass(frozen=True)
 class Section:
-    rows: list[TaskRow]
+    calls: list[Call]
     total: int
+    """Calls (customers) in the section, of which ``calls`` holds at most the limit."""
+    tasks_total: int
+
+    @property
+    def rows(self) -> list[TaskRow]:
+        """Every task of the calls shown, most urgent call first."""
+        return [t for call in self.calls for t in call.tasks]
 
 
 @dataclass(frozen=True)
@@ -304,52 +326,85 @@ def _urgent_first(stmt: AnySelect) -> AnySelect:
 
 def _section(
     session: Session, where: list[ColumnElement[bool]], limit: int, order_overdue: bool = False
-) -> tuple[list[TaskRow], int]:
-    stmt = _base().where(*where)
+) -> tuple[list[list[TaskRow]], int, int]:
+    """At most ``limit`` customers' tasks, grouped per customer in call order, with the
+    totals of customers and tasks: two queries, three when the limit is reached."""
+    who = CallTask.customer_id
+    order: tuple[ColumnElement[Any], ...]
     if order_overdue:
-        stmt = stmt.order_by(CallTask.scheduled_on, CallTask.priority.desc(), CallTask.id)
+        order = (func.min(CallTask.scheduled_on), func.max(CallTask.priority).desc())
     else:
-        stmt = _urgent_first(stmt)
-    rows = [_row(r) for r in session.connection().execute(stmt.limit(limit))]
-    total = len(rows)
-    if total == limit:
-        total = int(
-            session.connection().scalar(select(func.count()).select_from(CallTask).where(*where))
-            or 0
+        order = (func.max(CallTask.priority).desc(), func.min(CallTask.due_on))
+    conn = session.connection()
+    customers = list(
+        conn.scalars(
+            select(who)
+            .where(*where)
+            .group_by(who)
+            .order_by(*order, func.min(CallTask.id))
+            .limit(limit)
         )
-    return rows, total
-
-
-def _count(session: Session, where: list[ColumnElement[bool]]) -> int:
-    stmt = select(func.count()).select_from(CallTask).where(*where)
-    return int(session.connection().scalar(stmt) or 0)
+    )
+    grouped: dict[int, list[TaskRow]] = {c: [] for c in customers}
+    if customers:
+        stmt = _urgent_first(_base().where(*where, who.in_(customers)))
+        for r in conn.execute(stmt):
+            row = _row(r)
+            grouped[row.customer_key].append(row)
+    calls = list(grouped.values())
+    n_calls, n_tasks = len(calls), sum(len(c) for c in calls)
+    if n_calls == limit:
+        totals = conn.execute(
+            select(func.count(func.distinct(who)), func.count()).select_from(CallTask).where(*where)
+        ).one()
+        n_calls, n_tasks = int(totals[0]), int(totals[1])
+    return calls, n_calls, n_tasks
 
 
 def my_day(session: Session, manager_id: int, today: date, limit: int = 50) -> MyDay:
     """Today's ready calls (priority, then due date), those still waiting for their
     pre-call SMS, and the overdue ones (open, planned before today): each at most
-    ``limit`` rows plus its total."""
+    ``limit`` calls (customers, with all their tasks of the section) plus its totals."""
     mine = CallTask.manager_id == manager_id
-    ready, ready_n = _section(
-        session, [mine, CallTask.status == "ready", CallTask.scheduled_on == today], limit
+    sections = [
+        _section(
+            session, [mine, CallTask.status == "ready", CallTask.scheduled_on == today], limit
+        ),
+        _section(
+            session,
+            [mine, CallTask.status == "awaiting_notice", CallTask.scheduled_on == today],
+            limit,
+        ),
+        _section(
+            session,
+            [mine, CallTask.status.in_(OPEN_TASK_STATUSES), CallTask.scheduled_on < today],
+            limit,
+            order_overdue=True,
+        ),
+    ]
+    every = [row for calls, _, _ in sections for call in calls for row in call]
+    by_id = {r.id: r for r in _with_customer_details(session, every, today)}
+    ready, waiting, overdue = (
+        Section([Call([by_id[r.id] for r in call]) for call in calls], n_calls, n_tasks)
+        for calls, n_calls, n_tasks in sections
     )
-    waiting, waiting_n = _section(
-        session, [mine, CallTask.status == "awaiting_notice", CallTask.scheduled_on == today], limit
+    return MyDay(today, ready, waiting, overdue)
+
+
+def same_call(session: Session, task: TaskRow) -> list[TaskRow]:
+    """The customer's other open tasks with the same manager: what else to raise on
+    this call (the task page lists them, so one call settles them all)."""
+    stmt = _urgent_first(
+        _base().where(
+            CallTask.customer_id == task.customer_key,
+            CallTask.manager_id == task.manager_id
+            if task.manager_id is not None
+            else CallTask.manager_id.is_(None),
+            CallTask.status.in_(OPEN_TASK_STATUSES),
+            CallTask.id != task.id,
+        )
     )
-    overdue, overdue_n = _section(
-        session,
-        [mine, CallTask.status.in_(OPEN_TASK_STATUSES), CallTask.scheduled_on < today],
-        limit,
-        order_overdue=True,
-    )
-    everything = _with_customer_details(session, ready + waiting + overdue, today)
-    by_id = {r.id: r for r in everything}
-    return MyDay(
-        today,
-        Section([by_id[r.id] for r in ready], ready_n),
-        Section([by_id[r.id] for r in waiting], waiting_n),
-        Section([by_id[r.id] for r in overdue], overdue_n),
-    )
+    return [_row(r) for r in session.connection().execute(stmt.limit(20))]
 
 
 def task_card(

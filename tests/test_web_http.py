@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 
 from crm.accounts import LoginLimits
 from crm.db import transaction
-from crm.models import AuditLog, LoginFailure
-from tests.web_support import AS_OF, NAMES, PASSWORDS, csrf_of, sign_in
+from crm.models import AuditLog, CallTask, LoginFailure
+from tests.web_support import AS_OF, NAMES, PASSWORDS, csrf_of, local, sign_in
 
 pytest_plugins = ["tests.web_support", "plugins.fake_twilio"]  # world, argon2, Twilio fixtures
 
@@ -165,6 +165,74 @@ def test_with_the_token_the_outcome_is_recorded_and_audited(world):
     with transaction(world.engine) as s:
         row = s.scalars(select(AuditLog).where(AuditLog.action == "task.done")).one()
     assert (row.actor_type, row.actor_id, row.customer_ref) == ("manager", "M1", "A")
+
+
+def _second_topic(world, customer: str, kind: str = "plan_fit") -> int:
+    """Another ready task today for ``customer``, with their manager: a second topic."""
+    first = world.task(customer)
+    with transaction(world.engine) as s:
+        extra = CallTask(
+            customer_id=first.customer_id,
+            manager_id=first.manager_id,
+            kind=kind,
+            journey=kind,
+            occurrence=f"{kind}:second-topic",
+            status="ready",
+            due_on=AS_OF,
+            scheduled_on=AS_OF,
+            no_notice=True,
+            details={"reason": "second topic"},
+            created_at=local(AS_OF, 9),
+        )
+        s.add(extra)
+        s.flush()
+        return extra.id
+
+
+def test_one_customer_is_one_call_on_my_day_with_every_topic(world):
+    extra = _second_topic(world, "B")
+    c = signed_in(world, "M1")
+    page = c.get("/day").text
+    ready = page.split('id="ready"')[1].split('id="overdue"')[0]
+    assert ready.count(f">{NAMES['B']}</a>") == 1  # one card for B ...
+    assert f'href="/tasks/{world.tasks["B"]}"' in ready and f'href="/tasks/{extra}"' in ready
+    assert "3 calls, 4 tasks" in ready or "3 通电话，共 4 项任务" in ready  # ... A, B, D
+    task_page = c.get(f"/tasks/{world.tasks['B']}").text
+    assert 'id="same-call-title"' in task_page and f'href="/tasks/{extra}"' in task_page
+
+
+def test_after_a_reached_outcome_the_next_topic_of_the_call_opens(world):
+    extra = _second_topic(world, "B")
+    c = signed_in(world, "M1")
+    token = csrf_of(c.get(f"/tasks/{world.tasks['B']}").text)
+    response = c.post(
+        f"/tasks/{world.tasks['B']}/complete",
+        data={"outcome": "reached", "satisfaction": "5", "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert response.headers["location"] == f"/tasks/{extra}?msg=done&id={world.tasks['B']}"
+    shown = c.get(response.headers["location"]).text
+    assert f"#{world.tasks['B']}" in shown and 'role="status"' in shown
+    assert 'id="same-call-title"' not in shown  # nothing else left on this call
+    token = csrf_of(shown)
+    last = c.post(
+        f"/tasks/{extra}/complete",
+        data={"outcome": "reached", "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert last.headers["location"] == f"/day?msg=done&id={extra}"
+
+
+def test_no_answer_goes_back_to_the_day_not_to_the_next_topic(world):
+    _second_topic(world, "D")
+    c = signed_in(world, "M1")
+    token = csrf_of(c.get(f"/tasks/{world.tasks['D']}").text)
+    response = c.post(
+        f"/tasks/{world.tasks['D']}/complete",
+        data={"outcome": "no_answer", "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert response.headers["location"].startswith("/day?")
 
 
 # --- the login rate limit -----------------------------------------------------------------

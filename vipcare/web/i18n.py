@@ -60,6 +60,16 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "section_empty_waiting": ("没有等待短信的任务。", "No task is waiting for its SMS."),
     "section_empty_overdue": ("没有逾期任务。", "Nothing overdue."),
     "showing_n_of_m": ("显示 {n} / 共 {m} 条", "Showing {n} of {m}"),
+    "calls_and_tasks": (
+        "{calls} 通电话，共 {tasks} 项任务：同一位客户的事项在一通电话里谈完。",
+        "{calls} calls, {tasks} tasks: one call covers everything for a customer.",
+    ),
+    "one_call_topics": ("这通电话要谈 {n} 件事：", "{n} things to raise on this call:"),
+    "same_call_title": ("这通电话还要谈", "Also on this call"),
+    "same_call_hint": (
+        "同一位客户还有这些待办，请在这通电话里一并处理，并分别记录结果。",
+        "This customer has these open tasks too: raise them on the same call and record each outcome.",
+    ),
     "see_all": ("查看全部", "See all"),
     "summary_label": ("今日概览", "Today at a glance"),
     "read_only_view": (

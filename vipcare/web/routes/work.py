@@ -32,6 +32,7 @@ from crm.worklist import (
     customer_tasks,
     iter_tasks,
     my_day,
+    same_call,
     task_card,
     task_page,
 )
@@ -298,9 +299,11 @@ def _task_page(
     status_code: int = 200,
     errors: dict[str, str] | None = None,
     values: dict[str, str] | None = None,
+    flash: str | None = None,
 ) -> HTMLResponse:
     next_free = None
     with web.read() as session:
+        also = same_call(session, row) if row.is_open else []
         if row.is_open and row.manager_id is not None:
             cap = session.scalar(
                 select(Manager.daily_call_capacity).where(Manager.id == row.manager_id)
@@ -321,6 +324,8 @@ def _task_page(
         reached=tasks.REACHED,
         next_free=next_free,
         recent=recent,
+        also=also,
+        flash=flash,
         errors=errors or {},
         values=values or {},
     )
@@ -330,10 +335,13 @@ def _task_page(
 def task_detail(
     request: Request,
     task_id: int,
+    msg: str | None = None,
+    id: int | None = None,
     who: Viewer = Depends(viewer),
     web: WebConfig = Depends(config),
 ) -> HTMLResponse:
-    return _task_page(request, web, who, _load_task(web, who, task_id))
+    flash = _flash(who, msg, id, None)
+    return _task_page(request, web, who, _load_task(web, who, task_id), flash=flash)
 
 
 def _own_open_task(web: WebConfig, who: Viewer, task_id: int) -> TaskRow:
@@ -398,6 +406,18 @@ def complete_task(
                     retry = task_card(session, done.retry_task_id, who.today, row.manager_id)
                 on = retry.scheduled_on.isoformat() if retry else ""
                 return RedirectResponse(f"/day?msg=retry&id={task_id}&on={on}", status_code=303)
+            following: list[TaskRow] = []
+            if outcome in tasks.REACHED:
+                with web.read() as session:
+                    following = [
+                        t
+                        for t in same_call(session, row)
+                        if t.status == "ready" and t.scheduled_on <= who.today
+                    ]
+            if following:  # the customer is still on the line: their next topic
+                return RedirectResponse(
+                    f"/tasks/{following[0].id}?msg=done&id={task_id}", status_code=303
+                )
             return RedirectResponse(f"/day?msg=done&id={task_id}", status_code=303)
     fresh = _load_task(web, who, task_id)
     code = 409 if "form" in errors else 400
