@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import difflib
 import re
+import unicodedata
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -215,6 +216,12 @@ def _check_header(
     return ok
 
 
+def _is_latin(ch: str) -> bool:
+    if ch in " -'.":
+        return True
+    return ch.isalpha() and unicodedata.name(ch, "").startswith("LATIN ")
+
+
 class Cells:
     """One row's cells with typed accessors; every failure is recorded, never raised."""
 
@@ -378,6 +385,21 @@ class Cells:
                 "(expected E.164, like +8613812345678)",
             )
             return None
+
+    def latin_text(self, column: str, max_len: int = 200) -> str | None:
+        """A name spelled in Latin letters (pinyin, say): what a text in English can show."""
+        value = self.text(column, required=False, max_len=max_len)
+        if value is None:
+            return None
+        odd = [ch for ch in value if not _is_latin(ch)]
+        if odd:
+            self.problem(
+                column,
+                f"{quoted(value)} has {quoted(odd[0])}, not a Latin letter "
+                "(expected the name in Latin letters, e.g. Wang Jing)",
+            )
+            return None
+        return value
 
     def email(self, column: str) -> str | None:
         value = self.cells[column]

@@ -82,7 +82,7 @@ HEADERS: dict[str, tuple[str, ...]] = {
     "usage": ("customer_id", "month", "voice_minutes", "data_mb", "sms"),
     "balances": ("customer_id", "balance", "as_of"),
 }
-OPTIONAL: dict[str, tuple[str, ...]] = {"customers": ("points",)}
+OPTIONAL: dict[str, tuple[str, ...]] = {"customers": ("points",), "managers": ("name_latin",)}
 """Columns a file may add after the header above (older files without them still import)."""
 CHUNK = 5_000
 _PLANS = cast(Table, Plan.__table__)
@@ -440,6 +440,7 @@ class _Managers(_Handler):
             cells.phone("phone"),
             cells.email("email"),
             cells.count("daily_call_capacity", what="a whole number of calls >= 0"),
+            cells.latin_text("name_latin") if cells.raw("name_latin") else None,
         )
         return record if cells.ok else None
 
@@ -447,20 +448,23 @@ class _Managers(_Handler):
         self, session: Session, chunk: list[tuple[Any, ...]], ctx: _Ctx, report: ImportReport
     ) -> None:
         refs = [r[0] for r in chunk]
-        stored: dict[str, str | None] = {}
-        stmt = select(Manager.external_id, Manager.email).where(Manager.external_id.in_(refs))
-        for ref, email in session.execute(stmt.with_for_update()):
-            stored[ref] = email
+        stored: dict[str, tuple[str | None, str | None]] = {}
+        stmt = select(Manager.external_id, Manager.email, Manager.name_latin).where(
+            Manager.external_id.in_(refs)
+        )
+        for ref, email, latin in session.execute(stmt.with_for_update()):
+            stored[ref] = (email, latin)
         rows = [
             {
                 "external_id": ref,
                 "name": name,
                 "phone": phone,
-                # An empty cell is "unknown": keep the address we already have.
-                "email": email if email is not None else stored.get(ref),
+                # An empty cell is "unknown": keep what we already have.
+                "email": email if email is not None else stored.get(ref, (None, None))[0],
                 "daily_call_capacity": capacity,
+                "name_latin": latin if latin is not None else stored.get(ref, (None, None))[1],
             }
-            for ref, name, phone, email, capacity in chunk
+            for ref, name, phone, email, capacity, latin in chunk
         ]
         _upsert(session, _MANAGERS, ["external_id"], rows)
         report.updated += len(stored)

@@ -129,6 +129,11 @@ class Manager(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     external_id: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
+    name_latin: Mapped[str | None] = mapped_column(
+        String(200),
+        doc="The name in Latin letters (e.g. pinyin) for texts in other languages than "
+        "Chinese; NULL: ``name`` everywhere",
+    )
     phone: Mapped[str] = mapped_column(String(20))
     email: Mapped[str | None] = mapped_column(String(254))
     daily_call_capacity: Mapped[int] = mapped_column(Integer)

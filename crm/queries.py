@@ -75,6 +75,7 @@ class ManagerRow:
     email: str | None
     daily_call_capacity: int
     customers: int
+    name_latin: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dict(jsonable(asdict(self)))
@@ -238,6 +239,7 @@ def list_managers(session: Session) -> list[ManagerRow]:
             email=m.email,
             daily_call_capacity=m.daily_call_capacity,
             customers=int(counts.get(m.id, 0)),
+            name_latin=m.name_latin,
         )
         for m in managers
     ]

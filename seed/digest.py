@@ -40,6 +40,7 @@ def _statements() -> list[tuple[str, Select[Any]]]:
             select(
                 Manager.external_id,
                 Manager.name,
+                Manager.name_latin,
                 Manager.phone,
                 Manager.email,
                 Manager.daily_call_capacity,

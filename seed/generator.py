@@ -25,6 +25,7 @@ from seed.errors import SeedError
 from seed.people import (
     NamePools,
     cn_mobile,
+    manager_name,
     manager_phone,
     name_pools,
     uk_mobile,
@@ -260,14 +261,15 @@ def _ensure_managers(session: Any, seed: int, total_customers: int) -> tuple[int
     have = _manager_ids(session, refs)
     missing = [i for i, ref in enumerate(refs) if ref not in have]
     if missing:
-        pools = name_pools(seed + 1, size=200)
         rows = []
         for i in missing:
             rng = random.Random(f"vipcare-seed:{seed}:manager:{i}")
+            name, latin = manager_name(rng)
             rows.append(
                 {
                     "external_id": manager_ref(i),
-                    "name": pools.zh(rng),
+                    "name": name,
+                    "name_latin": latin,
                     "phone": manager_phone(i),
                     "email": f"am{i + 1:05d}@vip.example.com",
                     "daily_call_capacity": rng.randint(20, 60),

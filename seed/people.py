@@ -58,6 +58,30 @@ def name_pools(seed: int, size: int = 600) -> NamePools:
     )
 
 
+# Managers' names with their pinyin: texts in English show the Latin spelling.
+_MANAGER_FAMILY: tuple[tuple[str, str], ...] = (
+    ("王", "Wang"), ("李", "Li"), ("张", "Zhang"), ("刘", "Liu"), ("陈", "Chen"),
+    ("杨", "Yang"), ("黄", "Huang"), ("赵", "Zhao"), ("吴", "Wu"), ("周", "Zhou"),
+    ("徐", "Xu"), ("孙", "Sun"), ("马", "Ma"), ("朱", "Zhu"), ("胡", "Hu"),
+    ("郭", "Guo"), ("何", "He"), ("林", "Lin"), ("罗", "Luo"), ("高", "Gao"),
+    ("郑", "Zheng"), ("梁", "Liang"), ("谢", "Xie"), ("宋", "Song"), ("唐", "Tang"),
+)  # fmt: skip
+_MANAGER_GIVEN: tuple[tuple[str, str], ...] = (
+    ("静", "Jing"), ("敏", "Min"), ("伟", "Wei"), ("芳", "Fang"), ("娜", "Na"),
+    ("磊", "Lei"), ("艳", "Yan"), ("勇", "Yong"), ("军", "Jun"), ("杰", "Jie"),
+    ("涛", "Tao"), ("明", "Ming"), ("霞", "Xia"), ("平", "Ping"), ("丽", "Li"),
+    ("婷婷", "Tingting"), ("建华", "Jianhua"), ("秀英", "Xiuying"), ("海燕", "Haiyan"),
+    ("志强", "Zhiqiang"), ("晓明", "Xiaoming"), ("玉兰", "Yulan"), ("春梅", "Chunmei"),
+    ("文博", "Wenbo"), ("佳怡", "Jiayi"), ("子涵", "Zihan"), ("浩然", "Haoran"),
+)  # fmt: skip
+
+
+def manager_name(rng: random.Random) -> tuple[str, str]:
+    """A manager's name in Chinese and in pinyin (family name first, as in Chinese)."""
+    family, given = rng.choice(_MANAGER_FAMILY), rng.choice(_MANAGER_GIVEN)
+    return family[0] + given[0], f"{family[1]} {given[1]}"
+
+
 def cn_mobile(index: int, offset: int, rng: random.Random) -> str:
     suffix = (index * _MULT + offset) % 10**8
     return f"+86{rng.choice(CN_MOBILE_PREFIXES)}{suffix:08d}"

@@ -69,11 +69,18 @@ class Crm:
             s.flush()
             return plan.id
 
-    def manager(self, ref: str = "M1", capacity: int = 40, name: str = "Li Na") -> int:
+    def manager(
+        self,
+        ref: str = "M1",
+        capacity: int = 40,
+        name: str = "Li Na",
+        name_latin: str | None = None,
+    ) -> int:
         with self.session() as s, s.begin():
             m = Manager(
                 external_id=ref,
                 name=name,
+                name_latin=name_latin,
                 phone="+8613900000001",
                 email=None,
                 daily_call_capacity=capacity,

@@ -57,6 +57,26 @@ def test_two_calls_on_one_day_get_one_pre_call_text_naming_the_manager_once(crm)
     assert {t.status for t in crm.rows(CallTask, customer_id=cid)} == {"ready"}
 
 
+def test_each_customer_reads_the_managers_name_in_their_own_script(engine):
+    """A Chinese text names 王静; an English one Wang Jing, when the CRM knows the spelling."""
+    crm = Crm(engine)
+    spelled = crm.manager("M1", name="王静", name_latin="Wang Jing")
+    unspelled = crm.manager("M2", name="李娜")
+    overdue = MONDAY - timedelta(days=120)
+    for ref, locale, manager in (
+        ("ZH", "zh-CN", spelled),
+        ("EN", "en-US", spelled),
+        ("EN2", "en-GB", unspelled),
+    ):
+        crm.customer(ref, locale=locale, manager_id=manager, last_contact_on=overdue)
+    crm.run(MONDAY, "callback", "precall_notice")
+    body = {m.customer_id: m.body for m in crm.rows(OutboundMessage, journey="precall_notice")}
+    zh, en, en2 = (body[crm.get(ref).id] for ref in ("ZH", "EN", "EN2"))
+    assert "王静" in zh and "Wang Jing" not in zh
+    assert "Wang Jing" in en and "王静" not in en
+    assert "李娜" in en2  # no Latin spelling on file: the name as written, never blank
+
+
 def test_a_call_planned_after_todays_text_joins_it(crm):
     cid = _misfit(crm, "LATE", last_contact_on=MONDAY - timedelta(days=120))
     crm.run(MONDAY, "callback", "precall_notice")

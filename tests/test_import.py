@@ -227,6 +227,27 @@ def test_points_column_is_optional_and_validated_with_line_and_column(engine, no
     assert customer(engine, "P1").points == 5200
 
 
+def test_managers_may_carry_a_latin_spelling_that_must_be_latin(engine, now, tmp_path):
+    """``name_latin`` is optional; a re-import without it keeps it; Chinese in it is refused."""
+    load_base(engine, now)
+    header = ",".join((*HEADERS["managers"], "name_latin"))
+    spelled = tmp_path / "managers_latin.csv"
+    spelled.write_text(header + "\nAM-001,李娜,+8687163301234,,45,Li Na\n", encoding="utf-8")
+    run(engine, "managers", spelled, now)
+    without = csv_file(tmp_path, "managers", "AM-001,李娜,+8687163301234,,50")
+    run(engine, "managers", without, now)
+    with transaction(engine) as s:
+        am = s.scalars(select(Manager).where(Manager.external_id == "AM-001")).one()
+        assert (am.name_latin, am.daily_call_capacity) == ("Li Na", 50)
+    bad = tmp_path / "managers_bad_latin.csv"
+    bad.write_text(header + "\nAM-001,李娜,+8687163301234,,45,Li 娜\n", encoding="utf-8")
+    lines = refused(engine, "managers", bad, now)
+    assert lines == [
+        f"{bad}:2: column name_latin: 'Li 娜' has '娜', not a Latin letter "
+        "(expected the name in Latin letters, e.g. Wang Jing)"
+    ]
+
+
 def test_stale_balance_rows_are_skipped_and_reported(engine, now, tmp_path):
     load_base(engine, now)
     run(engine, "balances", DATA / "good_balances.csv", now)
@@ -391,7 +412,7 @@ def test_wrong_header_names_missing_and_unknown_columns_with_suggestions(engine,
     path = tmp_path / "managers.csv"
     path.write_text("manager_id,Name,phon,email,email,capacity\nAM-1,x,+8613900000001,,,3\n")
     f = str(path)
-    expected_header = "manager_id,name,phone,email,daily_call_capacity"
+    expected_header = "manager_id,name,phone,email,daily_call_capacity[,name_latin]"
     assert refused(engine, "managers", path, now) == [
         f"{f}:1: column Name: unknown column 'Name' (expected header {expected_header}; "
         "did you mean 'name'?)",

@@ -134,6 +134,7 @@ def test_managers_json(cli):
             "email": "lina@vip.example.com",
             "daily_call_capacity": 40,
             "customers": 2,
+            "name_latin": None,
         },
         {
             "manager_id": "AM-002",
@@ -142,6 +143,7 @@ def test_managers_json(cli):
             "email": None,
             "daily_call_capacity": 30,
             "customers": 1,
+            "name_latin": None,
         },
         {
             "manager_id": "AM-003",
@@ -150,6 +152,7 @@ def test_managers_json(cli):
             "email": "emily.chen@vip.example.com",
             "daily_call_capacity": 25,
             "customers": 1,
+            "name_latin": None,
         },
     ]
 

@@ -56,12 +56,20 @@ def applies(c: CustomerRow, actions: Sequence[Action], index: int, prefix: str =
     return actions[index].when is None or bool(c.extra.get(f"{prefix}_{index}"))
 
 
+def manager_name_for(c: CustomerRow) -> str:
+    """The manager's name as the customer can read it: Chinese texts get the name as
+    written, texts in other languages its Latin spelling when the CRM knows one."""
+    if c.locale.lower().startswith("zh") or not c.manager_name_latin:
+        return c.manager_name or ""
+    return c.manager_name_latin
+
+
 def common_variables(ctx: RunContext, c: CustomerRow) -> dict[str, str]:
     """The variables every template may use."""
     return {
         "name": c.name,
         "tier": c.tier,
-        "manager_name": c.manager_name or "",
+        "manager_name": manager_name_for(c),
         "manager_phone": c.manager_phone or ctx.hotline,
         "hotline": ctx.hotline,
         "date": ctx.as_of.isoformat(),

@@ -96,6 +96,7 @@ class CustomerRow:
     do_not_call: bool
     manager_id: int | None
     manager_name: str | None
+    manager_name_latin: str | None
     manager_phone: str | None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -115,6 +116,7 @@ CUSTOMER_COLUMNS = (
     Customer.do_not_call,
     Customer.manager_id,
     Manager.name.label("manager_name"),
+    Manager.name_latin.label("manager_name_latin"),
     Manager.phone.label("manager_phone"),
 )
 _BASE_FIELDS = [c.key for c in CUSTOMER_COLUMNS]

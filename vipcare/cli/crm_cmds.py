@@ -326,9 +326,17 @@ def managers_list(
         return
     print_table(
         "managers",
-        ["manager_id", "name", "phone", "email", "daily_call_capacity", "customers"],
+        ["manager_id", "name", "name_latin", "phone", "email", "daily_call_capacity", "customers"],
         (
-            (m.manager_id, m.name, mask(m.phone), m.email, m.daily_call_capacity, m.customers)
+            (
+                m.manager_id,
+                m.name,
+                m.name_latin or "",
+                mask(m.phone),
+                m.email,
+                m.daily_call_capacity,
+                m.customers,
+            )
             for m in managers
         ),
     )
