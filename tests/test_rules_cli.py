@@ -233,9 +233,18 @@ def test_preview_headlines_who_the_journey_acts_on_beside_the_audience(
         "尊敬的Customer 2，您的账户余额为-3.00元。我们已为您临时垫付10.00元，您的号码将保持畅通至"
         "2026-11-24。请于2026-11-24前充值至少3.00元，以免暂停服务。如有疑问请致电10086。"
     )
+    # the totals cover everyone acted on, not just the customers listed
+    assert data["totals"] == {
+        "messages": {"grace_notice": 2},
+        "tasks": {},
+        "credits": {"count": 2, "total": "60.00"},  # 10.00 gold, 50.00 diamond
+        "suspensions": 0,
+    }
+    assert list(data["samples"]["grace_notice"]) == ["zh-CN", "en"]  # every language read
     text_mode = run(cli, "preview", "grace_credit", "--date", AS_OF)
     assert text_mode.exit_code == 0
     assert "would act on 2 customer(s) on 2026-11-21 (2 in the audience)" in text_mode.output
+    assert "in all: 2 × grace_notice, 2 credit(s) totalling 60.00" in text_mode.output
     assert snapshot(engine) == before
 
 

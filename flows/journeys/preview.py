@@ -9,8 +9,10 @@ beside the audience size.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -44,6 +46,10 @@ class PreviewResult:
     limit: int
     skipped: dict[str, int] = field(default_factory=dict)
     customers: list[dict[str, Any]] = field(default_factory=list)
+    totals: dict[str, Any] = field(default_factory=dict)
+    """Over everyone acted on: messages by template, credits (count, sum), tasks by kind."""
+    samples: dict[str, dict[str, str]] = field(default_factory=dict)
+    """template -> locale -> one rendered text: every language the audience reads."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +63,8 @@ class PreviewResult:
             "skipped": self.skipped,
             "limit": self.limit,
             "customers": self.customers,
+            "totals": self.totals,
+            "samples": self.samples,
         }
 
     @property
@@ -98,11 +106,16 @@ def run_preview(
             report = JourneyReport(journey.id)
             journey.housekeeping(session, ctx, rule, report)  # as a run would, rolled back
             shown: list[dict[str, Any]] = []
+            totals = _Totals()
+            samples: dict[str, dict[str, str]] = {}
             acting = 0
             for batch in decisions(session, ctx, journey, rule, report):
                 acting += len(batch)
-                for d in batch[: max(0, limit - len(shown))]:
-                    shown.append(_row(ctx, d))
+                for d in batch:
+                    totals.add(d)
+                    texts = _texts(ctx, d, samples, needed=len(shown) < limit)
+                    if len(shown) < limit:
+                        shown.append(_row(ctx, d, texts))
             return PreviewResult(
                 journey=journey.id,
                 as_of=as_of,
@@ -118,27 +131,70 @@ def run_preview(
                     if k.startswith("skipped_")
                 },
                 customers=shown,
+                totals=totals.as_dict(),
+                samples=samples,
             )
         finally:
             session.close()
             outer.rollback()
 
 
-def _row(ctx: RunContext, d: Decision) -> dict[str, Any]:
+@dataclass
+class _Totals:
+    messages: Counter[str] = field(default_factory=Counter)
+    tasks: Counter[str] = field(default_factory=Counter)
+    credits: int = 0
+    credit_total: Decimal = Decimal("0.00")
+    suspensions: int = 0
+
+    def add(self, d: Decision) -> None:
+        self.messages.update(m.template for m in d.messages)
+        self.tasks.update(t.kind for t in d.tasks)
+        self.credits += len(d.credits)
+        self.credit_total += sum((c.amount for c in d.credits), Decimal("0.00"))
+        self.suspensions += d.suspend is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "messages": dict(sorted(self.messages.items())),
+            "tasks": dict(sorted(self.tasks.items())),
+            "credits": {"count": self.credits, "total": str(self.credit_total)},
+            "suspensions": self.suspensions,
+        }
+
+
+def _texts(
+    ctx: RunContext, d: Decision, samples: dict[str, dict[str, str]], needed: bool
+) -> dict[str, str] | None:
+    """The decision's rendered texts (when ``needed`` or a sample is missing), and the
+    first text of each template in each language into ``samples``."""
     c = d.customer
+    precall = notice_rule(ctx)
+    notice = None
+    if precall is not None and d.tasks and not (c.do_not_call or c.sms_opt_out):
+        notice = next(a for a in precall.action_list if isinstance(a, SendSms | SendVoice))
+    templates = [m.template for m in d.messages] + ([notice.template] if notice else [])
+    if not needed and all(c.locale in samples.get(t, {}) for t in templates):
+        return None
     texts = {m.template: render(m.rule, m.template, c.locale, m.variables) for m in d.messages}
+    if precall is not None and notice is not None:
+        variables = {**common_variables(ctx, c), "task_kind": d.tasks[0].kind}
+        texts[notice.template] = render(precall, notice.template, c.locale, variables)
+    for template, text in texts.items():
+        samples.setdefault(template, {}).setdefault(c.locale, text)
+    return texts
+
+
+def _row(ctx: RunContext, d: Decision, texts: dict[str, str] | None) -> dict[str, Any]:
+    c = d.customer
     actions = d.describe()
     precall = notice_rule(ctx)
-    for index, task in enumerate(d.tasks):
+    for index, _task in enumerate(d.tasks):
         at = next(i for i, a in enumerate(actions) if a.startswith("call task")) + index
         if c.do_not_call:
             actions[at] += " (skipped: do-not-call)"
         elif c.sms_opt_out or precall is None:
             actions[at] += " (no pre-call SMS)"
-        else:
-            notice = next(a for a in precall.action_list if isinstance(a, SendSms | SendVoice))
-            variables = {**common_variables(ctx, c), "task_kind": task.kind}
-            texts[notice.template] = render(precall, notice.template, c.locale, variables)
     return {
         "customer_id": c.external_id,
         "name": c.name,
@@ -146,6 +202,6 @@ def _row(ctx: RunContext, d: Decision) -> dict[str, Any]:
         "locale": c.locale,
         "occurrence": d.occurrence,
         "actions": actions,
-        "texts": texts,
+        "texts": texts or {},
         "details": d.summary()["details"],
     }

@@ -199,11 +199,17 @@ def preview(
         ),
         empty="nobody would be acted on",
     )
-    texts: dict[str, dict[str, str]] = {}
-    for row in result.customers[:3]:
-        for name, text in (row.get("texts") or {}).items():
-            texts.setdefault(name, {})[str(row.get("customer_id"))] = str(text)
-    for name, by_key in texts.items():
-        console.print(f"[bold]template {name}[/]", highlight=False)
-        for key, text in by_key.items():
-            console.print(f"  {key}: {text}", highlight=False, markup=False)
+    totals = result.totals
+    parts = [f"{n} × {name}" for name, n in totals.get("messages", {}).items()]
+    parts += [f"{n} × call task {kind}" for kind, n in totals.get("tasks", {}).items()]
+    credits = totals.get("credits", {})
+    if credits.get("count"):
+        parts.append(f"{credits['count']} credit(s) totalling {credits['total']}")
+    if totals.get("suspensions"):
+        parts.append(f"{totals['suspensions']} suspension(s)")
+    if parts:
+        console.print(f"in all: {', '.join(parts)}", highlight=False, markup=False)
+    for name, by_locale in result.samples.items():
+        console.print(f"[bold]template {name}[/] (one text per language)", highlight=False)
+        for locale, text in sorted(by_locale.items()):
+            console.print(f"  {locale}: {text}", highlight=False, markup=False)
