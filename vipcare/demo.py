@@ -96,7 +96,14 @@ def _story(engine: Any, as_of: date) -> None:
         tasks = dict(
             session.execute(select(CallTask.kind, func.count()).group_by(CallTask.kind)).all()
         )
-        ready = session.scalar(select(func.count()).where(CallTask.status == "ready")) or 0
+        ready = (
+            session.scalar(
+                select(func.count(func.distinct(CallTask.customer_id))).where(
+                    CallTask.status == "ready"
+                )
+            )
+            or 0
+        )
         credits = session.execute(select(func.count(), func.sum(CreditLedger.amount))).one()
         samples = session.execute(
             select(
@@ -125,7 +132,7 @@ def _story(engine: Any, as_of: date) -> None:
     console.rule("[bold]what happened")
     console.print(
         f"messages: {json.dumps(by_status)}\n"
-        f"call tasks: {json.dumps(tasks)} ({ready} ready for managers now)\n"
+        f"call tasks: {json.dumps(tasks)} ({ready} calls ready for managers now)\n"
         f"credits granted: {credits[0]} totalling {total_credit}"
     )
     seen: set[str] = set()
@@ -159,13 +166,14 @@ def _workspace_logins(engine: Any, as_of: date, at: datetime) -> None:
     from crm.accounts import add_staff, set_password
 
     actor = Actor("cli", "demo")
+    calls = func.count(func.distinct(CallTask.customer_id))  # a call per customer, not per task
     with transaction(engine) as session:
         busiest = session.execute(
-            select(Manager.external_id, Manager.name, func.count(CallTask.id))
+            select(Manager.external_id, Manager.name, calls)
             .join(CallTask, CallTask.manager_id == Manager.id)
             .where(CallTask.status == "ready", CallTask.scheduled_on == as_of)
             .group_by(Manager.external_id, Manager.name)
-            .order_by(func.count(CallTask.id).desc(), Manager.external_id)
+            .order_by(calls.desc(), Manager.external_id)
             .limit(1)
         ).first()
         if busiest is None:
