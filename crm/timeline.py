@@ -33,6 +33,8 @@ class Entry:
     channel: str | None = None
     template: str | None = None
     reason: str | None = None
+    journey: str | None = None
+    """The journey an audit row is about (a customer may have several tasks open)."""
 
 
 def timeline(
@@ -71,6 +73,7 @@ def timeline(
                 kind=row.action,
                 actor=f"{row.actor_type}:{row.actor_id}",
                 details=json.loads(row.details) if row.details else {},
+                journey=row.rule_id,
             )
         )
     entries.sort(key=lambda e: e.at, reverse=True)

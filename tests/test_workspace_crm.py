@@ -366,6 +366,7 @@ def test_the_timeline_is_newest_first_with_message_texts(world):
         entries = timeline(s, b.id, "B")
     kinds = [e.kind for e in entries]
     assert kinds[0] == "task.done" and "message" in kinds
+    assert entries[0].journey == "callback"  # which of the customer's calls it was
     assert all(not k.startswith("message.") for k in kinds)
     assert entries == sorted(entries, key=lambda e: e.at, reverse=True)
     message = next(e for e in entries if e.kind == "message")

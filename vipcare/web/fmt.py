@@ -177,6 +177,12 @@ class Formatter:
 
     # --- timeline ------------------------------------------------------------------------
     def event(self, entry: Entry) -> str:
+        text = self._event(entry)
+        if entry.kind.startswith("task.") and entry.journey:
+            text += f" · {self.journey(entry.journey)}"  # which of the customer's calls
+        return text
+
+    def _event(self, entry: Entry) -> str:
         d = entry.details
         if entry.kind == "message":
             return self.t(
