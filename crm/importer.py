@@ -28,7 +28,7 @@ from sqlalchemy import Engine, Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from crm import audit, consent
+from crm import audit, consent, tasks
 from crm.csvio import Cells, Issues, RowIssue, quoted, read_rows
 from crm.db import transaction
 from crm.errors import CrmError
@@ -559,6 +559,14 @@ class _Customers(_Handler):
         rows = [_merge_customer(r, stored.get(r[0]), default_tz) for r in chunk]
         _upsert(session, table, ["external_id"], rows)
         _apply_consent(session, chunk, stored, ctx)
+        moves = {
+            old.id: row["manager_id"]
+            for row in rows
+            if (old := stored.get(row["external_id"])) is not None
+            and row["manager_id"] != old.manager_id
+        }
+        if moves:
+            tasks.reassign_open(session, moves, ctx.at, ctx.actor)
 
         ids = {ref: row.id for ref, row in stored.items()}
         new_refs = [ref for ref in refs if ref not in stored]

@@ -540,6 +540,63 @@ def _audit_rows(session: Session, ids: Sequence[int]) -> list[Any]:
     return out
 
 
+def reassign_open(
+    session: Session, moves: Mapping[int, int | None], at: datetime, actor: Actor
+) -> int:
+    """Open tasks follow their customer to a new manager (``customer id -> manager id``).
+
+    A manager sees only their own customers: a task left with the old manager after a
+    re-import would show a customer who is no longer theirs, and hide the call from the
+    new one. Closed tasks stay with whoever worked them (history). Audited
+    ``task.reassigned`` with both managers; the call keeps its day.
+    """
+    moved = 0
+    by_manager: dict[int | None, list[int]] = {}
+    for customer_id, manager_id in moves.items():
+        by_manager.setdefault(manager_id, []).append(customer_id)
+    for manager_id, customers in by_manager.items():
+        for start in range(0, len(customers), 1000):
+            chunk = customers[start : start + 1000]
+            before = dict(
+                session.execute(
+                    select(_TASKS.c.id, _TASKS.c.manager_id)
+                    .where(_TASKS.c.customer_id.in_(chunk), _TASKS.c.status.in_(OPEN))
+                    .with_for_update()
+                ).all()
+            )
+            ids = [i for i, old in before.items() if old != manager_id]
+            if not ids:
+                continue
+            session.execute(
+                update(_TASKS).where(_TASKS.c.id.in_(ids)).values(manager_id=manager_id)
+            )
+            involved = {m for m in (*before.values(), manager_id) if m is not None}
+            managers: dict[int | None, str | None] = {None: None}
+            managers.update(
+                session.execute(
+                    select(Manager.id, Manager.external_id).where(Manager.id.in_(involved))
+                ).tuples()
+            )
+            audit.append(
+                session,
+                actor,
+                at,
+                [
+                    _entry(
+                        "task.reassigned",
+                        r,
+                        {
+                            "from_manager": managers.get(before[r.id]),
+                            "to_manager": managers.get(manager_id),
+                        },
+                    )
+                    for r in _audit_rows(session, ids)
+                ],
+            )
+            moved += len(ids)
+    return moved
+
+
 def promote_ready(
     session: Session, at: datetime, actor: Actor = audit.SYSTEM, batch: int = 5000
 ) -> int:

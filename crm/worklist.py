@@ -414,7 +414,9 @@ def task_card(
     ``manager_id``, is not that manager's (the caller cannot tell which)."""
     stmt = _base().where(CallTask.id == task_id)
     if manager_id is not None:
-        stmt = stmt.where(CallTask.manager_id == manager_id)
+        # Their call, about a customer who is still theirs (a closed call of a customer
+        # since moved to another manager stays in the lists, but its card is not theirs).
+        stmt = stmt.where(CallTask.manager_id == manager_id, Customer.manager_id == manager_id)
     found = session.connection().execute(stmt).first()
     if found is None:
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -13,8 +14,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from crm.accounts import LoginLimits
+from crm.audit import Actor
 from crm.db import transaction
+from crm.importer import HEADERS, import_csv
 from crm.models import AuditLog, CallTask, LoginFailure
+from tests.builders import SHANGHAI
 from tests.web_support import AS_OF, NAMES, PASSWORDS, csrf_of, local, sign_in
 
 pytest_plugins = ["tests.web_support", "plugins.fake_twilio"]  # world, argon2, Twilio fixtures
@@ -414,6 +418,50 @@ def test_another_managers_task_and_customer_look_like_nothing_is_there(world):
         data={"outcome": "reached", "csrf_token": token},
     )
     assert response.status_code == 404 and world.task("C").status == "ready"
+
+
+def test_a_customer_moved_to_another_manager_takes_their_open_call_along(world, tmp_path):
+    """A re-import that gives C to M1: C's open call moves with C (audited), M2 no longer
+    sees C's call or card, M1 does; a closed call stays in its worker's history but its
+    page is no longer M2's to open either."""
+    open_call = world.task("C")
+    old = open_call.id
+    with transaction(world.engine) as s:
+        s.add(
+            CallTask(
+                customer_id=open_call.customer_id, manager_id=open_call.manager_id, kind="callback",
+                journey="callback", occurrence="old-call", status="done", outcome="reached",
+                due_on=AS_OF, scheduled_on=AS_OF, created_at=local(AS_OF, 8),
+                completed_at=local(AS_OF, 9),
+            )
+        )  # fmt: skip
+    with world.engine.connect() as conn:
+        done_id = conn.execute(
+            select(CallTask.id).where(CallTask.occurrence == "old-call")
+        ).scalar_one()
+    csv = tmp_path / "customers.csv"
+    csv.write_text(
+        ",".join(HEADERS["customers"])
+        + f"\nC,{NAMES['C']},{world.crm.get('C').phone},,,,diamond,,,M1,,,,,,,\n",
+        encoding="utf-8",
+    )
+    import_csv(world.engine, "customers", csv, Actor("cli", "ops"), local(AS_OF, 10), SHANGHAI)
+    m1_id = world.crm.manager_id("M1")
+    with transaction(world.engine) as s:
+        moved = s.get(CallTask, old)
+        assert moved is not None and moved.manager_id == m1_id
+    with world.engine.connect() as conn:
+        details = conn.execute(
+            select(AuditLog.details).where(AuditLog.action == "task.reassigned")
+        ).scalar_one()
+    assert json.loads(details) == {"task_id": old, "from_manager": "M2", "to_manager": "M1"}
+    m2 = signed_in(world, "M2")
+    assert m2.get(f"/tasks/{old}").status_code == 404
+    assert m2.get(f"/tasks/{done_id}").status_code == 404
+    assert NAMES["C"] not in m2.get("/day").text
+    m1 = signed_in(world, "M1")
+    assert m1.get(f"/tasks/{old}").status_code == 200
+    assert NAMES["C"] in m1.get("/day").text
 
 
 def test_a_manager_cannot_widen_their_lists_with_a_manager_filter(world):
