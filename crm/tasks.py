@@ -575,7 +575,9 @@ def reassign_open(
             managers.update(
                 session.execute(
                     select(Manager.id, Manager.external_id).where(Manager.id.in_(involved))
-                ).tuples()
+                )
+                .tuples()
+                .all()
             )
             audit.append(
                 session,
