@@ -87,7 +87,7 @@ STATUS_PATH = "/twilio/status"
 """Where ``notifications.webhooks`` takes status callbacks (below ``settings.public_url``)."""
 RECONCILE_MARGIN = timedelta(minutes=5)
 """How far before ``sending_at`` the provider is searched when reconciling."""
-FLUSH_EVERY = 200
+FLUSH_EVERY = 500
 """Outcomes written back per transaction (fewer, larger write-backs are cheaper)."""
 RENEW_EVERY = timedelta(seconds=30)
 """How often, by the wall clock, a run renews the leases of the rows it holds in ``sending``:
