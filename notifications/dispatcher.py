@@ -499,17 +499,23 @@ class _Run:
         done = sender.run(self._send_chunk(messages, outcomes.put))
         buffer: list[_Outcome] = []
         remaining = len(messages)
-        while remaining:
-            try:
-                buffer.append(outcomes.get(timeout=1.0))
-            except queue.Empty:
-                if done.done():
-                    done.result()  # the loop failed: raise here rather than wait forever
-                continue
-            remaining -= 1
-            if len(buffer) >= self.flush_every or not remaining:
-                self.flush(buffer)
-                buffer = []
+        try:
+            while remaining:
+                try:
+                    buffer.append(outcomes.get(timeout=1.0))
+                except queue.Empty:
+                    if done.done():
+                        done.result()  # the loop failed: raise here rather than wait forever
+                    continue
+                remaining -= 1
+                if len(buffer) >= self.flush_every or not remaining:
+                    self.flush(buffer)
+                    buffer = []
+        except BaseException:
+            # A write-back failed (or we were interrupted): start no further send. Rows
+            # whose outcome was not written stay 'sending' for reconciliation.
+            done.cancel()
+            raise
         done.result()
 
     async def _send_chunk(
