@@ -225,3 +225,38 @@ def test_a_malformed_request_gets_400_and_the_connection_closes(fake_twilio: Fak
     answer = _raw_exchange(fake_twilio, b"NONSENSE\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert fake_twilio.requests == []
+
+
+def test_the_transport_can_answer_with_a_connection_reset() -> None:
+    import socket
+
+    from notifications.fake_twilio.transport import RESET, HttpServer, Reply, Request
+
+    class Resetting:
+        def may_block(self, request: Request) -> bool:
+            return request.target == "/slow"
+
+        def serve(self, request: Request) -> Reply:
+            return (
+                RESET
+                if request.target.startswith("/reset") or request.target == "/slow"
+                else (Reply(200, b"ok", {}))
+            )
+
+        def http_date(self) -> str:
+            return "Tue, 01 Dec 2026 00:00:00 GMT"
+
+    server = HttpServer(Resetting(), "127.0.0.1", 0)
+    port = server.start()
+    try:
+        for target in ("/reset", "/slow"):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                conn.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                with pytest.raises(ConnectionResetError):
+                    while conn.recv(1024):
+                        pass
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"GET /fine HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert conn.recv(1024).startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        server.stop()
