@@ -45,7 +45,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -223,6 +223,10 @@ class _Run:
             settings.batch_size, max(settings.dispatch_concurrency, minute)
         )
         self.flush_every = max(1, min(self.chunk, FLUSH_EVERY))
+        # Claim the next chunk when this few sends of the current one are left.
+        self.refill_at = min(
+            self.chunk // 2, max(2 * settings.dispatch_concurrency, self.chunk // 5)
+        )
         self.renewed_at: datetime | None = None
         base = settings.public_url.rstrip("/")
         self.status_callback_base = f"{base}{STATUS_PATH}" if base else None
@@ -489,34 +493,57 @@ class _Run:
         delay = self.backoff.delay(m.attempts, exc.retry_after, self.rng)
         return RetryOutcome(m, self.now() + delay, f"attempt {m.attempts} failed: {exc.reason}")
 
-    def send_all(self, sender: SendLoop, messages: Sequence[DueMessage]) -> None:
-        """Send a claimed chunk on the send loop; write outcomes back as they come in.
+    def send_all(
+        self,
+        sender: SendLoop,
+        claim_next: Callable[[], list[DueMessage] | None],
+    ) -> None:
+        """Claim, send on the loop and write back until ``claim_next`` says there is no more.
 
-        The loop keeps sending while this (the main) thread writes a flush back,
-        so database and network work overlap.
+        ``claim_next`` returns the next chunk to send (empty when every row it
+        took was suppressed, deferred or expired) or ``None`` when nothing more is
+        to be claimed. The next chunk is claimed while the current one is still
+        sending (when no more than ``refill_at`` are in flight), so the loop and
+        the rate limiter are never left idle during a claim; the loop keeps
+        sending while this (the main) thread writes a flush back.
         """
         outcomes: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
-        done = sender.run(self._send_chunk(messages, outcomes.put))
+        running: list[Future[None]] = []
         buffer: list[_Outcome] = []
-        remaining = len(messages)
+        in_flight = 0
+        exhausted = False
         try:
-            while remaining:
+            while True:
+                if not exhausted and in_flight <= self.refill_at:
+                    batch = claim_next()
+                    if batch is None:
+                        exhausted = True
+                    elif batch:
+                        running.append(sender.run(self._send_chunk(batch, outcomes.put)))
+                        in_flight += len(batch)
+                    continue
+                if not in_flight:
+                    break
                 try:
                     buffer.append(outcomes.get(timeout=1.0))
                 except queue.Empty:
-                    if done.done():
-                        done.result()  # the loop failed: raise here rather than wait forever
+                    for done in running:
+                        if done.done():
+                            done.result()  # the loop failed: raise rather than wait forever
                     continue
-                remaining -= 1
-                if len(buffer) >= self.flush_every or not remaining:
+                in_flight -= 1
+                if len(buffer) >= self.flush_every or not in_flight:
                     self.flush(buffer)
                     buffer = []
+            self.flush(buffer)
         except BaseException:
             # A write-back failed (or we were interrupted): start no further send. Rows
             # whose outcome was not written stay 'sending' for reconciliation.
-            done.cancel()
+            for done in running:
+                done.cancel()
             raise
-        done.result()
+        for done in running:
+            done.result()
 
     async def _send_chunk(
         self, messages: Sequence[DueMessage], put: Callable[[_Outcome], None]
@@ -681,24 +708,27 @@ def _dispatch_run(
     ):
         run.reconcile(pool, reconcile_all, reconcile_grace)
         run.expire_overdue()
-        remaining = limit
-        first = True
-        while remaining is None or remaining > 0:
-            if not first and should_stop is not None and should_stop():
-                run.summary.stopped = True  # asked to stop: the chunk in flight is done
-                break
-            first = False
+        left = [limit]
+        claims = [0]
+
+        def claim_next() -> list[DueMessage] | None:
+            remaining = left[0]
+            if run.summary.halted is not None or (remaining is not None and remaining <= 0):
+                return None
+            if claims[0] and should_stop is not None and should_stop():
+                run.summary.stopped = True  # asked to stop: the chunks in flight are done
+                return None
+            claims[0] += 1
             n = run.chunk if remaining is None else min(run.chunk, remaining)
             taken, to_send = run.claim(n)
             if not taken:
-                break
+                return None
             if remaining is not None:
-                remaining -= taken
-            if to_send:
-                run.send_all(sender, to_send)
+                left[0] = remaining - taken
             run.report()
-            if run.summary.halted is not None:
-                break
+            return to_send
+
+        run.send_all(sender, claim_next)
     with transaction(run.engine) as session:
         run.summary.tasks_ready += tasks.promote_ready(session, run.now(), run.actor)
     run.summary.finished_at = run.now()
