@@ -44,8 +44,9 @@ import queue
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -89,6 +90,8 @@ RECONCILE_MARGIN = timedelta(minutes=5)
 """How far before ``sending_at`` the provider is searched when reconciling."""
 FLUSH_EVERY = 500
 """Outcomes written back per transaction (fewer, larger write-backs are cheaper)."""
+PREFETCH_MIN_CHUNK = 100
+"""Chunks at least this big are claimed while the previous one is still sending."""
 RENEW_EVERY = timedelta(seconds=30)
 """How often, by the wall clock, a run renews the leases of the rows it holds in ``sending``:
 well inside the 5-minute grace after which another run may reclaim them."""
@@ -173,6 +176,36 @@ def _count(reasons: dict[str, int], reason: str) -> None:
     reasons[code] = reasons.get(code, 0) + 1
 
 
+class _Feed:
+    """Claimed messages waiting for a send worker, in claim order (lives on the send loop)."""
+
+    def __init__(self) -> None:
+        self._batches: deque[Iterator[DueMessage]] = deque()
+        self._closed = False
+        self._more = asyncio.Event()
+
+    def add(self, batch: Sequence[DueMessage]) -> None:
+        self._batches.append(iter(batch))
+        self._more.set()
+
+    def close(self) -> None:
+        """No more batches: the workers end once the last one is taken."""
+        self._closed = True
+        self._more.set()
+
+    async def next(self) -> DueMessage | None:
+        while True:
+            while self._batches:
+                m = next(self._batches[0], None)
+                if m is not None:
+                    return m
+                self._batches.popleft()
+            if self._closed:
+                return None
+            self._more.clear()
+            await self._more.wait()
+
+
 class _Run:
     """State of one dispatch run; keeps :func:`dispatch` readable."""
 
@@ -223,9 +256,13 @@ class _Run:
             settings.batch_size, max(settings.dispatch_concurrency, minute)
         )
         self.flush_every = max(1, min(self.chunk, FLUSH_EVERY))
-        # Claim the next chunk when this few sends of the current one are left.
-        self.refill_at = min(
-            self.chunk // 2, max(2 * settings.dispatch_concurrency, self.chunk // 5)
+        # Claim the next chunk when this few sends of the current one are left. Small
+        # chunks are claimed quickly: they go strictly one after another (claim, send,
+        # write back), as every chunk did before.
+        self.refill_at = (
+            0
+            if self.chunk < PREFETCH_MIN_CHUNK
+            else min(self.chunk // 2, max(2 * settings.dispatch_concurrency, self.chunk // 5))
         )
         self.renewed_at: datetime | None = None
         base = settings.public_url.rstrip("/")
@@ -508,7 +545,8 @@ class _Run:
         sending while this (the main) thread writes a flush back.
         """
         outcomes: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
-        running: list[Future[None]] = []
+        feed = _Feed()
+        done = sender.run(self._send_workers(feed, outcomes.put))
         buffer: list[_Outcome] = []
         in_flight = 0
         exhausted = False
@@ -518,8 +556,9 @@ class _Run:
                     batch = claim_next()
                     if batch is None:
                         exhausted = True
+                        sender.call(feed.close)
                     elif batch:
-                        running.append(sender.run(self._send_chunk(batch, outcomes.put)))
+                        sender.call(feed.add, batch)
                         in_flight += len(batch)
                     continue
                 if not in_flight:
@@ -527,9 +566,8 @@ class _Run:
                 try:
                     buffer.append(outcomes.get(timeout=1.0))
                 except queue.Empty:
-                    for done in running:
-                        if done.done():
-                            done.result()  # the loop failed: raise rather than wait forever
+                    if done.done():
+                        done.result()  # the loop failed: raise rather than wait forever
                     continue
                 in_flight -= 1
                 if len(buffer) >= self.flush_every or not in_flight:
@@ -539,20 +577,15 @@ class _Run:
         except BaseException:
             # A write-back failed (or we were interrupted): start no further send. Rows
             # whose outcome was not written stay 'sending' for reconciliation.
-            for done in running:
-                done.cancel()
+            done.cancel()
             raise
-        for done in running:
-            done.result()
+        done.result()
 
-    async def _send_chunk(
-        self, messages: Sequence[DueMessage], put: Callable[[_Outcome], None]
-    ) -> None:
-        """At most ``dispatch_concurrency`` sends in flight, each outcome ``put`` when known."""
-        todo = iter(messages)
+    async def _send_workers(self, feed: _Feed, put: Callable[[_Outcome], None]) -> None:
+        """``dispatch_concurrency`` workers take messages in claim order from ``feed``."""
 
         async def worker() -> None:
-            for m in todo:
+            while (m := await feed.next()) is not None:
                 try:
                     outcome = await self.attempt(m)
                 except Exception as exc:  # a bug: leave the row in sending, never resend it
@@ -560,8 +593,7 @@ class _Run:
                     outcome = _Unknown(m, f"dispatcher error {type(exc).__name__}")
                 put(outcome)
 
-        workers = min(self.settings.dispatch_concurrency, len(messages))
-        await asyncio.gather(*(worker() for _ in range(workers)))
+        await asyncio.gather(*(worker() for _ in range(self.settings.dispatch_concurrency)))
 
     async def close_backends(self) -> None:
         for backend in self._backends.values():
