@@ -8,13 +8,17 @@ small JSON file replaced atomically. A restarted child resumes at the first
 unfinished step and so, like the scheduler after a crash, runs the same round
 (the same ``--at``) again.
 
-Kill points (``kill``, counted within one child): ``batch:N`` SIGKILLs the process
-as it starts writing the N-th batch of decisions (earlier batches are committed:
-mid-journey); ``batchw:N`` right after writing it, before its commit; ``claim:N``
-after marking the N-th chunk ``sending``, before its commit; ``accept:N`` right
-after the provider accepted the N-th message (it is in the provider's store, not
-yet in ours); ``flush:N`` after the N-th write-back, before its commit. The
-process kills itself with a real SIGKILL: nothing runs after it.
+Kill points (``kill``, counted within one child, several joined by commas):
+
+- ``batch:N``: as it starts writing the N-th batch of decisions (the earlier
+  batches are committed: mid-journey);
+- ``batchw:N``: right after writing it, before its commit;
+- ``claim:N``: after marking the N-th chunk ``sending``, before its commit;
+- ``accept:N``: right after the provider accepted the N-th message (it is in the
+  provider's store, not yet in ours);
+- ``flush:N``: after the N-th write-back, before its commit.
+
+The process kills itself with a real SIGKILL: nothing runs after it.
 
 The provider is the mock backend with a JSON-lines store shared by every child,
 so a restarted dispatcher can ask it what the dead one sent. Time is fixed: each
@@ -69,17 +73,22 @@ class DayPlan:
 
 @dataclass
 class _Counter:
-    """Counts hook events in this process and SIGKILLs it at the chosen one."""
+    """Counts hook events in this process and SIGKILLs it at a chosen one."""
 
-    kind: str = ""
-    at: int = 0
+    kill_at: dict[str, int] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def parse(cls, spec: str) -> _Counter:
+        """``kind:N[,kind:N...]``: die at the N-th event of any kind listed."""
+        points = [p.partition(":") for p in spec.split(",") if p]
+        return cls({kind: int(n) for kind, _, n in points})
 
     def hit(self, kind: str) -> None:
         with self.lock:
             self.seen[kind] = self.seen.get(kind, 0) + 1
-            if kind == self.kind and self.seen[kind] == self.at:
+            if self.kill_at.get(kind) == self.seen[kind]:
                 os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -159,6 +168,16 @@ def _write_progress(path: str, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+_WARM: dict[str, RuleSet] = {}
+
+
+def warm() -> RuleSet:
+    """The shipped rules, loaded once per process (the forkserver loads them before forking)."""
+    if "rules" not in _WARM:
+        _WARM["rules"] = load_rules(RULES_DIR)
+    return _WARM["rules"]
+
+
 def settings() -> NotificationConfig:
     return NotificationConfig(
         send_rate_per_second=1000.0, dispatch_concurrency=1, batch_size=100, public_url=""
@@ -167,11 +186,10 @@ def settings() -> NotificationConfig:
 
 def run(plan: DayPlan, kill: str = "", ruleset: RuleSet | None = None) -> str:
     """Run (or resume) the day; returns :data:`COMPLETE`. ``kill`` as in the module doc."""
-    kind, _, n = kill.partition(":")
-    counter = _Counter(kind, int(n) if n else 0)
+    counter = _Counter.parse(kill)
     undo = _install_hooks(counter)
     try:
-        rules = ruleset or load_rules(RULES_DIR)
+        rules = ruleset or warm()
         engine = make_engine(plan.url)
         state = _read_progress(plan.progress)
         state["children"] = state.get("children", 0) + 1

@@ -42,7 +42,7 @@ def balances(engine: Engine) -> dict[str, Decimal]:
         }
 
 
-def plan(url: str, workdir: Path, *, batch_size: int = 5, chunk_size: int = 6) -> DayPlan:
+def plan(url: str, workdir: Path, *, batch_size: int = 5, chunk_size: int = 4) -> DayPlan:
     """The day's plan, its provider store and progress file under ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     return DayPlan(
