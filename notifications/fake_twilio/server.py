@@ -26,10 +26,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from twilio.request_validator import RequestValidator
+
+if TYPE_CHECKING:
+    from notifications.fake_twilio.chaos import Chaos
 
 API = "/2010-04-01"
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -157,6 +160,8 @@ class FakeTwilio:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._workers: list[threading.Thread] = []
+        self.chaos: Chaos | None = None
+        """Random faults for the fault matrix (:mod:`notifications.fake_twilio.chaos`)."""
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> FakeTwilio:
@@ -685,6 +690,9 @@ class _Handler(BaseHTTPRequestHandler):
                 twilio_error(20003, 401),
                 {"WWW-Authenticate": 'Basic realm="Twilio API"'},
             )
+            return
+        chaos = self.fake.chaos
+        if chaos is not None and chaos.intercept(self, method, parts.path, query, form, recorded):
             return
         hold = self.fake._take_hold(method, parts.path)
         if hold is not None and not hold.after_create:
