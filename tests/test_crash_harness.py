@@ -68,7 +68,7 @@ def _seed() -> int:
 
 def _forkserver() -> Any:
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["tests.crash_zygote"])
+    ctx.set_forkserver_preload(["tests.crash_zygote", "tests.concurrency_driver"])
     return ctx
 
 
