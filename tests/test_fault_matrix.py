@@ -19,6 +19,7 @@ requests at most that times the adapter's in-call tries). The seed is printed;
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import time
@@ -59,6 +60,16 @@ PERMANENT = (21211, 21614, 21610)
 def _seed() -> int:
     found = os.environ.get("VIPCARE_FAULT_SEED")
     return int(found) if found else random.SystemRandom().randrange(2**31)
+
+
+def _rates() -> ChaosRates:
+    """The default rates, times ``VIPCARE_FAULT_SCALE`` (e.g. 3 for an on-demand storm)."""
+    scale = float(os.environ.get("VIPCARE_FAULT_SCALE", "1"))
+    base = ChaosRates()
+    request_faults = ("http_429", "http_500", "http_503", "reset_before", "reset_after", "too_late")
+    return dataclasses.replace(
+        base, **{k: min(0.16, getattr(base, k) * scale) for k in request_faults}
+    )
 
 
 class Wired:
@@ -125,7 +136,7 @@ def test_a_day_through_a_faulty_provider_keeps_every_invariant(
 
     rng = random.Random(seed)
     phones = sorted({m.to_phone for m in _messages(engine)})
-    chaos = Chaos(seed, ChaosRates(), too_late_seconds=1.0)
+    chaos = Chaos(seed, _rates(), too_late_seconds=1.0)
     clock = FakeClock()
     with wired(engine, chaos) as w:
         failing = _pick(rng, phones, 0.12)
