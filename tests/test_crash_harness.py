@@ -97,7 +97,11 @@ def _crash_until_complete(day: DayPlan, rng: random.Random) -> tuple[Counter[str
             phase = _phase(day)
             if phase == "journeys" and in_journeys >= KILLS // 2:
                 phase = "dispatch"  # half the kills at least for the dispatch and its provider
-            kind, low, high = rng.choice(JOURNEY_KILLS if phase == "journeys" else DISPATCH_KILLS)
+            kinds = JOURNEY_KILLS if phase == "journeys" else DISPATCH_KILLS
+            kind, low, high = rng.choice(kinds)
+            if not kills[kinds[0][0] if phase == "journeys" else "accept"]:
+                # every run has a mid-journey kill and one after a provider accept
+                kind, low, high = kinds[0] if phase == "journeys" else kinds[1]
             in_journeys += phase == "journeys"
             if kind == "timer":
                 delay = rng.uniform(low, high) / 1000
@@ -223,7 +227,7 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_day(
     duplicates = sum(n - 1 for n in provider.values() if n > 1)
     assert duplicates == 0
     assert_invariants(engine, rules, now=LAST, opening_balances=openings)
-    assert total >= 20
+    assert total >= 20 and kills["batch"] and kills["accept"], kills
     print(
         f"crash harness [{engine.dialect.name}] seed {seed}: {total} SIGKILLs survived "
         f"({', '.join(f'{k} {n}' for k, n in sorted(kills.items()))}), {children} children, "
