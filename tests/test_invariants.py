@@ -288,6 +288,11 @@ def test_every_invariant_is_checked_and_a_clean_day_passes(
         if not hits:
             missed.append(f"{case.name}: wanted {case.expect} naming {needle!r}, got {found}")
     assert not missed, "\n".join(missed)
+    print(
+        f"\ninvariants [{engine.dialect.name}]: clean day 0 violations; "
+        f"{len(CORRUPTIONS)} of {len(CORRUPTIONS)} corruptions reported by name "
+        f"({len(INVARIANTS)} invariants)"
+    )
     assert {c.expect for c in CORRUPTIONS} == set(INVARIANTS)  # each one is exercised
     # and the clean day is still clean: every corruption was rolled back
     assert check_invariants(engine, rules, now=LAST, opening_balances=openings) == []
