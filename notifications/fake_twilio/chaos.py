@@ -7,7 +7,9 @@ messages) may, at its rate:
 - **reset the connection** before creating anything, or after creating the message
   (the client sees an error, the provider has the message: the ambiguous case);
 - **answer too late**: create the message, then hold the answer longer than the
-  client's timeout.
+  client's timeout;
+- report **early**: create the message and post its status reports before answering
+  (they reach the webhook before the dispatcher has written the send back).
 
 :meth:`Chaos.fail_numbers` makes chosen numbers fail permanently (Twilio error codes
 per number), :meth:`Chaos.undeliverable` chosen numbers end ``undelivered``. Status
@@ -59,6 +61,9 @@ class ChaosRates:
     """A report posted twice."""
     out_of_order: float = 0.3
     """A message's final report posted before its ``sent``."""
+    early: float = 0.15
+    """A message's reports posted before the create request is answered (they beat
+    the dispatcher's own write-back, and find the row through the callback URL)."""
 
     def __post_init__(self) -> None:
         total = sum(getattr(self, k) for k in (*HTTP_FAULTS, *CONNECTION_FAULTS))
@@ -132,7 +137,7 @@ class Chaos:
             return False
         kind = self._draw()
         if kind is None:
-            return False
+            return self._early(handler, method, path, query, form, recorded)
         self._count(kind)
         if kind in HTTP_FAULTS:
             status = int(kind[-3:])
@@ -152,6 +157,38 @@ class Chaos:
         else:
             self._released.wait(self.too_late_seconds)
             handler._reply(status, body, extra)  # the client stopped listening
+        return True
+
+    def _early(
+        self,
+        handler: _Handler,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        form: dict[str, list[str]],
+        recorded: RecordedRequest,
+    ) -> bool:
+        """Maybe create the message and post its reports before answering the create."""
+        if method != "POST" or not path.endswith("/Messages.json"):
+            return False
+        with self._lock:
+            early = self._rng.random() < self.rates.early
+        if not early:
+            return False
+        fake = handler.fake
+        status, body, extra = fake.handle(method, path, query, form)
+        recorded.status = status
+        if status == 201:
+            record = fake.message(body["sid"])
+            with self._lock:
+                self._reported.add(record["sid"])
+                reports = self._reports_for(record, may_be_late=False)
+                self.injected["report_early"] += len(reports)
+            results = [self._post(fake, r) for r in reports]
+            with self._lock:
+                self.answers.update(r.status for r in results)
+                self.injected["report_posted"] += len(results)
+        handler._reply(status, body, extra)
         return True
 
     def _draw(self) -> str | None:
@@ -191,7 +228,7 @@ class Chaos:
             self.answers.update(r.status for r in results)
             self.injected["report_posted"] += len(results)
 
-    def _reports_for(self, record: dict[str, Any]) -> list[_Report]:
+    def _reports_for(self, record: dict[str, Any], *, may_be_late: bool = True) -> list[_Report]:
         code = self._undeliverable.get(record["to"])
         final = ("delivered", None) if code is None else ("undelivered", code)
         reports = [
@@ -205,7 +242,7 @@ class Chaos:
             if self._rng.random() < self.rates.duplicate:
                 reports.append(dataclasses.replace(report))
                 self.injected["report_duplicated"] += 1
-        for report in reports:
+        for report in reports if may_be_late else ():
             if self._rng.random() < self.rates.late:
                 report.round_due = self._round + self._rng.randint(1, 3)
                 self.injected["report_late"] += 1
