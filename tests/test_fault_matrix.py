@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -30,10 +32,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from pydantic import SecretStr
 from sqlalchemy import Engine, select
 from test_dispatcher_support import FakeClock
-from test_twilio_e2e import _LazyApp, served
 
 from crm.models import OutboundMessage
 from notifications.backends import get_backend
@@ -55,6 +57,32 @@ CLIENT_TIMEOUT = 0.4
 MAX_ROUNDS = 48
 PERMANENT = (21211, 21614, 21610)
 """Invalid number, not a mobile, unsubscribed at the carrier."""
+
+
+@contextmanager
+def served(app: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a random local port (listening before the thread starts)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    try:
+        thread.start()
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+        sock.close()
+
+
+class _LazyApp:
+    """The webhook app, built once the socket exists (its public URL names the port)."""
+
+    app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
 
 
 def _seed() -> int:
