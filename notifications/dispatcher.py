@@ -4,8 +4,9 @@ One run (:func:`dispatch`):
 
 1. **Reconcile** rows stuck in ``sending`` by a crashed run: ask the provider
    whether it has the attempt (``find_previous_attempt``). Accepted → ``sent``;
-   not accepted → ``queued`` (sent again below); provider unreachable → left
-   for the next run. A claim is a lease (owner + wall-clock ``claimed_at``,
+   not accepted → ``queued`` (sent again below), or ``failed`` when that was the
+   last try the retry budget allows; provider unreachable → left for the next
+   run. A claim is a lease (owner + wall-clock ``claimed_at``,
    renewed while its dispatcher works): only abandoned claims are touched, i.e.
    those of an owner known to be dead (same host) or whose lease is older than
    ``reconcile_grace`` (5 minutes) by the *wall clock*, so a second dispatcher
