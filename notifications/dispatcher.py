@@ -4,8 +4,9 @@ One run (:func:`dispatch`):
 
 1. **Reconcile** rows stuck in ``sending`` by a crashed run: ask the provider
    whether it has the attempt (``find_previous_attempt``). Accepted → ``sent``;
-   not accepted → ``queued`` (sent again below); provider unreachable → left
-   for the next run. A claim is a lease (owner + wall-clock ``claimed_at``,
+   not accepted → ``queued`` (sent again below), or ``failed`` when that was the
+   last try the retry budget allows; provider unreachable → left for the next
+   run. A claim is a lease (owner + wall-clock ``claimed_at``,
    renewed while its dispatcher works): only abandoned claims are touched, i.e.
    those of an owner known to be dead (same host) or whose lease is older than
    ``reconcile_grace`` (5 minutes) by the *wall clock*, so a second dispatcher
@@ -169,6 +170,16 @@ class _Unknown:
 
 
 _Outcome = SentOutcome | RetryOutcome | FailedOutcome | ExpiredOutcome | _Unknown
+
+
+def _exhausted(m: DueMessage, last_error: str, provider: str | None = None) -> FailedOutcome:
+    """The retry budget is spent (``Backoff.max_attempts`` tries, whatever ended them)."""
+    return FailedOutcome(
+        m,
+        "retries_exhausted",
+        f"gave up after {m.attempts} attempts; last error: {last_error}",
+        provider,
+    )
 
 
 def _count(reasons: dict[str, int], reason: str) -> None:
@@ -338,6 +349,7 @@ class _Run:
             found = list(pool.map(self._lookup, stuck))
             sent: list[SentOutcome] = []
             requeued: list[DueMessage] = []
+            exhausted: list[FailedOutcome] = []
             for m, result in zip(stuck, found, strict=True):
                 if isinstance(result, SendResult):
                     sent.append(
@@ -349,6 +361,9 @@ class _Run:
                             via="reconcile",
                         )
                     )
+                elif result is None and m.attempts >= self.backoff.max_attempts:
+                    # Never reached the provider, but it was the last try the budget allows.
+                    exhausted.append(_exhausted(m, "its outcome was unknown and it never arrived"))
                 elif result is None:
                     requeued.append(m)
                 else:
@@ -361,8 +376,10 @@ class _Run:
                     self.actor,
                     sent=sent,
                     requeued=requeued,
+                    failed=exhausted,
                     lead_time=self.lead_time,
                 )
+            self.summary.failed += done.failed
             moved_sent = done.sent
             moved_requeued = len(requeued) - len(set(done.lost) & {m.id for m in requeued})
             self.summary.reconciled_sent += moved_sent
@@ -521,12 +538,7 @@ class _Run:
 
     def _transient(self, m: DueMessage, exc: TransientSendError) -> RetryOutcome | FailedOutcome:
         if m.attempts >= self.backoff.max_attempts:
-            return FailedOutcome(
-                m,
-                "retries_exhausted",
-                f"gave up after {m.attempts} attempts; last error: {exc.reason}",
-                exc.provider or None,
-            )
+            return _exhausted(m, exc.reason, exc.provider or None)
         delay = self.backoff.delay(m.attempts, exc.retry_after, self.rng)
         return RetryOutcome(m, self.now() + delay, f"attempt {m.attempts} failed: {exc.reason}")
 

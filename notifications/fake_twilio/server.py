@@ -25,12 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus, urlencode, urlsplit
 
 from twilio.request_validator import RequestValidator
 
 from notifications.fake_twilio.transport import HttpServer, Reply, Request
+
+if TYPE_CHECKING:
+    from notifications.fake_twilio.chaos import Chaos
 
 API = "/2010-04-01"
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -157,6 +160,8 @@ class FakeTwilio:
         self._state = _State()
         self._server: HttpServer | None = None
         self._workers: list[threading.Thread] = []
+        self.chaos: Chaos | None = None
+        """Random faults for the fault matrix (:mod:`notifications.fake_twilio.chaos`)."""
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> FakeTwilio:
@@ -597,8 +602,8 @@ class FakeTwilio:
 
     def may_block(self, request: Request) -> bool:
         """Held responses and webhook-posting control actions are answered in a thread."""
-        if request.target.startswith("/_fake/"):
-            return True
+        if request.target.startswith("/_fake/") or self.chaos is not None:
+            return True  # chaos may hold an answer past the client's timeout
         with self._lock:
             return bool(self._state.holds)
 
@@ -611,7 +616,7 @@ class FakeTwilio:
             status, payload = self.control(
                 parts.path[len("/_fake/") :], {k: v[0] for k, v in form.items()}
             )
-            return _json_reply(status, payload, {})
+            return json_reply(status, payload, {})
         headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
         method = request.method
         authorized = _authorized(
@@ -621,9 +626,14 @@ class FakeTwilio:
         self._record(recorded)
         if not authorized:
             recorded.status = 401
-            return _json_reply(
+            return json_reply(
                 401, twilio_error(20003, 401), {"WWW-Authenticate": 'Basic realm="Twilio API"'}
             )
+        chaos = self.chaos
+        if chaos is not None:
+            injected = chaos.intercept(self, method, parts.path, query, form, recorded)
+            if injected is not None:
+                return injected
         hold = self._take_hold(method, parts.path)
         if hold is not None and not hold.after_create:
             hold.event.wait(hold.max_wait)
@@ -631,7 +641,7 @@ class FakeTwilio:
         recorded.status = status
         if hold is not None and hold.after_create:
             hold.event.wait(hold.max_wait)
-        return _json_reply(status, body, extra)
+        return json_reply(status, body, extra)
 
     def control(self, action: str, form: dict[str, str]) -> tuple[int, Any]:
         """The ``/_fake/`` control API for outside processes."""
@@ -702,7 +712,7 @@ def _parse_qs(text: str) -> dict[str, list[str]]:
     return out
 
 
-def _json_reply(status: int, payload: Any, extra: dict[str, str]) -> Reply:
+def json_reply(status: int, payload: Any, extra: dict[str, str]) -> Reply:
     headers = {"Content-Type": "application/json; charset=utf-8", **extra}
     return Reply(status, json.dumps(payload).encode(), headers)
 

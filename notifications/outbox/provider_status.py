@@ -150,18 +150,19 @@ def apply_provider_status(
         .with_for_update()
     )
     if msg is None and message_id is not None and attempt_id:
+        # By row and attempt, whatever its status: a concurrent report of the same
+        # message may hold the lock and move the row on (PostgreSQL re-checks the
+        # WHERE on the row it waited for, so "still sending" would lose this one).
         msg = session.scalar(
             select(OutboundMessage)
-            .where(
-                OutboundMessage.id == message_id,
-                OutboundMessage.attempt_id == attempt_id,
-                OutboundMessage.status == SENDING,
-            )
+            .where(OutboundMessage.id == message_id, OutboundMessage.attempt_id == attempt_id)
             .with_for_update()
         )
-        if msg is not None:
+        if msg is not None and msg.provider_message_id is None and msg.status == SENDING:
             msg.provider_message_id = provider_message_id
             msg.provider = msg.provider or provider
+        elif msg is not None and msg.provider_message_id != provider_message_id:
+            msg = None  # the attempt's row names another provider message: not this one
     if msg is None:
         raise NotFound(f"no message with provider id {provider_message_id!r}")
     entity = f"message {msg.id}"

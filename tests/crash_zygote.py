@@ -1,0 +1,7 @@
+"""Preloaded by the crash harness's forkserver: imports and rules warm before any fork."""
+
+from __future__ import annotations
+
+from tests.crash_driver import warm
+
+warm()

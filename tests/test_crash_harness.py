@@ -1,0 +1,237 @@
+"""Crash harness: the care day and its dispatch rounds SIGKILLed at random points, then resumed.
+
+A child process runs the day (``tests/crash_driver.py``: the journeys without
+Prefect, then hourly dispatch rounds through the mock provider whose store
+survives the child). The parent kills it with SIGKILL — the child kills itself
+at a chosen event (between journey batches, before a batch commits, after a
+claim, after the N-th provider accept, after a write-back) or the parent kills
+it after a random delay — and starts it again on the same day, until the day is
+complete. At least :data:`KILLS` kills per database per run.
+
+The children fork from a warm forkserver (``tests/crash_zygote.py`` preloads
+the imports and the rules), so a restart costs milliseconds, not the seconds
+of a fresh interpreter.
+
+The final state must equal that of one uninterrupted run of the same day on an
+identical database: decisions, credits, graces, messages (and when each went
+out, within one dispatch interval), tasks and the content of the audit trail
+(without ids and timestamps; a crash adds nothing but the rows that say a
+message was reconciled). Then the invariants hold and the provider accepted
+each message exactly once.
+
+The seed is printed; ``VIPCARE_CRASH_SEED=N`` repeats a run.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import re
+import signal
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from crm.db import make_engine
+from crm.models import AuditLog, OutboundMessage
+from notifications.backends.mock import MockStore
+from tests.conftest import PG_ADMIN_URL
+from tests.crash_driver import COMPLETE, DayPlan, child_main, warm
+from tests.crash_driver import run as run_day
+from tests.crm_twins import snapshot, twin_database
+from tests.harness_day import INTERVAL, LAST, balances, plan, seed_day
+from tests.invariants import assert_invariants
+
+KILLS = 24
+"""Kills aimed at per database per run; at least 20 must land (the issue's minimum)."""
+MAX_CHILDREN = 120
+JOURNEY_KILLS = (("batch", 2, 5), ("batchw", 1, 4), ("timer", 50, 500))
+DISPATCH_KILLS = (("claim", 1, 2), ("accept", 1, 3), ("flush", 1, 2), ("timer", 20, 250))
+"""(kind, low, high): the N of the N-th event, or the timer's milliseconds."""
+VOLATILE = re.compile(r"(^|_)(id|ids|at|tasks)$|^(attempts|via)$")
+"""Detail keys that differ between two runs of one day: ids, instants, and how a send
+was recorded (``via`` reconcile after a crash, after how many claims)."""
+RECOVERY = {"message.reconciled"}
+"""Audit actions only a crash adds: the reconciliation of a dead run's claims."""
+
+
+def _seed() -> int:
+    found = os.environ.get("VIPCARE_CRASH_SEED")
+    return int(found) if found else random.SystemRandom().randrange(2**31)
+
+
+def _forkserver() -> Any:
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["tests.crash_zygote", "tests.concurrency_driver"])
+    return ctx
+
+
+def _phase(day: DayPlan) -> str:
+    try:
+        state = json.loads(Path(day.progress).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "journeys"
+    return "dispatch" if state.get("journeys") else "journeys"
+
+
+def _crash_until_complete(day: DayPlan, rng: random.Random) -> tuple[Counter[str], int]:
+    """Run children until the day is complete, killing the first :data:`KILLS`.
+
+    Returns the kills by kind and how many children ran.
+    """
+    ctx = _forkserver()
+    kills: Counter[str] = Counter()
+    log: list[str] = []
+    in_journeys = 0
+    for children in range(1, MAX_CHILDREN + 1):
+        spec = ""
+        kind = "none"
+        delay = 0.0
+        if sum(kills.values()) < KILLS:
+            phase = _phase(day)
+            if phase == "journeys" and in_journeys >= KILLS // 2:
+                phase = "dispatch"  # half the kills at least for the dispatch and its provider
+            kinds = JOURNEY_KILLS if phase == "journeys" else DISPATCH_KILLS
+            kind, low, high = rng.choice(kinds)
+            if not kills[kinds[0][0] if phase == "journeys" else "accept"]:
+                # every run has a mid-journey kill and one after a provider accept
+                kind, low, high = kinds[0] if phase == "journeys" else kinds[1]
+            in_journeys += phase == "journeys"
+            if kind == "timer":
+                delay = rng.uniform(low, high) / 1000
+            else:
+                spec = f"{kind}:{rng.randint(low, high)}"
+                if phase == "journeys":  # and if the journeys finish first, in the dispatch
+                    then, low, high = rng.choice(DISPATCH_KILLS[:-1])
+                    spec += f",{then}:{rng.randint(low, high)}"
+        child = ctx.Process(target=child_main, args=(day, spec))
+        child.start()
+        if kind == "timer":
+            child.join(delay)  # a random instant, whatever the child is doing
+            if child.is_alive():
+                os.kill(child.pid, signal.SIGKILL)
+        child.join(120)
+        assert child.exitcode is not None, "a child hung"
+        if child.exitcode == -signal.SIGKILL:
+            kills[kind] += 1
+            log.append(spec or f"timer:{round(delay * 1000)}ms")
+            continue
+        assert child.exitcode == 0, f"child failed with exit code {child.exitcode}"
+        print("kills:", " ".join(log))
+        return kills, children
+    raise AssertionError(f"the day did not complete in {MAX_CHILDREN} children: {kills}")
+
+
+def _detail(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _detail(v) for k, v in sorted(value.items()) if not VOLATILE.search(k)}
+    if isinstance(value, list):
+        return [_detail(v) for v in value]
+    return value
+
+
+def _entity(entity: str | None) -> str | None:
+    """``message:12`` → ``message``: row ids differ between runs (a killed batch burns ids)."""
+    kind = (entity or "").split(":")[0]
+    return kind if kind in ("message", "task", "grace") else entity
+
+
+def audit_content(engine: Engine) -> Counter[tuple[Any, ...]]:
+    """The audit rows without seq, hashes, timestamps, ids and run ids."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(AuditLog).where(AuditLog.action != "seed")).all()
+    return Counter(
+        (
+            a.action,
+            a.actor_type,
+            a.customer_ref,
+            _entity(a.entity),
+            a.rule_id,
+            a.rule_hash,
+            json.dumps(_detail(json.loads(a.details)), sort_keys=True),
+        )
+        for a in rows
+    )
+
+
+def sent_times(engine: Engine) -> dict[tuple[Any, ...], datetime | None]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                OutboundMessage.customer_id,
+                OutboundMessage.journey,
+                OutboundMessage.occurrence,
+                OutboundMessage.template,
+                OutboundMessage.sent_at,
+            )
+        ).all()
+    return {tuple(r[:4]): r.sent_at for r in rows}
+
+
+def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_day(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    seed = _seed()
+    print(f"\ncrash harness seed {seed} (repeat with VIPCARE_CRASH_SEED={seed})")
+    rules = warm()
+    started = time.monotonic()
+
+    # The reference: one uninterrupted day on an identical database.
+    with twin_database(db_url, PG_ADMIN_URL) as twin_url:
+        twin = make_engine(twin_url)
+        try:
+            seed_day(twin)
+            assert run_day(plan(twin_url, tmp_path / "reference"), ruleset=rules) == COMPLETE
+            want, want_audit, want_times = snapshot(twin), audit_content(twin), sent_times(twin)
+        finally:
+            twin.dispose()
+
+    seed_day(engine)
+    openings = balances(engine)
+    day = plan(db_url, tmp_path / "crashed")
+    kills, children = _crash_until_complete(day, random.Random(seed))
+    total = sum(kills.values())
+
+    got, got_audit, got_times = snapshot(engine), audit_content(engine), sent_times(engine)
+    for table in ("customers", "occurrences", "ledger", "graces", "messages", "tasks"):
+        assert got[table] == want[table], table
+    assert want["messages"] and want["ledger"] and want["tasks"]
+    late = {
+        key: (want_times[key], got_times[key])
+        for key in want_times
+        if (want_times[key] is None) != (got_times[key] is None)
+        or (
+            want_times[key] is not None and abs(got_times[key] - want_times[key]) > INTERVAL  # type: ignore[operator]
+        )
+    }
+    assert not late, f"messages sent more than one dispatch interval apart: {late}"
+    recovered = Counter({k: n for k, n in got_audit.items() if k[0] in RECOVERY})
+    with engine.connect() as conn:
+        via_reconcile = sum(
+            1
+            for (details,) in conn.execute(
+                select(AuditLog.details).where(AuditLog.action == "message.sent")
+            )
+            if json.loads(details).get("via") == "reconcile"
+        )
+    assert got_audit - recovered == want_audit, (
+        f"missing {want_audit - got_audit}, extra {got_audit - recovered - want_audit}"
+    )
+    provider = Counter(r.message_id for r in MockStore(day.store).records())
+    duplicates = sum(n - 1 for n in provider.values() if n > 1)
+    assert duplicates == 0
+    assert_invariants(engine, rules, now=LAST, opening_balances=openings)
+    assert total >= 20 and kills["batch"] and kills["accept"], kills
+    print(
+        f"crash harness [{engine.dialect.name}] seed {seed}: {total} SIGKILLs survived "
+        f"({', '.join(f'{k} {n}' for k, n in sorted(kills.items()))}), {children} children, "
+        f"{sum(provider.values())} messages accepted once each, "
+        f"{via_reconcile} found sent by reconciliation, duplicates 0, "
+        f"{time.monotonic() - started:.1f} s"
+    )
