@@ -55,7 +55,16 @@ FROM = "+15005550006"
 # The loggers vipcare itself writes to or drives (their raw records must already be clean).
 OWN = ("vipcare", "crm", "notifications", "flows", "rules", "seed")
 DRIVEN = ("twilio", "urllib3", "httpx", "httpcore", "uvicorn")
-DEBUG_LOGGERS = ("", *OWN, *DRIVEN, "sqlalchemy.engine", "prefect")
+# `vipcare run` sets Prefect's run loggers to CRITICAL; DEBUG again before each command.
+DEBUG_LOGGERS = (
+    "",
+    *OWN,
+    *DRIVEN,
+    "sqlalchemy.engine",
+    "prefect",
+    "prefect.flow_runs",
+    "prefect.task_runs",
+)
 
 
 class Captured:
@@ -114,8 +123,6 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> Iterator[Captured]:
 def debug_everywhere() -> None:
     """DEBUG again (Prefect's logging setup raises levels when it is first imported)."""
     for name in DEBUG_LOGGERS:
-        logging.getLogger(name).setLevel(logging.DEBUG)
-    for name in ("prefect.flow_runs", "prefect.task_runs"):  # set to CRITICAL by `vipcare run`
         logging.getLogger(name).setLevel(logging.DEBUG)
 
 
