@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -33,6 +33,7 @@ from vipcare.web.deps import (
     Viewer,
     WebConfig,
     config,
+    plain_url,
     render,
     viewer,
 )
@@ -64,7 +65,13 @@ def create_app(
     web = WebConfig(engine, settings, clock, rules, codec, login_limits or LoginLimits())
     if page_size is not None:
         web.page_size = page_size
-    app = FastAPI(title="vipcare workspace", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="vipcare workspace",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(plain_url)],
+    )
     app.state.web = web
     for router in (auth.router, work.router, team.router, prefs.router):
         app.include_router(router)

@@ -4,20 +4,27 @@
 query); ``supervisor`` adds the role check; ``checked_form`` parses a POST body
 and refuses it (403) unless its CSRF token matches the session's. Every POST
 route takes ``checked_form``, so none can forget the check.
+
+Input the database cannot hold never reaches it: ``plain_url`` (an app-wide
+dependency) and ``plain_form`` refuse control characters such as NUL, which
+PostgreSQL rejects in any text, and ``RowId`` and ``PageNumber`` bound the
+integers that become ids and offsets to what a 64-bit column holds. Each is a
+400 page, never a 500.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from pathlib import Path as FilePath
+from typing import Annotated, Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
@@ -34,8 +41,16 @@ from vipcare.web.fmt import Formatter
 from vipcare.web.i18n import pick_locale, translator
 from vipcare.web.security import LANG_COOKIE, SESSION_COOKIE, SessionCodec, SessionData, same_token
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES = FilePath(__file__).resolve().parent / "templates"
 PAGE_SIZE = 50
+MAX_ROW_ID = 2**63 - 1
+"""The largest id a BIGINT (PostgreSQL) or INTEGER (SQLite) key can hold."""
+MAX_PAGE = 1_000_000
+"""Far past any list's end; keeps ``(page - 1) * page_size`` a 64-bit offset."""
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+PageNumber = Annotated[int, Query(le=MAX_PAGE)]
+# C0 controls but tab, newline and carriage return (notes are multi-line), and DEL.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass
@@ -151,12 +166,37 @@ def supervisor(who: Viewer = Depends(viewer)) -> Viewer:
     return who
 
 
+def score(value: str, low: int = 1, high: int = 5) -> int | None:
+    """An ASCII whole number in ``low..high``, else None (``'¹'.isdigit()`` is true, yet
+    ``int('¹')`` fails)."""
+    if value.isascii() and value.isdigit() and low <= int(value) <= high:
+        return int(value)
+    return None
+
+
+def plain_url(request: Request) -> None:
+    """Every route's guard: a path or query with a control character is a 400."""
+    if CONTROL.search(request.url.path) or any(
+        CONTROL.search(key) or CONTROL.search(value)
+        for key, value in request.query_params.multi_items()
+    ):
+        raise HTTPException(400, detail="control character")
+
+
+def plain_form(form: FormData) -> FormData:
+    """The form, or a 400 when a field holds a control character (NUL cannot be stored)."""
+    for key, value in form.multi_items():
+        if CONTROL.search(key) or (isinstance(value, str) and CONTROL.search(value)):
+            raise HTTPException(400, detail="control character")
+    return form
+
+
 async def checked_form(request: Request, who: Viewer = Depends(viewer)) -> FormData:
     form = await request.form()
     token = form.get("csrf_token")
     if not same_token(who.session.csrf, token if isinstance(token, str) else None):
         raise CsrfRejected()
-    return form
+    return plain_form(form)
 
 
 def render(

@@ -17,6 +17,7 @@ from vipcare.web.deps import (
     config,
     expires_in,
     local_path,
+    plain_form,
     render,
     viewer,
 )
@@ -75,6 +76,7 @@ async def login(request: Request, web: WebConfig = Depends(config)) -> Response:
         request.cookies.get(LOGIN_COOKIE), str(form.get("csrf_token", ""))
     ):
         raise CsrfRejected()
+    plain_form(form)
     client = request.client.host if request.client else "unknown"
     now = web.clock()
 

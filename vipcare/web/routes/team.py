@@ -18,7 +18,17 @@ from crm.errors import NotFound
 from crm.models import QA_CRITERIA, Manager
 from vipcare.web import charts
 from vipcare.web.csvout import csv_response
-from vipcare.web.deps import Viewer, WebConfig, checked_form, config, render, supervisor
+from vipcare.web.deps import (
+    PageNumber,
+    RowId,
+    Viewer,
+    WebConfig,
+    checked_form,
+    config,
+    render,
+    score,
+    supervisor,
+)
 from vipcare.web.fmt import Formatter
 
 router = APIRouter()
@@ -33,7 +43,7 @@ def _page_of(items: list[Any], page: int, size: int) -> tuple[list[Any], int]:
 @router.get("/team", response_class=HTMLResponse)
 def team_page(
     request: Request,
-    page: int = 1,
+    page: PageNumber = 1,
     who: Viewer = Depends(supervisor),
     web: WebConfig = Depends(config),
 ) -> HTMLResponse:
@@ -171,7 +181,7 @@ def qa_page(
     day: str | None = None,
     manager: str | None = None,
     reviewed: str | None = None,
-    page: int = 1,
+    page: PageNumber = 1,
     msg: str | None = None,
     who: Viewer = Depends(supervisor),
     web: WebConfig = Depends(config),
@@ -340,7 +350,7 @@ def _review_page(
     request: Request,
     web: WebConfig,
     who: Viewer,
-    sample_id: int,
+    sample_id: RowId,
     status_code: int = 200,
     error: str | None = None,
     values: dict[str, str] | None = None,
@@ -364,7 +374,7 @@ def _review_page(
 @router.get("/qa/{sample_id}", response_class=HTMLResponse)
 def qa_review_form(
     request: Request,
-    sample_id: int,
+    sample_id: RowId,
     who: Viewer = Depends(supervisor),
     web: WebConfig = Depends(config),
 ) -> HTMLResponse:
@@ -374,15 +384,15 @@ def qa_review_form(
 @router.post("/qa/{sample_id}", response_model=None)
 def qa_review(
     request: Request,
-    sample_id: int,
+    sample_id: RowId,
     form: FormData = Depends(checked_form),
     who: Viewer = Depends(supervisor),
     web: WebConfig = Depends(config),
 ) -> Response:
     values = {c: str(form.get(c, "")) for c in QA_CRITERIA}
     values["note"] = str(form.get("note", "")).strip()
-    scores = {c: int(v) for c, v in values.items() if c in QA_CRITERIA and v.isdigit()}
-    if len(scores) != len(QA_CRITERIA) or any(not 1 <= s <= 5 for s in scores.values()):
+    scores = {c: s for c in QA_CRITERIA if (s := score(values[c])) is not None}
+    if len(scores) != len(QA_CRITERIA):
         return _review_page(request, web, who, sample_id, 400, "err_scores", values)
     if len(values["note"]) > 2000:
         return _review_page(request, web, who, sample_id, 400, "err_note_long", values)

@@ -39,11 +39,14 @@ from crm.worklist import (
 from vipcare.calls import reschedule_call
 from vipcare.web.csvout import csv_response
 from vipcare.web.deps import (
+    PageNumber,
+    RowId,
     Viewer,
     WebConfig,
     checked_form,
     config,
     render,
+    score,
     viewer,
 )
 from vipcare.web.fmt import Formatter
@@ -148,7 +151,7 @@ def list_query(
     since: str | None = None,
     until: str | None = None,
     manager: str | None = None,
-    page: int = 1,
+    page: PageNumber = 1,
 ) -> ListQuery:
     """The task list's filters from the query string (the page and its CSV share them)."""
     if status and status not in (*TASK_STATUSES, "open"):
@@ -334,7 +337,7 @@ def _task_page(
 @router.get("/tasks/{task_id}", response_class=HTMLResponse)
 def task_detail(
     request: Request,
-    task_id: int,
+    task_id: RowId,
     msg: str | None = None,
     id: int | None = None,
     who: Viewer = Depends(viewer),
@@ -356,7 +359,7 @@ def _own_open_task(web: WebConfig, who: Viewer, task_id: int) -> TaskRow:
 @router.post("/tasks/{task_id}/complete", response_model=None)
 def complete_task(
     request: Request,
-    task_id: int,
+    task_id: RowId,
     form: FormData = Depends(checked_form),
     who: Viewer = Depends(viewer),
     web: WebConfig = Depends(config),
@@ -371,8 +374,8 @@ def complete_task(
     if outcome not in TASK_OUTCOMES:
         errors["outcome"] = "err_outcome"
     if raw_sat:
-        if raw_sat.isdigit() and 1 <= int(raw_sat) <= 5:
-            satisfaction = int(raw_sat)
+        satisfaction = score(raw_sat)
+        if satisfaction is not None:
             if outcome in TASK_OUTCOMES and outcome not in tasks.REACHED:
                 errors["satisfaction"] = "err_satisfaction_reached"
         else:
@@ -427,7 +430,7 @@ def complete_task(
 @router.post("/tasks/{task_id}/reschedule", response_model=None)
 def reschedule_task(
     request: Request,
-    task_id: int,
+    task_id: RowId,
     form: FormData = Depends(checked_form),
     who: Viewer = Depends(viewer),
     web: WebConfig = Depends(config),
