@@ -150,6 +150,22 @@ def row_of(mapping: Any) -> CustomerRow:
     return CustomerRow(**base, extra=extra)
 
 
+def rows_of(keys: list[str], rows: Any) -> list[CustomerRow]:
+    """Candidate rows by position (a ``customer_select``), without a mapping per row."""
+    width = len(_BASE_FIELDS)
+    if keys[:width] != _BASE_FIELDS:
+        return [row_of(dict(zip(keys, row, strict=True))) for row in rows]
+    extra_keys = keys[width:]
+    if not extra_keys:
+        return [CustomerRow(*row) for row in rows]
+    out = []
+    for row in rows:
+        found = CustomerRow(*row[:width])
+        found.extra = dict(zip(extra_keys, row[width:], strict=True))
+        out.append(found)
+    return out
+
+
 def iter_candidates(
     session: Session, stmt: Select[Any], ctx: RunContext
 ) -> Iterator[list[CustomerRow]]:
@@ -157,10 +173,12 @@ def iter_candidates(
     stmt = scoped(stmt, ctx)
     last = 0
     while True:
-        rows = session.execute(
+        result = session.execute(
             stmt.where(Customer.id > last).order_by(Customer.id).limit(ctx.batch_size)
-        ).all()
+        )
+        keys = list(result.keys())
+        rows = result.all()
         if not rows:
             return
-        yield [row_of(row._mapping) for row in rows]
+        yield rows_of(keys, rows)
         last = rows[-1].id

@@ -57,6 +57,7 @@ def decisions(
     skips: list[Skip] | None = None,
 ) -> Iterator[list[Decision]]:
     """The journey's decisions, a batch at a time; nothing is written here."""
+    actions = rule.action_list  # once per run: pydantic builds it anew on each access
     for batch in candidate_batches(session, ctx, journey, rule):
         report.candidates += len(batch)
         out: list[Decision] = []
@@ -67,7 +68,7 @@ def decisions(
                     skips.append(found)
                 continue
             assert isinstance(found, Candidate)
-            out.append(interpret(ctx, journey, rule, rule.action_list, found))
+            out.append(interpret(ctx, journey, rule, actions, found))
         yield out
 
 
