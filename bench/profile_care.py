@@ -13,6 +13,8 @@ PostgreSQL: ``--database-url postgresql+psycopg://postgres@127.0.0.1:5432/NAME``
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import shutil
 import sys
 import time
@@ -70,6 +72,9 @@ def main() -> None:
     parser.add_argument("--verify", action="store_true", help="verify the audit chain after")
     parser.add_argument("--sql", action="store_true", help="print the slowest statements")
     parser.add_argument("--days", type=int, default=3, help="1: the first day only, 2: and rerun")
+    parser.add_argument(
+        "--cprofile", action="store_true", help="profile CPU time with cProfile, not pyinstrument"
+    )
     args = parser.parse_args()
     as_of = date.fromisoformat(args.as_of)
     if args.database_url:
@@ -102,8 +107,11 @@ def main() -> None:
     days = [("first", as_of), ("rerun", as_of), ("next", as_of + timedelta(days=1))]
     for label, day in days[: args.days]:
         ctx = RunContext(day, care_day_instant(day, tz), f"bench-{label}", ruleset, tz)
-        profiler = None
-        if label in args.profile:
+        profiler: Any = None
+        if label in args.profile and args.cprofile:
+            profiler = cProfile.Profile(time.process_time)
+            profiler.enable()
+        elif label in args.profile:
             from pyinstrument import Profiler
 
             profiler = Profiler(interval=0.002)
@@ -127,7 +135,15 @@ def main() -> None:
         )
         for sql, (took, n) in sorted(stats.items(), key=lambda kv: -kv[1][0])[:8]:
             print(f"    {took:6.2f}s {int(n):6d}x  {sql}")
-        if profiler is not None:
+        if profiler is not None and args.cprofile:
+            profiler.disable()
+            out = Path(args.cache) / f"cprofile-{label}-{args.customers}.txt"
+            with out.open("w") as fh:
+                stats = pstats.Stats(profiler, stream=fh)
+                stats.sort_stats("cumulative").print_stats(60)
+                stats.sort_stats("tottime").print_stats(40)
+            print(f"profile: {out}")
+        elif profiler is not None:
             profiler.stop()
             out = Path(args.cache) / f"profile-{label}-{args.customers}.txt"
             out.write_text(profiler.output_text(unicode=False, show_all=False))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import JSON, Table
@@ -124,28 +125,32 @@ def _converted(
 ) -> list[tuple[Any, ...]]:
     """Each row as a tuple in ``keys`` order, every value through its column's bind processor.
 
-    A :class:`JsonText` in a JSON column is already serialised and kept as is. Per
-    column, the last input object and its result are remembered: most batches
-    repeat the same instant, rule hash or run id on every row.
+    Column by column, so that the loops stay in C where no conversion is needed. A
+    :class:`JsonText` in a JSON column is already serialised and kept as is.
     """
     width = len(keys)
-    is_json = [isinstance(table.c[k].type, JSON) for k in keys]
-    last_in: list[Any] = [object()] * width
-    last_out: list[Any] = [None] * width
-    values: list[tuple[Any, ...]] = []
     for row in rows:
         if len(row) != width:
             raise ValueError(f"{table.name}: every row must have the columns {', '.join(keys)}")
-        out = []
-        for i, key in enumerate(keys):
-            value = row[key]
-            proc = processors[i]
-            if proc is not None and not (is_json[i] and isinstance(value, JsonText)):
-                if value is last_in[i]:
-                    value = last_out[i]
-                else:
-                    last_in[i] = value
-                    value = last_out[i] = proc(value)
-            out.append(value)
-        values.append(tuple(out))
-    return values
+    if width == 1:
+        columns: list[Any] = [[row[keys[0]] for row in rows]]
+    else:
+        columns = list(zip(*map(itemgetter(*keys), rows), strict=True))
+    for i, proc in enumerate(processors):
+        if proc is not None:
+            columns[i] = _column(columns[i], proc, isinstance(table.c[keys[i]].type, JSON))
+    return list(zip(*columns, strict=True))
+
+
+def _column(values: Sequence[Any], proc: Any, is_json: bool) -> list[Any]:
+    """One column's values converted; the last input object and its result are remembered,
+    since most batches repeat the same instant, day or flag on every row."""
+    out: list[Any] = []
+    last_in: Any = object()
+    last_out: Any = None
+    for value in values:
+        if value is not last_in:
+            last_in = value
+            last_out = value if is_json and isinstance(value, JsonText) else proc(value)
+        out.append(last_out)
+    return out

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -68,6 +69,7 @@ def care_day_instant(as_of: date, operator_tz: ZoneInfo, at: time = time(9, 0)) 
     return datetime.combine(as_of, at, tzinfo=operator_tz).astimezone(UTC)
 
 
+@lru_cache(maxsize=4096)
 def local_day_start(day: date, tz_name: str) -> datetime:
     """Midnight starting ``day`` in the customer's zone, as aware UTC."""
     return datetime.combine(day, time(0, 0), tzinfo=ZoneInfo(tz_name)).astimezone(UTC)

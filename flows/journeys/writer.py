@@ -69,6 +69,8 @@ def apply_decisions(
     report.skipped_existing += len(decisions) - len(won)
     if not won:
         return []
+    if any(d.tasks or d.suspend is not None for d in won):
+        planner.snapshot()  # the load as it was before this batch cancels or plans calls
     entries = _post_credits(session, ctx, rule, won, report)
     entries += _suspend(session, ctx, rule, won, report)
     _write_messages(session, ctx, journey, rule, won, report)
