@@ -36,6 +36,7 @@ def insert_ignoring_conflicts(
     if not rows:
         return set()
     table = table_of(model)
+    rows = _with_defaults(table, rows)
     keys = tuple(rows[0])
     conn = session.connection()
     dialect = conn.dialect
@@ -107,6 +108,7 @@ def insert_many(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
     """
     if not rows:
         return
+    rows = _with_defaults(table, rows)
     keys = tuple(rows[0])
     conn = session.connection()
     sql, processors = _plan(table, keys, conn.dialect)
@@ -153,4 +155,25 @@ def _column(values: Sequence[Any], proc: Any, is_json: bool) -> list[Any]:
             last_in = value
             last_out = value if is_json and isinstance(value, JsonText) else proc(value)
         out.append(last_out)
+    return out
+
+
+def _with_defaults(table: Table, rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+    """The rows with the Python-side column defaults a Core INSERT would fill in."""
+    missing = [
+        c
+        for c in table.columns
+        if c.key not in rows[0]
+        and c.default is not None
+        and (c.default.is_scalar or c.default.is_callable)
+    ]
+    if not missing:
+        return rows
+    out = []
+    for row in rows:
+        filled = dict(row)
+        for c in missing:
+            default: Any = c.default
+            filled[c.key] = default.arg if default.is_scalar else default.arg(None)
+        out.append(filled)
     return out

@@ -137,3 +137,30 @@ def test_plain_text_errors_are_jinjas() -> None:
         render_text("hi {{ missing }}", {"name": "x"})
     with pytest.raises(TemplateRenderError, match="longer than"):
         render_text("{{ name }}", {"name": "x" * (MAX_OUTPUT + 1)})
+
+
+def test_python_side_defaults_are_filled_as_a_core_insert_would(engine: Engine) -> None:
+    crm = Crm(engine)
+    crm.manager("M1")
+    cid = crm.customer("C1")
+    with session_factory(engine)() as session, session.begin():
+        won = insert_ignoring_conflicts(
+            session,
+            JourneyOccurrence,
+            [
+                {
+                    "journey": "birthday",
+                    "customer_id": cid,
+                    "occurrence": "birthday:2026",
+                    "decided_at": AT,
+                    "as_of": date(2026, 11, 21),
+                    "rule_id": "birthday",
+                    "rule_hash": "h" * 64,
+                    "run_id": None,
+                }
+            ],
+            "customer_id",
+        )
+    assert won == {cid}
+    with session_factory(engine)() as session:
+        assert session.scalars(select(JourneyOccurrence.details)).one() == {}
