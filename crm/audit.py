@@ -9,21 +9,22 @@ never fork the chain.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from hashlib import sha256
 from typing import Any, Literal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from crm.bulk import insert_ignoring_conflicts
+from crm.bulk import JsonText, insert_ignoring_conflicts, insert_many, table_of
 from crm.models import AuditHead, AuditLog
 
 GENESIS = "0" * 64
+_LOG = table_of(AuditLog)
 ActorType = Literal["flow", "manager", "system", "import", "webhook", "cli"]
 
 
@@ -41,12 +42,18 @@ class Actor:
 SYSTEM = Actor("system", "vipcare")
 
 
+class CanonicalJson(JsonText):
+    """Details already in the chain's canonical JSON (see :func:`canonical`)."""
+
+
 @dataclass
 class AuditEntry:
-    """One thing to record. ``details`` must be JSON-able (Decimal/date become strings)."""
+    """One thing to record. ``details`` must be JSON-able (Decimal/date become strings),
+    or already canonical (:func:`canonical`: a writer that stores the same details
+    elsewhere serialises them once)."""
 
     action: str
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] | CanonicalJson = field(default_factory=dict)
     customer_id: int | None = None
     customer_ref: str | None = None
     entity: str | None = None
@@ -72,6 +79,36 @@ def canonical_json(details: dict[str, Any]) -> str:
     )
 
 
+def _jsonable_default(value: Any) -> Any:
+    """What :func:`crm.jsonable.jsonable` makes of a value, for ``json.dumps`` to call."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"not JSON-able in an audit row: {type(value).__name__}")
+
+
+def canonical(details: dict[str, Any]) -> CanonicalJson:
+    """``canonical_json(jsonable(details))`` in one pass of the C encoder.
+
+    The text is the same as what :func:`append` would hash for ``jsonable(details)``,
+    so a decision's details can be stored in a JSON column and the audit row alike.
+    """
+    return CanonicalJson(
+        json.dumps(
+            details,
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            default=_jsonable_default,
+        )
+    )
+
+
 def _stamp(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -91,11 +128,42 @@ def row_hash(
     rule_hash: str | None,
     details: str,
 ) -> str:
+    return _hash(
+        prev_hash,
+        seq,
+        _stamp(at),
+        actor_type,
+        actor_id,
+        action,
+        customer_id,
+        customer_ref,
+        entity,
+        rule_id,
+        rule_hash,
+        details,
+    )
+
+
+def _hash(
+    prev_hash: str,
+    seq: int,
+    stamp: str,
+    actor_type: str,
+    actor_id: str,
+    action: str,
+    customer_id: int | None,
+    customer_ref: str | None,
+    entity: str | None,
+    rule_id: str | None,
+    rule_hash: str | None,
+    details: str,
+) -> str:
+    """:func:`row_hash` with the time already stamped (an append stamps it once)."""
     material = "\x1f".join(
         [
             prev_hash,
             str(seq),
-            _stamp(at),
+            stamp,
             actor_type,
             actor_id,
             action,
@@ -107,7 +175,7 @@ def row_hash(
             details,
         ]
     )
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+    return sha256(material.encode("utf-8")).hexdigest()
 
 
 def _lock_head(session: Session, count: int) -> tuple[int, str]:
@@ -138,28 +206,48 @@ def append(
     if at.tzinfo is None:
         raise ValueError("audit time must be timezone-aware")
     start, prev = _lock_head(session, len(entries))
+    stamp = _stamp(at)
     rows: list[dict[str, Any]] = []
-    for offset, entry in enumerate(entries, start=1):
-        details = canonical_json(entry.details)
-        row: dict[str, Any] = {
-            "seq": start + offset,
-            "at": at,
-            "actor_type": actor.type,
-            "actor_id": actor.id,
-            "action": entry.action,
-            "customer_id": entry.customer_id,
-            "customer_ref": entry.customer_ref,
-            "entity": entry.entity,
-            "rule_id": entry.rule_id,
-            "rule_hash": entry.rule_hash,
-            "details": details,
-        }
-        row["hash"] = row_hash(prev_hash=prev, **row)
-        row["prev_hash"] = prev
-        prev = row["hash"]
-        rows.append(row)
+    for seq, entry in enumerate(entries, start=start + 1):
+        details = (
+            entry.details
+            if isinstance(entry.details, CanonicalJson)
+            else canonical_json(entry.details)
+        )
+        digest = _hash(
+            prev,
+            seq,
+            stamp,
+            actor.type,
+            actor.id,
+            entry.action,
+            entry.customer_id,
+            entry.customer_ref,
+            entry.entity,
+            entry.rule_id,
+            entry.rule_hash,
+            details,
+        )
+        rows.append(
+            {
+                "seq": seq,
+                "at": at,
+                "actor_type": actor.type,
+                "actor_id": actor.id,
+                "action": entry.action,
+                "customer_id": entry.customer_id,
+                "customer_ref": entry.customer_ref,
+                "entity": entry.entity,
+                "rule_id": entry.rule_id,
+                "rule_hash": entry.rule_hash,
+                "details": str(details),
+                "prev_hash": prev,
+                "hash": digest,
+            }
+        )
+        prev = digest
     for chunk_start in range(0, len(rows), 5000):
-        session.execute(insert(AuditLog), rows[chunk_start : chunk_start + 5000])
+        insert_many(session, _LOG, rows[chunk_start : chunk_start + 5000])
     session.execute(update(AuditHead).where(AuditHead.id == 1).values(last_hash=prev))
     return [r["seq"] for r in rows]
 

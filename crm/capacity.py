@@ -97,9 +97,25 @@ class CapacityPlanner:
 
     def __init__(self, session: Session, as_of: date) -> None:
         self.as_of = as_of
-        self.capacity = dict(session.execute(select(Manager.id, Manager.daily_call_capacity)).all())
-        self.load: Counter[tuple[int, date]] = Counter()
+        self._session = session
+        self._capacity: dict[int, int] | None = None
+        self._load: Counter[tuple[int, date]] = Counter()
         self.customer_day: dict[int, date] = {}
+        self._checked: set[int] = set()
+
+    def snapshot(self) -> None:
+        """Read the managers' capacity and planned calls, once, before the first plan.
+
+        Deferred until a journey has a call to plan (or a line to suspend, which
+        cancels calls): a journey that plans none never pays for reading every
+        open task. The writer takes it before any write that could change the load.
+        """
+        if self._capacity is not None:
+            return
+        session = self._session
+        self._capacity = dict(
+            session.execute(select(Manager.id, Manager.daily_call_capacity)).all()
+        )
         rows = session.execute(
             select(
                 CallTask.manager_id,
@@ -108,19 +124,29 @@ class CapacityPlanner:
             )
             .where(
                 CallTask.status.in_(OPEN_TASK_STATUSES),
-                CallTask.scheduled_on >= as_of,
+                CallTask.scheduled_on >= self.as_of,
                 CallTask.manager_id.is_not(None),
             )
             .group_by(CallTask.manager_id, CallTask.scheduled_on)
         )
         for manager_id, day, calls in rows:
             if manager_id is not None:
-                self.load[(manager_id, day)] = calls
-        self._session = session
-        self._checked: set[int] = set()
+                self._load[(manager_id, day)] = calls
+
+    @property
+    def capacity(self) -> dict[int, int]:
+        self.snapshot()
+        assert self._capacity is not None
+        return self._capacity
+
+    @property
+    def load(self) -> Counter[tuple[int, date]]:
+        self.snapshot()
+        return self._load
 
     def prefetch(self, customer_ids: Iterable[int]) -> None:
         """Learn, in one query, which of these customers already have an open call planned."""
+        self.snapshot()
         wanted = sorted(set(customer_ids) - self._checked)
         for start in range(0, len(wanted), 1000):
             chunk = wanted[start : start + 1000]
@@ -145,6 +171,7 @@ class CapacityPlanner:
 
     def assign(self, manager_id: int | None, customer_id: int, earliest: date) -> date:
         """The day a new call for ``customer_id`` is planned: with room, from ``earliest``."""
+        self.snapshot()
         start = working_day_on_or_after(max(earliest, self.as_of))
         joined = self._open_day(customer_id)
         if joined is not None and joined >= start:
@@ -153,12 +180,13 @@ class CapacityPlanner:
             self.customer_day[customer_id] = start
             return start
         capacity = self.capacity.get(manager_id, 0)
+        load = self._load
         day = start
         last = self.as_of + timedelta(days=PLANNER_HORIZON_DAYS)
-        while capacity > 0 and self.load[(manager_id, day)] >= capacity and day < last:
+        while capacity > 0 and load[(manager_id, day)] >= capacity and day < last:
             day = working_day_on_or_after(day + timedelta(days=1))
         if capacity <= 0:
             day = start
-        self.load[(manager_id, day)] += 1
+        load[(manager_id, day)] += 1
         self.customer_day[customer_id] = day
         return day

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -58,3 +58,23 @@ def is_sqlite(engine_or_session: Engine | Session) -> bool:
         else engine_or_session
     )
     return bind.dialect.name == "sqlite"
+
+
+GROWING_TABLES = ("journey_occurrences", "call_tasks", "outbound_messages", "grace_periods")
+"""The tables a care day inserts into and later queries by (predicates, notices, hygiene)."""
+
+
+def refresh_statistics(engine: Engine, tables: Sequence[str] = GROWING_TABLES) -> None:
+    """PostgreSQL: ``ANALYZE`` tables that just grew by thousands of rows; no-op on SQLite.
+
+    Autovacuum catches up only later: until then the planner believes a freshly
+    filled table is empty and picks nested loops that rescan it per row (a
+    semi-join over 10k waiting calls took 0.7 s at 10,000 customers). Each table
+    in its own short autocommit statement, so concurrent runs never wait long.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+        for table in tables:
+            auto.exec_driver_sql(f"ANALYZE {engine.dialect.identifier_preparer.quote(table)}")

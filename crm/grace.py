@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from crm.bulk import table_of
+from crm.bulk import insert_many, table_of
 from crm.errors import InvalidTransition
 from crm.models import GracePeriod
 
@@ -60,7 +60,7 @@ def open_graces(session: Session, graces: Sequence[NewGrace]) -> int:
         for g in graces
     ]
     if rows:
-        session.execute(table_of(GracePeriod).insert(), rows)
+        insert_many(session, table_of(GracePeriod), rows)
     return len(rows)
 
 

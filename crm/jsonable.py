@@ -6,9 +6,13 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+_PLAIN = frozenset({str, int, bool, float})
+
 
 def jsonable(value: Any) -> Any:
     """Decimal → ``"-5.00"``, datetime → ``"2026-11-21T01:00:00Z"``, date → ``"2026-11-21"``."""
+    if value is None or type(value) in _PLAIN:  # the common case first: it is called per row
+        return value
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime):

@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from crm.audit import AuditEntry
-from crm.bulk import table_of
+from crm.bulk import insert_many, table_of
 from crm.models import CreditLedger, Customer
 from crm.types import Money
 
@@ -104,7 +104,7 @@ def post(
             )
         )
     if rows:
-        session.execute(table_of(CreditLedger).insert(), rows)
+        insert_many(session, table_of(CreditLedger), rows)
         customers = table_of(Customer)
         session.execute(
             update(customers)

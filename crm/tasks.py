@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from crm import audit
 from crm.audit import Actor, AuditEntry
-from crm.bulk import table_of
+from crm.bulk import insert_many, table_of
 from crm.errors import CrmError, InvalidTransition, NotFound
 from crm.jsonable import jsonable
 from crm.models import TASK_OUTCOMES, CallTask, Customer, Manager
@@ -299,7 +299,7 @@ def create_tasks(session: Session, rows: Sequence[dict[str, Any]]) -> int:
         if row["status"] not in OPEN:
             raise InvalidTransition("new task", "(none)", row["status"], "a new task starts open")
     if rows:
-        session.execute(_TASKS.insert(), list(rows))
+        insert_many(session, _TASKS, rows)
     return len(rows)
 
 

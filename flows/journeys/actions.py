@@ -39,6 +39,8 @@ from rules.models import (
     text_for,
 )
 
+_MESSAGE_ACTIONS = (SendSms, SendVoice)
+
 
 def when_columns(actions: Sequence[Action], as_of: date, prefix: str = "act") -> list[Any]:
     """One labelled boolean column per action that has a ``when``: evaluated in SQL, per row."""
@@ -120,7 +122,8 @@ def interpret(
     """``actions`` applied to ``candidate``: the intents of one decision."""
     c = candidate.customer
     d = Decision(customer=c, occurrence=candidate.occurrence, details=dict(candidate.details))
-    chosen = [a for i, a in enumerate(actions) if applies(c, actions, i, prefix)]
+    extra = c.extra
+    chosen = [a for i, a in enumerate(actions) if a.when is None or extra.get(f"{prefix}_{i}")]
     for action in chosen:
         if isinstance(action, GrantCredit):
             amount = action.amount_for(c.tier) if action.amount or action.amount_by_tier else None
@@ -147,7 +150,7 @@ def interpret(
     if "perk_amount" in rule.variables:
         variables["perk_amount"] = str(sum(x.amount for x in d.credits)) if d.credits else ""
     for action in chosen:
-        if isinstance(action, SendSms | SendVoice):
+        if isinstance(action, _MESSAGE_ACTIONS):
             d.messages.append(
                 message(ctx, journey, rule, c, action.template, variables, candidate.deadline)
             )

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -68,6 +69,7 @@ def care_day_instant(as_of: date, operator_tz: ZoneInfo, at: time = time(9, 0)) 
     return datetime.combine(as_of, at, tzinfo=operator_tz).astimezone(UTC)
 
 
+@lru_cache(maxsize=4096)
 def local_day_start(day: date, tz_name: str) -> datetime:
     """Midnight starting ``day`` in the customer's zone, as aware UTC."""
     return datetime.combine(day, time(0, 0), tzinfo=ZoneInfo(tz_name)).astimezone(UTC)
@@ -150,6 +152,22 @@ def row_of(mapping: Any) -> CustomerRow:
     return CustomerRow(**base, extra=extra)
 
 
+def rows_of(keys: list[str], rows: Any) -> list[CustomerRow]:
+    """Candidate rows by position (a ``customer_select``), without a mapping per row."""
+    width = len(_BASE_FIELDS)
+    if keys[:width] != _BASE_FIELDS:
+        return [row_of(dict(zip(keys, row, strict=True))) for row in rows]
+    extra_keys = keys[width:]
+    if not extra_keys:
+        return [CustomerRow(*row) for row in rows]
+    out = []
+    for row in rows:
+        found = CustomerRow(*row[:width])
+        found.extra = dict(zip(extra_keys, row[width:], strict=True))
+        out.append(found)
+    return out
+
+
 def iter_candidates(
     session: Session, stmt: Select[Any], ctx: RunContext
 ) -> Iterator[list[CustomerRow]]:
@@ -157,10 +175,12 @@ def iter_candidates(
     stmt = scoped(stmt, ctx)
     last = 0
     while True:
-        rows = session.execute(
+        result = session.execute(
             stmt.where(Customer.id > last).order_by(Customer.id).limit(ctx.batch_size)
-        ).all()
+        )
+        keys = list(result.keys())
+        rows = result.all()
         if not rows:
             return
-        yield [row_of(row._mapping) for row in rows]
+        yield rows_of(keys, rows)
         last = rows[-1].id

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from crm.bulk import insert_ignoring_conflicts
 from crm.capacity import CapacityPlanner
-from crm.db import session_factory
+from crm.db import refresh_statistics, session_factory
 from crm.models import JourneyPass
 from flows.journeys.actions import interpret, when_columns
 from flows.journeys.context import RunContext, customer_select, iter_candidates
@@ -24,6 +24,9 @@ from flows.journeys.protocol import Candidate, Journey, Predicate, Skip
 from flows.journeys.writer import apply_decisions
 from rules.compiler import compile_condition
 from rules.models import JourneyBase
+
+ANALYZE_AFTER = 500
+"""Decisions after which PostgreSQL's statistics are refreshed for the journeys that follow."""
 
 
 def all_predicates(
@@ -57,6 +60,7 @@ def decisions(
     skips: list[Skip] | None = None,
 ) -> Iterator[list[Decision]]:
     """The journey's decisions, a batch at a time; nothing is written here."""
+    actions = rule.action_list  # once per run: pydantic builds it anew on each access
     for batch in candidate_batches(session, ctx, journey, rule):
         report.candidates += len(batch)
         out: list[Decision] = []
@@ -67,7 +71,7 @@ def decisions(
                     skips.append(found)
                 continue
             assert isinstance(found, Candidate)
-            out.append(interpret(ctx, journey, rule, rule.action_list, found))
+            out.append(interpret(ctx, journey, rule, actions, found))
         yield out
 
 
@@ -93,6 +97,8 @@ def run_journey(
         if period is not None and not dry_run:
             _mark_pass(session, ctx, rule, period)
             session.commit()
+    if not dry_run and report.decided >= ANALYZE_AFTER:
+        refresh_statistics(engine)
     return report
 
 

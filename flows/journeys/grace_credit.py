@@ -28,13 +28,14 @@ from collections.abc import Iterable
 from datetime import timedelta
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from crm import audit, grace, ledger
 from crm.audit import AuditEntry
 from crm.capacity import CapacityPlanner
 from crm.models import Customer, GracePeriod, OutboundMessage
+from crm.types import Money
 from flows.journeys.actions import interpret, when_columns
 from flows.journeys.context import CustomerRow, RunContext, customer_select, iter_candidates
 from flows.journeys.intents import CreditIntent, Decision, JourneyReport
@@ -131,7 +132,11 @@ class GraceCredit(Journey):
     def housekeeping(
         self, session: Session, ctx: RunContext, rule: JourneyBase, report: JourneyReport
     ) -> None:
-        """Close open graces: repaid on a real top-up, cancelled, or past the deadline."""
+        """Close open graces: repaid on a real top-up, cancelled, or past the deadline.
+
+        SQL reads only the graces that close today (the same three tests, exact in
+        minor units); Python sorts them into the three endings.
+        """
         r = self._rule(rule)
         actions = r.deadline_action_list
         stmt = (
@@ -145,7 +150,20 @@ class GraceCredit(Journey):
                 *when_columns(actions, ctx.as_of, prefix="dl"),
             )
             .join(GracePeriod, GracePeriod.customer_id == Customer.id)
-            .where(GracePeriod.status == grace.OPEN, GracePeriod.granted_on <= ctx.as_of)
+            .where(
+                GracePeriod.status == grace.OPEN,
+                GracePeriod.granted_on <= ctx.as_of,
+                # only the graces that close today, not every open grace every day
+                or_(
+                    Customer.status != "active",
+                    and_(
+                        Customer.balance_as_of > GracePeriod.granted_at,
+                        type_coerce(Customer.balance - GracePeriod.amount, Money(2))
+                        >= r.trigger.threshold,
+                    ),
+                    GracePeriod.deadline < ctx.as_of,
+                ),
+            )
         )
         planner = CapacityPlanner(session, ctx.as_of)
         for batch in iter_candidates(session, stmt, ctx):

@@ -19,7 +19,6 @@ from crm import audit, ledger, lines, tasks
 from crm.audit import AuditEntry
 from crm.bulk import insert_ignoring_conflicts
 from crm.capacity import CapacityPlanner
-from crm.jsonable import jsonable
 from crm.models import JourneyOccurrence
 from flows.journeys.context import RunContext
 from flows.journeys.hygiene import withdraw_care
@@ -43,44 +42,52 @@ def apply_decisions(
     """Write a batch of decisions; returns those this writer won (the rest already existed)."""
     if not decisions:
         return []
+    journey_id, rule_id, rule_hash = rule.journey, rule.rule_id, rule.content_hash
+    # serialised once, in the audit chain's canonical form: the key row stores it, the audit
+    # row hashes it
+    summaries = [audit.canonical(d.summary()) for d in decisions]
     occ_rows = [
         {
-            "journey": rule.journey,
+            "journey": journey_id,
             "customer_id": d.customer.id,
             "occurrence": d.occurrence,
             "decided_at": ctx.at,
             "as_of": ctx.as_of,
-            "rule_id": rule.rule_id,
-            "rule_hash": rule.content_hash,
+            "rule_id": rule_id,
+            "rule_hash": rule_hash,
             "run_id": ctx.run_id,
-            "details": jsonable(d.summary()),
+            "details": summary,
         }
-        for d in decisions
+        for d, summary in zip(decisions, summaries, strict=True)
     ]
     won_keys = insert_ignoring_conflicts(
         session, JourneyOccurrence, occ_rows, returning="customer_id"
     )
-    won = [d for d in decisions if d.customer.id in won_keys]
+    won_at = [i for i, d in enumerate(decisions) if d.customer.id in won_keys]
+    won = [decisions[i] for i in won_at]
     report.decided += len(won)
     report.skipped_existing += len(decisions) - len(won)
     if not won:
         return []
+    if any(d.tasks or d.suspend is not None for d in won):
+        planner.snapshot()  # the load as it was before this batch cancels or plans calls
     entries = _post_credits(session, ctx, rule, won, report)
     entries += _suspend(session, ctx, rule, won, report)
     _write_messages(session, ctx, journey, rule, won, report)
     _write_tasks(session, ctx, rule, won, report, planner)
     entries += journey.after_write(session, ctx, rule, won)
+    action = f"journey.{journey_id}"
     entries += [
         AuditEntry(
-            action=f"journey.{rule.journey}",
-            details=jsonable(d.summary()),
-            customer_id=d.customer.id,
-            customer_ref=d.customer.external_id,
-            entity=f"occurrence:{rule.journey}:{d.occurrence}",
-            rule_id=rule.rule_id,
-            rule_hash=rule.content_hash,
+            action=action,
+            details=summaries[i],
+            customer_id=decisions[i].customer.id,
+            customer_ref=decisions[i].customer.external_id,
+            entity=f"occurrence:{journey_id}:{decisions[i].occurrence}",
+            rule_id=rule_id,
+            rule_hash=rule_hash,
         )
-        for d in won
+        for i in won_at
     ]
     audit.append(session, ctx.actor, ctx.at, entries)
     return won
@@ -93,16 +100,17 @@ def _post_credits(
     won: list[Decision],
     report: JourneyReport,
 ) -> list[AuditEntry]:
+    journey_id, rule_id, rule_hash = rule.journey, rule.rule_id, rule.content_hash
     postings = [
         ledger.Posting(
             customer_id=d.customer.id,
             customer_ref=d.customer.external_id,
             amount=credit.amount,
             kind=credit.kind,
-            journey=rule.journey,
+            journey=journey_id,
             occurrence=d.occurrence,
-            rule_id=rule.rule_id,
-            rule_hash=rule.content_hash,
+            rule_id=rule_id,
+            rule_hash=rule_hash,
         )
         for d in won
         for credit in d.credits
@@ -165,10 +173,15 @@ def _write_messages(
 ) -> None:
     rows: list[dict[str, Any]] = []
     owners: list[Decision] = []
+    hashes: dict[int, str] = {}  # per rule object: pydantic's private attributes are slow
+    window = ctx.policy.send_window
     for d in won:
         c = d.customer
         for m in d.messages:
             template = m.rule.template(m.template)
+            rule_hash = hashes.get(id(m.rule))
+            if rule_hash is None:
+                rule_hash = hashes[id(m.rule)] = m.rule.content_hash
             start = ctx.at if m.not_before is None else max(ctx.at, m.not_before)
             row = queue.new_row(
                 queue.NewMessage(
@@ -181,9 +194,9 @@ def _write_messages(
                     locale=c.locale,
                     to_phone=c.phone,
                     body=render(m.rule, m.template, c.locale, m.variables),
-                    scheduled_for=schedule_in_window(start, c.timezone, ctx.policy.send_window),
+                    scheduled_for=schedule_in_window(start, c.timezone, window),
                     valid_until=m.valid_until,
-                    rule_hash=m.rule.content_hash,
+                    rule_hash=rule_hash,
                     sms_opt_out=c.sms_opt_out,
                     do_not_call=c.do_not_call,
                 ),
@@ -224,6 +237,7 @@ def _write_tasks(
     """
     precall = notice_rule(ctx)
     planner.prefetch(d.customer.id for d in won if d.tasks)
+    journey_id, rule_hash = rule.journey, rule.content_hash
     rows: list[dict[str, Any]] = []
     for d in won:
         c = d.customer
@@ -236,14 +250,14 @@ def _write_tasks(
                 "customer_id": c.id,
                 "manager_id": c.manager_id,
                 "kind": t.kind,
-                "journey": rule.journey,
+                "journey": journey_id,
                 "occurrence": d.occurrence,
                 "priority": t.priority,
                 "due_on": t.due_on,
                 "scheduled_on": scheduled,
-                "details": jsonable(t.details),
+                "details": audit.canonical(t.details),
                 "attempt": t.attempt,
-                "rule_hash": rule.content_hash,
+                "rule_hash": rule_hash,
                 "created_at": ctx.at,
                 "status": tasks.AWAITING_NOTICE,
                 "no_notice": False,
@@ -257,7 +271,7 @@ def _write_tasks(
                 reason = "the pre-call notice journey is off"
             if reason is not None:
                 row.update(status=tasks.READY, no_notice=True, ready_at=ctx.at)
-                row["details"] = {**row["details"], "no_notice_reason": reason}
+                row["details"] = audit.canonical({**t.details, "no_notice_reason": reason})
                 report.counts["tasks_no_notice"] += 1
             rows.append(row)
             report.counts[f"tasks_{t.kind}"] += 1

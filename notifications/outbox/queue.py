@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from crm import audit
 from crm.audit import Actor
+from crm.bulk import insert_many
 from notifications.outbox.rows import CUSTOMERS, MESSAGES, customer_ref_of, message_entry
 from notifications.outbox.states import EXPIRED, QUEUED, SUPPRESSED, check_transition
 
@@ -83,7 +84,7 @@ def enqueue(session: Session, rows: Sequence[dict[str, Any]], with_ids: bool = F
     for row in rows:
         if row["status"] not in (QUEUED, SUPPRESSED):
             raise ValueError(f"a new message starts queued or suppressed, not {row['status']}")
-    session.execute(MESSAGES.insert(), list(rows))
+    insert_many(session, MESSAGES, rows)
     if not with_ids:
         return []
     found: dict[tuple[str, int, str, str], int] = {}
