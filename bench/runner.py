@@ -77,7 +77,8 @@ class Runner:
         try:
             result = scenario(name)(**params)
         except Exception as exc:  # noqa: BLE001 - one failed scenario is reported, not fatal
-            return {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[:1]}"}
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            return {"error": f"{type(exc).__name__}: {first}"}
         result = json.loads(json.dumps(result, default=str))
         result["peak_rss_mib"] = peak_rss_mib()
         result["peak_rss_note"] = "in-process: the harness's own peak so far"
