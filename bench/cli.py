@@ -64,6 +64,11 @@ def parser() -> argparse.ArgumentParser:
         help="customer counts (default 10000,100000,1000000)",
     )
     p.add_argument(
+        "--postgresql-sizes",
+        type=_sizes,
+        help="customer counts on PostgreSQL, when they differ from --sizes",
+    )
+    p.add_argument(
         "--databases",
         type=_databases,
         default=["sqlite"],
@@ -183,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         options = Options(
             sizes=args.sizes,
+            postgresql_sizes=args.postgresql_sizes or args.sizes,
             databases=args.databases,
             seed=args.seed,
             as_of=args.as_of,
@@ -222,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": describe(ROOT, pg_version),
             "options": {
                 "sizes": args.sizes,
+                "postgresql_sizes": args.postgresql_sizes or args.sizes,
                 "databases": args.databases,
                 "seed": args.seed,
                 "as_of": args.as_of,

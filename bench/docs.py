@@ -13,7 +13,7 @@ NOTES = Path(__file__).resolve().parent / "notes.md"
 def _first_paragraphs(doc: str | None) -> str:
     """A module docstring minus its title line, for quoting what a baseline counts."""
     lines = (doc or "").strip().splitlines()[1:]
-    return "\n".join(lines).strip()
+    return "\n".join(lines).strip().replace("``", "`")
 
 
 def render(

@@ -1,6 +1,6 @@
 """The SQL floor: the least database work a first care day cannot avoid, through the bare driver.
 
-What it counts, exactly (``docs/benchmarks.md`` repeats this):
+It counts, exactly:
 
 * **read**: for each journey, as many customer rows as that journey had candidates
   on the first day, with the columns every journey reads (the customer joined to

@@ -27,6 +27,7 @@ Log = Callable[[str], None]
 @dataclass(frozen=True)
 class Options:
     sizes: list[int]
+    postgresql_sizes: list[int]
     databases: list[str]
     seed: int
     as_of: str
@@ -240,7 +241,8 @@ def run_all(options: Options, log: Log) -> tuple[list[dict[str, Any]], dict[str,
     for kind in options.databases:
         dbs = Databases(options.workdir)
         try:
-            for size in options.sizes:
+            sizes = options.postgresql_sizes if kind == "postgresql" else options.sizes
+            for size in sizes:
                 runs.append(run_size(runner, dbs, kind, size))
             if options.dispatch_messages > 0:
                 dispatch[kind] = run_dispatch(runner, dbs, kind)

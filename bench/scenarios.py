@@ -131,6 +131,10 @@ def warm_care_day(url: str, day: str, workdir: str, batch_size: int) -> dict[str
     t = time.perf_counter()
     with prefect_api():
         server = time.perf_counter() - t
+        # A warm process has run a flow before: one dry run of a cheap journey, not counted.
+        t = time.perf_counter()
+        run_care_day(settings, date.fromisoformat(day), journeys=["birthday"], dry_run=True)
+        warmup = time.perf_counter() - t
         t = time.perf_counter()
         result = run_care_day(settings, date.fromisoformat(day))
         took = time.perf_counter() - t
@@ -140,6 +144,7 @@ def warm_care_day(url: str, day: str, workdir: str, batch_size: int) -> dict[str
         "decided": decided,
         "import_seconds": imported,
         "server_start_seconds": server,
+        "warmup_seconds": warmup,
     }
 
 
