@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             log(f"error: {args.from_json}: cannot read the results: {exc}")
             return 1
+        results["scaling"] = report.scaling(results["runs"])  # judged by this version's rules
+        results["targets"] = report.targets(results["runs"], results["dispatch"])
     else:
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="vipcare-bench-"))
         workdir.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,10 @@
 """Orchestration: seed each size once, clone it per scenario, run every scenario in a child.
 
 The order per database and size: seed; clone twice (the floor's copy, and one
-for preview, the naive sample and My day); the first care day, its rerun, the
-next day, a normal day in a warm Prefect process (two days on); the SQL floor;
-the previews; the naive sample; My day. Dispatch runs once per database.
+for preview, the naive sample and My day); the first care day; the SQL floor
+(which copies the first day's rows as they stand then); the rerun; the next
+day; a normal day in a warm Prefect process (two days on); the previews; the
+naive sample; My day. Dispatch runs once per database.
 """
 
 from __future__ import annotations
@@ -132,6 +133,19 @@ def run_size(runner: Runner, dbs: Databases, kind: str, size: int) -> dict[str, 
             run_id="bench-first",
             batch_size=o.batch_size,
         )
+        # The floor copies the first day's rows as they stand right after it (later days
+        # update them and add rows they would reference).
+        first = sc["first_day"]
+        if "error" not in first:
+            sc["floor"] = runner.call(
+                f"{label} SQL floor",
+                "floor",
+                source_url=main.url,
+                target_url=floor_db.url,
+                marks=first["marks"],
+                candidates={j: v["candidates"] for j, v in first["journeys"].items()},
+            )
+        dbs.drop(floor_db)
         sc["rerun"] = runner.call(
             f"{label} rerun",
             "care_day",
@@ -157,17 +171,6 @@ def run_size(runner: Runner, dbs: Databases, kind: str, size: int) -> dict[str, 
                 workdir=str(o.workdir),
                 batch_size=o.batch_size,
             )
-        first = sc["first_day"]
-        if "error" not in first:
-            sc["floor"] = runner.call(
-                f"{label} SQL floor",
-                "floor",
-                source_url=main.url,
-                target_url=floor_db.url,
-                marks=first["marks"],
-                candidates={j: v["candidates"] for j, v in first["journeys"].items()},
-            )
-        dbs.drop(floor_db)
         sc["previews"] = runner.call(f"{label} previews", "previews", url=side.url, as_of=o.as_of)
         if o.naive_sample > 0:
             sc["naive"] = runner.call(
