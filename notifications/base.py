@@ -13,6 +13,7 @@ and the dispatcher makes the *long* retry through ``next_attempt_at``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -121,6 +122,8 @@ class ChannelBackend(ABC):
 
     provider: ClassVar[str] = "base"
     channel: Channel = "sms"
+    native_async: ClassVar[bool] = False
+    """True when :meth:`_send_async` talks to the provider without a thread."""
 
     def __init__(
         self,
@@ -147,39 +150,93 @@ class ChannelBackend(ABC):
             try:
                 result = self._send(msg)
             except TransientSendError as exc:
-                exc.attempts = attempt
-                wait = self.retry.delay(attempt, exc.retry_after, self.rng)
-                if wait is None:
-                    raise
-                log.info(
-                    "%s: transient failure sending message %s to %s (try %d/%d): %s; "
-                    "retrying in %.2fs",
-                    self.provider,
-                    msg.message_id,
-                    mask(msg.to),
-                    attempt,
-                    self.retry.max_attempts,
-                    exc.reason,
-                    wait,
-                )
+                wait = self._retry_wait(msg, exc, attempt)
                 self.sleep(wait)
                 if exc.maybe_accepted:
-                    try:
-                        previous = self.find_previous_attempt(msg)
-                    except TransientSendError:
-                        # Cannot tell whether it went out: never guess, hand the
-                        # ambiguous error to the dispatcher to reconcile later.
-                        raise exc from None
+                    previous = self._previous_after_error(msg, exc, self.find_previous_attempt)
                     if previous is not None:
-                        log.info(
-                            "%s: message %s was accepted despite the error (%s); not resending",
-                            self.provider,
-                            msg.message_id,
-                            previous.provider_message_id,
-                        )
                         return previous
                 continue
             return self._normalised(result)
+
+    async def send_async(self, msg: OutgoingMessage) -> SendResult:
+        """:meth:`send` for the dispatcher's event loop, with the same pipeline.
+
+        Backends with a native async client (``native_async``) implement
+        :meth:`_send_async`; the others run :meth:`send` in a worker thread.
+        """
+        if not self.native_async:
+            return await asyncio.to_thread(self.send, msg)
+        self.validate(msg)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = await self._send_async(msg)
+            except TransientSendError as exc:
+                wait = self._retry_wait(msg, exc, attempt)
+                if self.sleep is time.sleep:
+                    await asyncio.sleep(wait)
+                else:
+                    self.sleep(wait)  # an injected (fake) sleep returns at once
+                if exc.maybe_accepted:
+                    found = await asyncio.to_thread(
+                        self._previous_after_error, msg, exc, self.find_previous_attempt
+                    )
+                    if found is not None:
+                        return found
+                continue
+            return self._normalised(result)
+
+    async def find_previous_attempt_async(
+        self, msg: OutgoingMessage, since: datetime | None = None
+    ) -> SendResult | None:
+        """:meth:`find_previous_attempt` from the event loop (in a worker thread: it is rare)."""
+        return await asyncio.to_thread(self.find_previous_attempt, msg, since)
+
+    async def aclose(self) -> None:
+        """Release what :meth:`send_async` opened on the current event loop (its connections)."""
+        return None
+
+    def _retry_wait(self, msg: OutgoingMessage, exc: TransientSendError, attempt: int) -> float:
+        """Seconds before the next in-call try, or re-raise ``exc`` when there is none."""
+        exc.attempts = attempt
+        wait = self.retry.delay(attempt, exc.retry_after, self.rng)
+        if wait is None:
+            raise exc
+        log.info(
+            "%s: transient failure sending message %s to %s (try %d/%d): %s; retrying in %.2fs",
+            self.provider,
+            msg.message_id,
+            mask(msg.to),
+            attempt,
+            self.retry.max_attempts,
+            exc.reason,
+            wait,
+        )
+        return wait
+
+    def _previous_after_error(
+        self,
+        msg: OutgoingMessage,
+        exc: TransientSendError,
+        lookup: Callable[[OutgoingMessage], SendResult | None],
+    ) -> SendResult | None:
+        """After an ambiguous failure: the accepted attempt, or ``None`` to try again."""
+        try:
+            previous = lookup(msg)
+        except TransientSendError:
+            # Cannot tell whether it went out: never guess, hand the
+            # ambiguous error to the dispatcher to reconcile later.
+            raise exc from None
+        if previous is not None:
+            log.info(
+                "%s: message %s was accepted despite the error (%s); not resending",
+                self.provider,
+                msg.message_id,
+                previous.provider_message_id,
+            )
+        return previous
 
     def find_previous_attempt(
         self, msg: OutgoingMessage, since: datetime | None = None
@@ -233,6 +290,10 @@ class ChannelBackend(ABC):
     @abstractmethod
     def _send(self, msg: OutgoingMessage) -> SendResult:
         """One try at the provider. Raise Transient/PermanentSendError, never anything else."""
+
+    async def _send_async(self, msg: OutgoingMessage) -> SendResult:
+        """One try at the provider from the event loop (``native_async`` backends)."""
+        raise NotImplementedError
 
     @abstractmethod
     def _find_previous(self, msg: OutgoingMessage, since: datetime | None) -> SendResult | None:

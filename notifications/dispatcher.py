@@ -19,10 +19,13 @@ One run (:func:`dispatch`):
    message whose next send window opens after its validity), re-check the
    contact policy for the rest (suppress / defer / send), and mark the rest
    ``sending`` with a fresh attempt id, **committed before any provider call**.
-4. **Send** with bounded concurrency (a thread pool of
-   ``settings.dispatch_concurrency``) under an exact per-sender rate limit
-   (``settings.send_rate_per_second``), and write the outcomes back in bulk
-   (guarded by status and attempt id), with one audit append per flush.
+4. **Send** from one event loop (:class:`notifications.sendloop.SendLoop`)
+   with at most ``settings.dispatch_concurrency`` sends in flight, under an
+   exact per-sender rate limit (``settings.send_rate_per_second``;
+   ``math.inf``: unlimited). Backends with an async client (Twilio) send
+   without threads; the others run in a pool of that many threads. Outcomes
+   are written back in bulk while the loop keeps sending (guarded by status
+   and attempt id), with one audit append per flush.
 5. **Promote** pre-call tasks whose lead time has passed.
 
 Time: ``at`` is the dispatch instant; later instants are ``at`` plus the
@@ -34,13 +37,15 @@ the run's own ``at + elapsed`` is used). The code never reads a clock itself.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import queue
 import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -72,6 +77,7 @@ from notifications.outbox import (
 )
 from notifications.policy import WEEK, CapCounter, Recipient, policy_ref, precheck
 from notifications.ratelimit import SenderLimits
+from notifications.sendloop import SendLoop
 from rules.models import ContactPolicy
 
 log = logging.getLogger(__name__)
@@ -81,6 +87,11 @@ STATUS_PATH = "/twilio/status"
 """Where ``notifications.webhooks`` takes status callbacks (below ``settings.public_url``)."""
 RECONCILE_MARGIN = timedelta(minutes=5)
 """How far before ``sending_at`` the provider is searched when reconciling."""
+FLUSH_EVERY = 500
+"""Outcomes written back per transaction (fewer, larger write-backs are cheaper)."""
+RENEW_EVERY = timedelta(seconds=30)
+"""How often, by the wall clock, a run renews the leases of the rows it holds in ``sending``:
+well inside the 5-minute grace after which another run may reclaim them."""
 
 
 @dataclass(frozen=True)
@@ -207,10 +218,12 @@ class _Run:
         rate = settings.send_rate_per_second
         # A chunk is about a minute of sending, so rows never sit in 'sending'
         # for long and a claim's window check stays true while it is sent.
+        minute = settings.batch_size if math.isinf(rate) else math.ceil(rate * 60)
         self.chunk = chunk_size or min(
-            settings.batch_size, max(settings.dispatch_concurrency, math.ceil(rate * 60))
+            settings.batch_size, max(settings.dispatch_concurrency, minute)
         )
-        self.flush_every = max(1, min(self.chunk, 100))
+        self.flush_every = max(1, min(self.chunk, FLUSH_EVERY))
+        self.renewed_at: datetime | None = None
         base = settings.public_url.rstrip("/")
         self.status_callback_base = f"{base}{STATUS_PATH}" if base else None
         self.summary = DispatchSummary(started_at=at)
@@ -414,8 +427,8 @@ class _Run:
         return len(due), sending
 
     # -- 4. send ------------------------------------------------------------------
-    def attempt(self, m: DueMessage) -> _Outcome:
-        """One provider call for ``m`` (runs in a worker thread; no database here)."""
+    async def attempt(self, m: DueMessage) -> _Outcome:
+        """One provider call for ``m`` (on the send loop; no database here)."""
         if self.summary.halted is not None:
             return RetryOutcome(m, self.now(), f"not sent: {self.summary.halted}", refund=True)
         if m.valid_until is not None and self.now() >= m.valid_until:
@@ -426,8 +439,8 @@ class _Run:
         try:
             # Inside the try: a shared limiter that cannot be reached (a configuration
             # problem, NotificationError) halts the run with nothing sent.
-            limiter.acquire()
-            result = backend.send(msg)
+            await limiter.acquire_async()
+            result = await backend.send_async(msg)
         except OptedOutError as exc:
             return FailedOutcome(m, exc.code, exc.reason, backend.provider, opted_out=True)
         except PermanentSendError as exc:
@@ -439,7 +452,7 @@ class _Run:
                 # It may have reached the provider: ask before ever sending it again.
                 since = (m.sending_at or self.now()) - RECONCILE_MARGIN
                 try:
-                    previous = backend.find_previous_attempt(msg, since=since)
+                    previous = await backend.find_previous_attempt_async(msg, since=since)
                 except TransientSendError as again:
                     return _Unknown(m, f"{exc.reason}; and the provider cannot say: {again.reason}")
                 if previous is not None:
@@ -476,15 +489,50 @@ class _Run:
         delay = self.backoff.delay(m.attempts, exc.retry_after, self.rng)
         return RetryOutcome(m, self.now() + delay, f"attempt {m.attempts} failed: {exc.reason}")
 
-    def send_all(self, pool: ThreadPoolExecutor, messages: Sequence[DueMessage]) -> None:
-        pending: set[Future[_Outcome]] = {pool.submit(self.attempt, m) for m in messages}
+    def send_all(self, sender: SendLoop, messages: Sequence[DueMessage]) -> None:
+        """Send a claimed chunk on the send loop; write outcomes back as they come in.
+
+        The loop keeps sending while this (the main) thread writes a flush back,
+        so database and network work overlap.
+        """
+        outcomes: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
+        done = sender.run(self._send_chunk(messages, outcomes.put))
         buffer: list[_Outcome] = []
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            buffer.extend(f.result() for f in done)
-            if len(buffer) >= self.flush_every or not pending:
+        remaining = len(messages)
+        while remaining:
+            try:
+                buffer.append(outcomes.get(timeout=1.0))
+            except queue.Empty:
+                if done.done():
+                    done.result()  # the loop failed: raise here rather than wait forever
+                continue
+            remaining -= 1
+            if len(buffer) >= self.flush_every or not remaining:
                 self.flush(buffer)
                 buffer = []
+        done.result()
+
+    async def _send_chunk(
+        self, messages: Sequence[DueMessage], put: Callable[[_Outcome], None]
+    ) -> None:
+        """At most ``dispatch_concurrency`` sends in flight, each outcome ``put`` when known."""
+        todo = iter(messages)
+
+        async def worker() -> None:
+            for m in todo:
+                try:
+                    outcome = await self.attempt(m)
+                except Exception as exc:  # a bug: leave the row in sending, never resend it
+                    log.exception("message %s: dispatcher error while sending", m.id)
+                    outcome = _Unknown(m, f"dispatcher error {type(exc).__name__}")
+                put(outcome)
+
+        workers = min(self.settings.dispatch_concurrency, len(messages))
+        await asyncio.gather(*(worker() for _ in range(workers)))
+
+    async def close_backends(self) -> None:
+        for backend in self._backends.values():
+            await backend.aclose()
 
     def flush(self, outcomes: Iterable[_Outcome]) -> None:
         sent: list[SentOutcome] = []
@@ -519,7 +567,10 @@ class _Run:
                 lead_time=self.lead_time,
             )
             # A heartbeat: the rows still in flight stay visibly ours.
-            outbox.renew_claims(session, self.owner.ident, self.wall_clock())
+            wall = self.wall_clock()
+            if self.renewed_at is None or wall - self.renewed_at >= RENEW_EVERY:
+                outbox.renew_claims(session, self.owner.ident, wall)
+                self.renewed_at = wall
         self.summary.sent += done.sent
         self.summary.retried += done.retried
         self.summary.failed += done.failed
@@ -616,9 +667,12 @@ def _dispatch_run(
 ) -> DispatchSummary:
     """The steps of one run (see the module docstring)."""
     run.progress = progress
-    with ThreadPoolExecutor(
-        max_workers=run.settings.dispatch_concurrency, thread_name_prefix="dispatch"
-    ) as pool:
+    with (
+        ThreadPoolExecutor(
+            max_workers=run.settings.dispatch_concurrency, thread_name_prefix="dispatch"
+        ) as pool,
+        SendLoop(run.settings.dispatch_concurrency, run.close_backends) as sender,
+    ):
         run.reconcile(pool, reconcile_all, reconcile_grace)
         run.expire_overdue()
         remaining = limit
@@ -635,7 +689,7 @@ def _dispatch_run(
             if remaining is not None:
                 remaining -= taken
             if to_send:
-                run.send_all(pool, to_send)
+                run.send_all(sender, to_send)
             run.report()
             if run.summary.halted is not None:
                 break

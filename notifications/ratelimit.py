@@ -9,11 +9,15 @@ unused capacity, so an idle period cannot be followed by a burst.
 
 Clock and sleep are injected: tests use a fake clock and verify the schedule
 exactly without waiting. It is thread-safe: slots are assigned under a lock
-and the waiting happens outside it.
+and the waiting happens outside it. :meth:`RateLimiter.acquire_async` waits
+for the same slots on an event loop (the dispatcher's async send path).
+
+A rate of ``math.inf`` means unlimited: every slot is "now".
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -37,7 +41,11 @@ class RateLimiter:
             raise ValueError(f"rate must be positive, got {rate_per_second}")
         self.rate = rate_per_second
         # ceil: never a nanosecond too early, so never rate + 1 sends in a second.
-        self.interval_ns = math.ceil(Fraction(NANOS) / Fraction(rate_per_second))
+        self.interval_ns = (
+            0
+            if math.isinf(rate_per_second)
+            else math.ceil(Fraction(NANOS) / Fraction(rate_per_second))
+        )
         self._clock = clock_ns
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -59,6 +67,25 @@ class RateLimiter:
             if wait <= 0:
                 return slot
             self._sleep(wait / NANOS)
+
+    async def acquire_async(self) -> int:
+        """:meth:`acquire` for a coroutine: waits for the slot without blocking the loop.
+
+        A subclass that adds blocking work to :meth:`acquire` (a shared limit
+        taken over the network) is run in a worker thread instead. An injected
+        ``sleep`` (a test's fake clock) is called as is: it returns at once.
+        """
+        if type(self).acquire is not RateLimiter.acquire:
+            return await asyncio.to_thread(self.acquire)
+        slot = self.reserve()
+        while True:
+            wait = slot - self._clock()
+            if wait <= 0:
+                return slot
+            if self._sleep is time.sleep:
+                await asyncio.sleep(wait / NANOS)
+            else:
+                self._sleep(wait / NANOS)
 
     def pause(self, seconds: float) -> None:
         """Start no new send for ``seconds`` (the provider said 429 Retry-After)."""

@@ -25,11 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import unquote_plus, urlencode, urlsplit
 
 from twilio.request_validator import RequestValidator
+
+from notifications.fake_twilio.transport import HttpServer, Reply, Request
 
 API = "/2010-04-01"
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -154,23 +155,13 @@ class FakeTwilio:
         self.validator = RequestValidator(auth_token)
         self._lock = threading.RLock()
         self._state = _State()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: HttpServer | None = None
         self._workers: list[threading.Thread] = []
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> FakeTwilio:
-        handler = type("_BoundHandler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-twilio",
-            daemon=True,
-        )
-        self._thread.start()
+        self._server = HttpServer(self, self.host, self.port)
+        self.port = self._server.start()
         return self
 
     def stop(self) -> None:
@@ -178,12 +169,8 @@ class FakeTwilio:
             for hold in self._state.holds:
                 hold.event.set()
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
     def __enter__(self) -> FakeTwilio:
         return self.start()
@@ -603,6 +590,49 @@ class FakeTwilio:
         with self._lock:
             self._state.requests.append(request)
 
+    # -- serving (the transport calls these) -----------------------------------
+    def http_date(self) -> str:
+        """The ``Date`` header follows the fake's clock, as Twilio's follows its own."""
+        return format_datetime(self.clock().astimezone(UTC), usegmt=True)
+
+    def may_block(self, request: Request) -> bool:
+        """Held responses and webhook-posting control actions are answered in a thread."""
+        if request.target.startswith("/_fake/"):
+            return True
+        with self._lock:
+            return bool(self._state.holds)
+
+    def serve(self, request: Request) -> Reply:
+        """Answer one HTTP request: control API, authentication, holds, then :meth:`handle`."""
+        parts = urlsplit(request.target)
+        query = _parse_qs(parts.query)
+        form = _parse_qs(request.body.decode("utf-8", "replace"))
+        if parts.path.startswith("/_fake/"):
+            status, payload = self.control(
+                parts.path[len("/_fake/") :], {k: v[0] for k, v in form.items()}
+            )
+            return _json_reply(status, payload, {})
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
+        method = request.method
+        authorized = _authorized(
+            request.header("Authorization") or "", self.account_sid, self.auth_token
+        )
+        recorded = RecordedRequest(method, parts.path, query, form, headers, authorized)
+        self._record(recorded)
+        if not authorized:
+            recorded.status = 401
+            return _json_reply(
+                401, twilio_error(20003, 401), {"WWW-Authenticate": 'Basic realm="Twilio API"'}
+            )
+        hold = self._take_hold(method, parts.path)
+        if hold is not None and not hold.after_create:
+            hold.event.wait(hold.max_wait)
+        status, body, extra = self.handle(method, parts.path, query, form)
+        recorded.status = status
+        if hold is not None and hold.after_create:
+            hold.event.wait(hold.max_wait)
+        return _json_reply(status, body, extra)
+
     def control(self, action: str, form: dict[str, str]) -> tuple[int, Any]:
         """The ``/_fake/`` control API for outside processes."""
         if action == "requests":
@@ -644,82 +674,37 @@ class FakeTwilio:
         return 404, {"error": f"unknown control action {action!r}"}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    fake: FakeTwilio
-    protocol_version = "HTTP/1.1"
-    server_version = "FakeTwilio/1.0"
+def _authorized(header: str, account_sid: str, auth_token: str) -> bool:
+    import base64
+    import binascii
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests assert on recorded requests instead."""
+    if not header.startswith("Basic "):
+        return False
+    try:
+        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return user == account_sid and password == auth_token
 
-    def date_time_string(self, timestamp: float | None = None) -> str:
-        """The ``Date`` header follows the fake's clock, as Twilio's follows its own."""
-        return format_datetime(self.fake.clock().astimezone(UTC), usegmt=True)
 
-    def do_GET(self) -> None:
-        self._dispatch("GET")
+def _parse_qs(text: str) -> dict[str, list[str]]:
+    """``parse_qs(text, keep_blank_values=True)``, skipping the unquoting of plain pairs (speed)."""
+    out: dict[str, list[str]] = {}
+    if not text:
+        return out
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        if "%" in pair or "+" in pair:
+            name, value = unquote_plus(name), unquote_plus(value)
+        out.setdefault(name, []).append(value)
+    return out
 
-    def do_POST(self) -> None:
-        self._dispatch("POST")
 
-    def _dispatch(self, method: str) -> None:
-        parts = urlsplit(self.path)
-        query = parse_qs(parts.query, keep_blank_values=True)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        form = parse_qs(raw.decode("utf-8"), keep_blank_values=True) if raw else {}
-        headers = {k: v for k, v in self.headers.items() if k.lower() != "authorization"}
-        if parts.path.startswith("/_fake/"):
-            status, payload = self.fake.control(
-                parts.path[len("/_fake/") :], {k: v[0] for k, v in form.items()}
-            )
-            self._reply(status, payload, {})
-            return
-        authorized = self._authorized()
-        recorded = RecordedRequest(method, parts.path, query, form, headers, authorized)
-        self.fake._record(recorded)
-        if not authorized:
-            recorded.status = 401
-            self._reply(
-                401,
-                twilio_error(20003, 401),
-                {"WWW-Authenticate": 'Basic realm="Twilio API"'},
-            )
-            return
-        hold = self.fake._take_hold(method, parts.path)
-        if hold is not None and not hold.after_create:
-            hold.event.wait(hold.max_wait)
-        status, body, extra = self.fake.handle(method, parts.path, query, form)
-        recorded.status = status
-        if hold is not None and hold.after_create:
-            hold.event.wait(hold.max_wait)
-        self._reply(status, body, extra)
-
-    def _authorized(self) -> bool:
-        import base64
-        import binascii
-
-        header = self.headers.get("Authorization", "")
-        if not header.startswith("Basic "):
-            return False
-        try:
-            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        return user == self.fake.account_sid and password == self.fake.auth_token
-
-    def _reply(self, status: int, payload: Any, extra: dict[str, str]) -> None:
-        data = json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            for key, value in extra.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (a timeout test); nothing to answer
+def _json_reply(status: int, payload: Any, extra: dict[str, str]) -> Reply:
+    headers = {"Content-Type": "application/json; charset=utf-8", **extra}
+    return Reply(status, json.dumps(payload).encode(), headers)
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
