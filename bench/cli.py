@@ -102,12 +102,6 @@ def parser() -> argparse.ArgumentParser:
         help="messages dispatched at the set rate",
     )
     p.add_argument(
-        "--dispatch-customers",
-        type=int,
-        default=1000,
-        help="customers seeded in the dispatch database",
-    )
-    p.add_argument(
         "--my-day-open-tasks",
         type=int,
         default=200_000,
@@ -200,7 +194,6 @@ def main(argv: list[str] | None = None) -> int:
             dispatch_messages=args.dispatch_messages,
             dispatch_rate=args.dispatch_rate,
             dispatch_rated_messages=args.dispatch_rated_messages,
-            dispatch_customers=args.dispatch_customers,
             my_day_open_tasks=args.my_day_open_tasks,
             my_day_requests=args.my_day_requests,
             in_process=args.in_process,

@@ -344,11 +344,26 @@ def dispatch_rows(dispatch: dict[str, Any]) -> list[list[str]]:
                     f"{result['achieved_rate']:,.0f}",
                     f"{target:,.0f}" if target else "unlimited",
                     f"{err:+.1f}%" if err is not None else "—",
-                    f"sent {result.get('sent', '?')}, failed {result.get('failed', '?')}, "
-                    f"peak RSS {result.get('peak_rss_mib', 0):.0f} MiB",
+                    _dispatch_note(result),
                 ]
             )
     return rows
+
+
+def _dispatch_note(result: dict[str, Any]) -> str:
+    parts = [f"sent {result.get('sent', '?')}, failed {result.get('failed', '?')}"]
+    if result.get("send_rate_error_pct") is not None:
+        parts.append(
+            f"limiter's send rate {result['send_rate']:,.1f}/s "
+            f"({result['send_rate_error_pct']:+.2f}%), "
+            f"at most {result.get('max_in_any_second')} in any second"
+        )
+    if result.get("fake_alone_rate"):
+        parts.append(f"the fake alone takes {result['fake_alone_rate']:,.0f} msg/s")
+    if result.get("concurrency"):
+        parts.append(f"{result['concurrency']} in flight")
+    parts.append(f"peak RSS {result.get('peak_rss_mib', 0):.0f} MiB")
+    return "; ".join(parts)
 
 
 DISPATCH_HEADERS = [

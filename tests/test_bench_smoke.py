@@ -47,8 +47,6 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, str]
             "20",
             "--dispatch-rate",
             "100",
-            "--dispatch-customers",
-            "50",
             "--my-day-requests",
             "3",
             "--in-process",
