@@ -147,3 +147,43 @@ def test_bad_options_are_one_line_usage_errors(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "unknown database oracle" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_scaling_fit_reads_the_growth_exponent() -> None:
+    from bench.report import loglog_exponent
+
+    linear = [(n, 0.002 * n) for n in (10_000, 100_000, 1_000_000)]
+    quadratic = [(n, 1e-9 * n * n) for n in (10_000, 100_000, 1_000_000)]
+    assert loglog_exponent(linear) == pytest.approx(1.0)
+    assert loglog_exponent(quadratic) == pytest.approx(2.0)
+    assert loglog_exponent(linear[:1]) is None
+
+
+def test_targets_are_judged_met_missed_or_not_measured() -> None:
+    from bench.report import targets
+
+    def scenario(seconds: float, **extra: object) -> dict[str, object]:
+        return {"seconds": seconds, "peak_rss_mib": 200.0, **extra}
+
+    run = {
+        "database": "sqlite",
+        "customers": 1_000_000,
+        "scenarios": {
+            "first_day": scenario(50.0, decided=1),
+            "floor": scenario(20.0, rows=10),
+            "rerun": scenario(6.0, decided=0),
+            "naive": scenario(4000.0),
+            "previews": scenario(9.0, max_seconds=3.5),
+        },
+    }
+    dispatch = {"sqlite": {"unlimited": {"available": False, "reason": "absent"}}}
+    status = {t["figure"]: t["status"] for t in targets([run], dispatch)}
+    assert status == {
+        "first day": "met",  # 50 s and 2.5× the floor
+        "normal day in a warm process": "not measured",
+        "rerun / first run": "missed",  # 12%
+        "naive way / vipcare (first day)": "missed",  # 80×
+        "peak memory (any scenario)": "met",
+        "preview per journey (slowest)": "missed",
+        "dispatch through the Twilio adapter to the fake": "not measured",
+    }
