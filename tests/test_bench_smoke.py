@@ -183,7 +183,7 @@ def test_targets_are_judged_met_missed_or_not_measured() -> None:
         "normal day in a warm process": "not measured",
         "rerun / first run": "missed",  # 12%
         "naive way / vipcare (first day)": "missed",  # 80×
-        "peak memory (any scenario)": "met",
+        "peak memory (care days)": "met",
         "preview per journey (slowest)": "missed",
         "dispatch through the Twilio adapter to the fake": "not measured",
     }
