@@ -348,10 +348,22 @@ def dispatch_rows(dispatch: dict[str, Any]) -> list[list[str]]:
                     f"{result['achieved_rate']:,.0f}",
                     f"{target:,.0f}" if target else "unlimited",
                     f"{err:+.1f}%" if err is not None else "—",
-                    _dispatch_note(result),
+                    _dispatch_note(result) + _above_reach(result, parts.get("unlimited")),
                 ]
             )
     return rows
+
+
+def _above_reach(result: dict[str, Any], unlimited: Any) -> str:
+    """Say so when the set rate exceeds what this run reached unlimited (its error is then
+    the machine's ceiling, not the limiter's)."""
+    target = result.get("target_rate")
+    if target and ok(unlimited) and unlimited["achieved_rate"] < target:
+        return (
+            f"; the set rate is above the {unlimited['achieved_rate']:,.0f} msg/s "
+            "this run reached unlimited"
+        )
+    return ""
 
 
 def _dispatch_note(result: dict[str, Any]) -> str:
