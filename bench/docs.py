@@ -16,6 +16,16 @@ def _first_paragraphs(doc: str | None) -> str:
     return "\n".join(lines).strip().replace("``", "`")
 
 
+def _notes(path: Path) -> str:
+    """The committed free text, without its leading HTML comment (a note to its editors)."""
+    if not path.exists():
+        return "(bench/notes.md is missing.)"
+    text = path.read_text().strip()
+    if text.startswith("<!--") and "-->" in text:
+        text = text.split("-->", 1)[1].strip()
+    return text
+
+
 def render(
     results: dict[str, Any], plot_name: str | None, plot_note: str | None, notes: Path = NOTES
 ) -> str:
@@ -77,7 +87,7 @@ def render(
         "",
         report.markdown_table(report.RATIO_HEADERS, report.ratio_rows(runs)),
         "",
-        "**The SQL floor** " + _first_paragraphs(floor.__doc__),
+        "**The SQL floor.** " + _first_paragraphs(floor.__doc__),
         "",
         "**The naive way.** "
         + _first_paragraphs(naive.__doc__)
@@ -139,7 +149,7 @@ def render(
     else:
         out += ["Not run (`--dispatch-messages 0`).", ""]
     out += ["## Misses and what was tried", ""]
-    out += [notes.read_text().strip() if notes.exists() else "(bench/notes.md is missing.)", ""]
+    out += [_notes(notes), ""]
     if results["failures"]:
         out += ["## Scenarios that failed in this run", ""]
         out += [f"- {f}" for f in results["failures"]] + [""]

@@ -441,9 +441,19 @@ def plot(runs: list[dict[str, Any]], path: Path) -> str | None:
         ]
         if pts:
             right.plot(*zip(*pts, strict=True), "o-", label=f"{kind}: first day")
-    for ax, title, unit in ((left, "wall time", "seconds"), (right, "peak RSS", "MiB")):
+    sizes = sorted({r["customers"] for r in runs})
+    firsts = [r for r in runs if ok(r["scenarios"].get("first_day"))]
+    if len(sizes) > 1 and firsts:
+        start = min(firsts, key=lambda r: r["customers"])
+        n0, t0 = start["customers"], start["scenarios"]["first_day"]["seconds"]
+        line = [(n, t0 * n / n0) for n in sizes if n >= n0]
+        left.plot(*zip(*line, strict=True), color="grey", lw=0.8, ls="--", label="linear growth")
+    for ax, title, unit in ((left, "wall time (log-log)", "seconds"), (right, "peak RSS", "MiB")):
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        if ax is left:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
         ax.set_xlabel("customers")
         ax.set_ylabel(unit)
         ax.set_title(title)
