@@ -45,7 +45,21 @@ def render(
         "```",
         "",
         "Every figure below comes from that one run: the baselines ran in the same run, on",
-        "the same machine, so the ratios hold even when the machine is noisy.",
+        "the same machine, so the ratios hold even when the machine is noisy. Each size is",
+        "seeded once (`seed.generate`, seed "
+        + str(results["options"]["seed"])
+        + ", first care day "
+        + results["options"]["as_of"]
+        + ") and cloned for the scenarios that must start from",
+        "the seeded state. Every scenario runs in its own child process"
+        + (
+            " (here: all in one process, `--in-process`)"
+            if results["options"]["in_process"]
+            else ""
+        )
+        + "; its peak RSS is that",
+        "process's `ru_maxrss` (the temporary Prefect server and the fake Twilio run in processes",
+        "of their own and are not included). Seconds are wall time around the work only.",
         "",
         "## The machine",
         "",
