@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,10 +74,17 @@ class Databases:
             db = Database("sqlite", f"sqlite:///{path}", str(path))
         else:
             name = f"{self._prefix}_{label}"
-            self._admin(
-                f'DROP DATABASE IF EXISTS "{name}"',
-                f'CREATE DATABASE "{name}" TEMPLATE "{source.name}"',
-            )
+            for attempt in range(5):  # a late autovacuum worker may still hold the template
+                try:
+                    self._admin(
+                        f'DROP DATABASE IF EXISTS "{name}"',
+                        f'CREATE DATABASE "{name}" TEMPLATE "{source.name}"',
+                    )
+                    break
+                except BenchError as exc:
+                    if "being accessed by other users" not in str(exc) or attempt == 4:
+                        raise
+                    time.sleep(3)
             db = Database("postgresql", self._pg_url(name), name)
         self.created.append(db)
         return db
