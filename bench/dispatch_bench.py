@@ -165,6 +165,16 @@ class FakeProcess:
             self.proc.terminate()
             self.proc.wait(timeout=30)
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the fake's process has used so far (Linux ``/proc``; None elsewhere)."""
+        if self.proc is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def control(self, action: str, data: dict[str, str] | None = None) -> Any:
         body = urlencode(data or {}).encode() if data is not None else None
         request = urllib.request.Request(f"{self.base_url}/_fake/{action}", data=body)
@@ -281,7 +291,9 @@ def measure_dispatch(
         target = rate if rate is not None else math.inf
         limits = _StampingLimits(target)
         with FakeProcess() as fake:
+            fake_cpu0 = fake.cpu_seconds()
             baseline = fake_alone_rate(fake.base_url, messages)
+            fake_cpu1 = fake.cpu_seconds()
             fake.control("reset", {})
             settings = NotificationConfig(
                 sms_backend="twilio",
@@ -295,6 +307,8 @@ def measure_dispatch(
                 twilio_auth_token=SecretStr(DEFAULT_AUTH_TOKEN),
                 twilio_from_number=FROM_NUMBER,
             )
+            fake_cpu2 = fake.cpu_seconds()
+            cpu = time.process_time()
             t = time.perf_counter()
             summary = dispatch(
                 engine,
@@ -306,6 +320,8 @@ def measure_dispatch(
                 wall_clock=lambda: datetime.now(UTC),
             )
             seconds = time.perf_counter() - t
+            cpu = time.process_time() - cpu
+            fake_cpu3 = fake.cpu_seconds()
             at_fake = fake.control("messages")
         _check(engine, messages, summary.sent, at_fake)
     finally:
@@ -332,8 +348,18 @@ def measure_dispatch(
         "fake_alone_rate": round(baseline, 1),
         "vs_fake_alone": round(achieved / baseline, 3),
         "seed_seconds": round(seed_seconds, 2),
+        # CPU per message: robust on a busy machine, where wall-clock rates swing.
+        "dispatch_cpu_us_per_message": round(cpu / messages * 1e6),
+        "fake_cpu_us_per_message": _per_message(fake_cpu2, fake_cpu3, messages),
+        "fake_alone_cpu_us_per_request": _per_message(fake_cpu0, fake_cpu1, messages),
+        "load_average": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
     }
     return result
+
+
+def _per_message(start: float | None, end: float | None, n: int) -> int | None:
+    return None if start is None or end is None else round((end - start) / n * 1e6)
 
 
 def _check(engine: Engine, messages: int, sent: int, at_fake: list[dict[str, Any]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,16 @@ def _first_paragraphs(doc: str | None) -> str:
 
 
 def _notes(path: Path) -> str:
-    """The committed free text, without its leading HTML comment (a note to its editors)."""
+    """The committed free text: HTML comments (notes to its editors) and its title dropped,
+    every heading one level down so that it sits under "Misses and what was tried"."""
     if not path.exists():
         return "(bench/notes.md is missing.)"
-    text = path.read_text().strip()
-    if text.startswith("<!--") and "-->" in text:
-        text = text.split("-->", 1)[1].strip()
-    return text
+    text = re.sub(r"<!--.*?-->", "", path.read_text(), flags=re.S).strip()
+    lines = text.splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    lines = ["#" + line if re.match(r"#+ ", line) else line for line in lines]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 def render(

@@ -376,6 +376,11 @@ def _dispatch_note(result: dict[str, Any]) -> str:
         )
     if result.get("fake_alone_rate"):
         parts.append(f"the fake alone takes {result['fake_alone_rate']:,.0f} msg/s")
+    if result.get("dispatch_cpu_us_per_message"):
+        parts.append(
+            f"CPU per message: dispatcher {result['dispatch_cpu_us_per_message']:,.0f} µs, "
+            f"fake {result.get('fake_cpu_us_per_message') or 0:,.0f} µs"
+        )
     if result.get("concurrency"):
         parts.append(f"{result['concurrency']} in flight")
     parts.append(f"peak RSS {result.get('peak_rss_mib', 0):.0f} MiB")

@@ -44,7 +44,8 @@ import queue
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -89,6 +90,8 @@ RECONCILE_MARGIN = timedelta(minutes=5)
 """How far before ``sending_at`` the provider is searched when reconciling."""
 FLUSH_EVERY = 500
 """Outcomes written back per transaction (fewer, larger write-backs are cheaper)."""
+PREFETCH_MIN_CHUNK = 100
+"""Chunks at least this big are claimed while the previous one is still sending."""
 RENEW_EVERY = timedelta(seconds=30)
 """How often, by the wall clock, a run renews the leases of the rows it holds in ``sending``:
 well inside the 5-minute grace after which another run may reclaim them."""
@@ -173,6 +176,36 @@ def _count(reasons: dict[str, int], reason: str) -> None:
     reasons[code] = reasons.get(code, 0) + 1
 
 
+class _Feed:
+    """Claimed messages waiting for a send worker, in claim order (lives on the send loop)."""
+
+    def __init__(self) -> None:
+        self._batches: deque[Iterator[DueMessage]] = deque()
+        self._closed = False
+        self._more = asyncio.Event()
+
+    def add(self, batch: Sequence[DueMessage]) -> None:
+        self._batches.append(iter(batch))
+        self._more.set()
+
+    def close(self) -> None:
+        """No more batches: the workers end once the last one is taken."""
+        self._closed = True
+        self._more.set()
+
+    async def next(self) -> DueMessage | None:
+        while True:
+            while self._batches:
+                m = next(self._batches[0], None)
+                if m is not None:
+                    return m
+                self._batches.popleft()
+            if self._closed:
+                return None
+            self._more.clear()
+            await self._more.wait()
+
+
 class _Run:
     """State of one dispatch run; keeps :func:`dispatch` readable."""
 
@@ -223,6 +256,14 @@ class _Run:
             settings.batch_size, max(settings.dispatch_concurrency, minute)
         )
         self.flush_every = max(1, min(self.chunk, FLUSH_EVERY))
+        # Claim the next chunk when this few sends of the current one are left. Small
+        # chunks are claimed quickly: they go strictly one after another (claim, send,
+        # write back), as every chunk did before.
+        self.refill_at = (
+            0
+            if self.chunk < PREFETCH_MIN_CHUNK
+            else min(self.chunk // 2, max(2 * settings.dispatch_concurrency, self.chunk // 5))
+        )
         self.renewed_at: datetime | None = None
         base = settings.public_url.rstrip("/")
         self.status_callback_base = f"{base}{STATUS_PATH}" if base else None
@@ -489,37 +530,62 @@ class _Run:
         delay = self.backoff.delay(m.attempts, exc.retry_after, self.rng)
         return RetryOutcome(m, self.now() + delay, f"attempt {m.attempts} failed: {exc.reason}")
 
-    def send_all(self, sender: SendLoop, messages: Sequence[DueMessage]) -> None:
-        """Send a claimed chunk on the send loop; write outcomes back as they come in.
+    def send_all(
+        self,
+        sender: SendLoop,
+        claim_next: Callable[[], list[DueMessage] | None],
+    ) -> None:
+        """Claim, send on the loop and write back until ``claim_next`` says there is no more.
 
-        The loop keeps sending while this (the main) thread writes a flush back,
-        so database and network work overlap.
+        ``claim_next`` returns the next chunk to send (empty when every row it
+        took was suppressed, deferred or expired) or ``None`` when nothing more is
+        to be claimed. The next chunk is claimed while the current one is still
+        sending (when no more than ``refill_at`` are in flight), so the loop and
+        the rate limiter are never left idle during a claim; the loop keeps
+        sending while this (the main) thread writes a flush back.
         """
         outcomes: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
-        done = sender.run(self._send_chunk(messages, outcomes.put))
+        feed = _Feed()
+        done = sender.run(self._send_workers(feed, outcomes.put))
         buffer: list[_Outcome] = []
-        remaining = len(messages)
-        while remaining:
-            try:
-                buffer.append(outcomes.get(timeout=1.0))
-            except queue.Empty:
-                if done.done():
-                    done.result()  # the loop failed: raise here rather than wait forever
-                continue
-            remaining -= 1
-            if len(buffer) >= self.flush_every or not remaining:
-                self.flush(buffer)
-                buffer = []
+        in_flight = 0
+        exhausted = False
+        try:
+            while True:
+                if not exhausted and in_flight <= self.refill_at:
+                    batch = claim_next()
+                    if batch is None:
+                        exhausted = True
+                        sender.call(feed.close)
+                    elif batch:
+                        sender.call(feed.add, batch)
+                        in_flight += len(batch)
+                    continue
+                if not in_flight:
+                    break
+                try:
+                    buffer.append(outcomes.get(timeout=1.0))
+                except queue.Empty:
+                    if done.done():
+                        done.result()  # the loop failed: raise rather than wait forever
+                    continue
+                in_flight -= 1
+                if len(buffer) >= self.flush_every or not in_flight:
+                    self.flush(buffer)
+                    buffer = []
+            self.flush(buffer)
+        except BaseException:
+            # A write-back failed (or we were interrupted): start no further send. Rows
+            # whose outcome was not written stay 'sending' for reconciliation.
+            done.cancel()
+            raise
         done.result()
 
-    async def _send_chunk(
-        self, messages: Sequence[DueMessage], put: Callable[[_Outcome], None]
-    ) -> None:
-        """At most ``dispatch_concurrency`` sends in flight, each outcome ``put`` when known."""
-        todo = iter(messages)
+    async def _send_workers(self, feed: _Feed, put: Callable[[_Outcome], None]) -> None:
+        """``dispatch_concurrency`` workers take messages in claim order from ``feed``."""
 
         async def worker() -> None:
-            for m in todo:
+            while (m := await feed.next()) is not None:
                 try:
                     outcome = await self.attempt(m)
                 except Exception as exc:  # a bug: leave the row in sending, never resend it
@@ -527,8 +593,7 @@ class _Run:
                     outcome = _Unknown(m, f"dispatcher error {type(exc).__name__}")
                 put(outcome)
 
-        workers = min(self.settings.dispatch_concurrency, len(messages))
-        await asyncio.gather(*(worker() for _ in range(workers)))
+        await asyncio.gather(*(worker() for _ in range(self.settings.dispatch_concurrency)))
 
     async def close_backends(self) -> None:
         for backend in self._backends.values():
@@ -675,24 +740,27 @@ def _dispatch_run(
     ):
         run.reconcile(pool, reconcile_all, reconcile_grace)
         run.expire_overdue()
-        remaining = limit
-        first = True
-        while remaining is None or remaining > 0:
-            if not first and should_stop is not None and should_stop():
-                run.summary.stopped = True  # asked to stop: the chunk in flight is done
-                break
-            first = False
+        left = [limit]
+        claims = [0]
+
+        def claim_next() -> list[DueMessage] | None:
+            remaining = left[0]
+            if run.summary.halted is not None or (remaining is not None and remaining <= 0):
+                return None
+            if claims[0] and should_stop is not None and should_stop():
+                run.summary.stopped = True  # asked to stop: the chunks in flight are done
+                return None
+            claims[0] += 1
             n = run.chunk if remaining is None else min(run.chunk, remaining)
             taken, to_send = run.claim(n)
             if not taken:
-                break
+                return None
             if remaining is not None:
-                remaining -= taken
-            if to_send:
-                run.send_all(sender, to_send)
+                left[0] = remaining - taken
             run.report()
-            if run.summary.halted is not None:
-                break
+            return to_send
+
+        run.send_all(sender, claim_next)
     with transaction(run.engine) as session:
         run.summary.tasks_ready += tasks.promote_ready(session, run.now(), run.actor)
     run.summary.finished_at = run.now()

@@ -51,6 +51,12 @@ class SendLoop:
             raise RuntimeError("the send loop is not running")
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
+    def call(self, callback: Callable[..., object], *args: object) -> None:
+        """Run ``callback(*args)`` on the loop soon (thread-safe, in call order)."""
+        if self._loop is None:
+            raise RuntimeError("the send loop is not running")
+        self._loop.call_soon_threadsafe(callback, *args)
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import threading
 from collections import Counter
 from datetime import datetime, timedelta
@@ -188,4 +190,68 @@ def test_dispatch_with_a_thread_pool_shares_one_limiter_per_sender(
     assert len(slots) == 30
     assert {b - a for a, b in pairwise(slots)} == {100_000_000}
     assert max_in_any_second(slots) == 10
+    assert Counter(r.message_id for r in sms.sent) == Counter(dict.fromkeys(ids, 1))
+
+
+def test_async_acquire_keeps_the_same_exact_schedule_under_many_tasks() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(7, clock_ns=clock, sleep=clock.sleep)
+    starts: list[int] = []
+
+    async def task() -> None:
+        for _ in range(10):
+            await limiter.acquire_async()
+            starts.append(clock())
+
+    async def main() -> None:
+        await asyncio.gather(*(task() for _ in range(16)))
+
+    asyncio.run(main())
+    ordered = sorted(starts)
+    assert len(ordered) == 160 and len(set(ordered)) == 160
+    assert {b - a for a, b in pairwise(ordered)} == {limiter.interval_ns}
+    assert max_in_any_second(ordered) == 7
+
+
+def test_a_subclass_that_blocks_in_acquire_keeps_its_extra_work_on_the_async_path() -> None:
+    clock = FakeClock()
+    limits = RecordingLimits(5, clock)
+    limiter = limits.for_sender("sms")
+
+    async def main() -> None:
+        for _ in range(6):
+            await limiter.acquire_async()
+
+    asyncio.run(main())
+    assert isinstance(limiter, RecordingLimiter)
+    assert [b - a for a, b in pairwise(limiter.slots)] == [200_000_000] * 5
+
+
+def test_an_infinite_rate_is_unlimited() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(math.inf, clock_ns=clock, sleep=clock.sleep)
+    t0 = clock()
+    for _ in range(1000):
+        limiter.acquire()
+    assert clock() == t0 and clock.sleeps == []
+    with pytest.raises(ValueError, match="positive"):
+        RateLimiter(math.nan)
+
+
+def test_dispatch_unlimited_sends_everything_without_waiting(engine: Engine, now: datetime) -> None:
+    ids = seed_simple(engine, now, 12)
+    clock = FakeClock()
+    sms = TimedSMS(clock)
+    settings = make_settings(send_rate_per_second=math.inf, dispatch_concurrency=3)
+    summary = dispatch(
+        engine,
+        settings,
+        OPEN_POLICY,
+        now,
+        lead_time=LEAD,
+        backends={"sms": sms},
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    assert summary.sent == 12 and clock.sleeps == []
     assert Counter(r.message_id for r in sms.sent) == Counter(dict.fromkeys(ids, 1))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +20,7 @@ from notifications.backends.twilio import (
     normalise_twilio_status,
     twiml_say,
 )
-from notifications.base import OutgoingMessage, RetryPolicy
+from notifications.base import OutgoingMessage, RetryPolicy, SendResult
 from notifications.config import NotificationConfig
 from notifications.errors import (
     ConfigurationError,
@@ -50,6 +52,27 @@ class Sleeps:
         self.calls.append(seconds)
 
 
+Send = Callable[[TwilioBackend, OutgoingMessage], SendResult]
+
+
+@pytest.fixture(params=["sync", "async"])
+def send(request: pytest.FixtureRequest) -> Send:
+    """Each test runs through ``send`` (threads) and ``send_async`` (the dispatcher's loop)."""
+    if request.param == "sync":
+        return lambda sender, msg: sender.send(msg)
+
+    def on_a_loop(sender: TwilioBackend, msg: OutgoingMessage) -> SendResult:
+        async def go() -> SendResult:
+            try:
+                return await sender.send_async(msg)
+            finally:
+                await sender.aclose()
+
+        return asyncio.run(go())
+
+    return on_a_loop
+
+
 def backend(settings: Settings, channel: str = "sms", **options: Any) -> TwilioBackend:
     options.setdefault("sleep", Sleeps())
     options.setdefault("rng", random.Random(42))
@@ -59,11 +82,11 @@ def backend(settings: Settings, channel: str = "sms", **options: Any) -> TwilioB
 
 
 def test_sms_goes_through_the_real_client_with_status_callback(
-    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
+    send: Send, fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
 ) -> None:
     sender = backend(twilio_settings)
     assert isinstance(sender, TwilioSMSBackend)
-    result = sender.send(sms())
+    result = send(sender, sms())
     assert re.fullmatch(r"SM[0-9a-f]{32}", result.provider_message_id)
     assert result.provider == "twilio" and result.status == "queued"
     assert result.raw["sid"] == result.provider_message_id and result.raw["to"] == TO
@@ -79,10 +102,10 @@ def test_sms_goes_through_the_real_client_with_status_callback(
 
 
 def test_messaging_service_sid_replaces_the_from_number(
-    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
+    send: Send, fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
 ) -> None:
     sender = backend(twilio_settings, from_number=None, messaging_service_sid="MG" + "1" * 32)
-    result = sender.send(sms())
+    result = send(sender, sms())
     assert result.status == "queued"  # Twilio says "accepted"; the outbox vocabulary is queued
     [request] = fake_twilio.api_requests("POST")
     assert request.value("MessagingServiceSid") == "MG" + "1" * 32
@@ -93,12 +116,16 @@ def test_messaging_service_sid_replaces_the_from_number(
     ("locale", "language"), [("zh-CN", "zh-CN"), ("en", "en-US"), ("en-GB", "en-US")]
 )
 def test_voice_reads_the_notice_in_the_customers_language(
-    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig, locale: str, language: str
+    send: Send,
+    fake_twilio: FakeTwilio,
+    twilio_settings: NotificationConfig,
+    locale: str,
+    language: str,
 ) -> None:
     caller = backend(twilio_settings, "voice")
     assert isinstance(caller, TwilioVoiceBackend)
     body = "Your manager <Li & Co> will call"
-    result = caller.send(OutgoingMessage(5, "voice", TO, body, locale, "att-5"))
+    result = send(caller, OutgoingMessage(5, "voice", TO, body, locale, "att-5"))
     assert re.fullmatch(r"CA[0-9a-f]{32}", result.provider_message_id)
     assert result.status == "queued"
     [request] = fake_twilio.api_requests("POST", "/Calls.json")
@@ -118,12 +145,17 @@ def test_voice_reads_the_notice_in_the_customers_language(
     ],
 )
 def test_permanent_errors_carry_code_reason_and_response_and_are_not_retried(
-    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig, code: int, error: type, words: str
+    send: Send,
+    fake_twilio: FakeTwilio,
+    twilio_settings: NotificationConfig,
+    code: int,
+    error: type,
+    words: str,
 ) -> None:
     fake_twilio.fail_number(TO, code)
     sleeps = Sleeps()
     with pytest.raises(PermanentSendError) as caught:
-        backend(twilio_settings, sleep=sleeps).send(sms())
+        send(backend(twilio_settings, sleep=sleeps), sms())
     assert type(caught.value) is error
     assert caught.value.code == str(code)
     assert words in caught.value.reason
@@ -134,21 +166,21 @@ def test_permanent_errors_carry_code_reason_and_response_and_are_not_retried(
 
 
 def test_invalid_number_is_refused_before_calling_twilio(
-    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
+    send: Send, fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
 ) -> None:
     with pytest.raises(PermanentSendError) as caught:
-        backend(twilio_settings).send(sms(to="+86123"))
+        send(backend(twilio_settings), sms(to="+86123"))
     assert caught.value.code == "invalid_to"
     assert fake_twilio.requests == []
 
 
 def test_server_errors_retry_with_backoff_then_succeed_without_duplicates(
-    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
+    send: Send, fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
 ) -> None:
     fake_twilio.queue_fault(500, count=2, path_contains="Messages.json", method="POST")
     sleeps = Sleeps()
     sender = backend(twilio_settings, sleep=sleeps, retry=RetryPolicy(max_attempts=3))
-    result = sender.send(sms())
+    result = send(sender, sms())
     assert len(fake_twilio.api_requests("POST")) == 3
     # A 500 may hide an accepted message: each retry is preceded by a lookup.
     assert len(fake_twilio.api_requests("GET", "/Messages.json")) == 2
@@ -158,22 +190,24 @@ def test_server_errors_retry_with_backoff_then_succeed_without_duplicates(
 
 
 def test_an_unreachable_provider_during_reconciliation_keeps_the_ambiguous_error(
-    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
+    send: Send, fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
 ) -> None:
     fake_twilio.queue_fault(500, method="POST")
     fake_twilio.queue_fault(503, method="GET")
     with pytest.raises(TransientSendError) as caught:
-        backend(twilio_settings).send(sms())
+        send(backend(twilio_settings), sms())
     assert caught.value.maybe_accepted and caught.value.attempts == 1
     assert len(fake_twilio.api_requests("POST")) == 1
 
 
-def test_retries_are_bounded(fake_twilio: FakeTwilio, twilio_settings: NotificationConfig) -> None:
+def test_retries_are_bounded(
+    send: Send, fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
+) -> None:
     fake_twilio.queue_fault(503, count=10, path_contains="Messages.json", method="POST")
     sleeps = Sleeps()
     sender = backend(twilio_settings, sleep=sleeps, retry=RetryPolicy(max_attempts=4))
     with pytest.raises(TransientSendError) as caught:
-        sender.send(sms())
+        send(sender, sms())
     assert caught.value.attempts == 4
     assert caught.value.maybe_accepted
     assert caught.value.provider_response["status"] == 503
@@ -183,12 +217,12 @@ def test_retries_are_bounded(fake_twilio: FakeTwilio, twilio_settings: Notificat
 
 
 def test_429_retry_after_is_honoured(
-    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
+    send: Send, fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
 ) -> None:
     fake_twilio.queue_fault(429, retry_after=3, path_contains="Messages.json", method="POST")
     sleeps = Sleeps()
     sender = backend(twilio_settings, sleep=sleeps)
-    result = sender.send(sms())
+    result = send(sender, sms())
     assert result.status == "queued"
     assert len(sleeps.calls) == 1
     assert 3.0 <= sleeps.calls[0] <= 3.5
@@ -198,12 +232,12 @@ def test_429_retry_after_is_honoured(
 
 
 def test_429_with_a_long_retry_after_goes_back_to_the_dispatcher(
-    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
+    send: Send, fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
 ) -> None:
     fake_twilio.queue_fault(429, retry_after=120, path_contains="Messages.json", method="POST")
     sleeps = Sleeps()
     with pytest.raises(TransientSendError) as caught:
-        backend(twilio_settings, sleep=sleeps).send(sms())
+        send(backend(twilio_settings, sleep=sleeps), sms())
     assert caught.value.retry_after == 120
     assert not caught.value.maybe_accepted
     assert caught.value.provider_response["code"] == 20429
@@ -211,14 +245,14 @@ def test_429_with_a_long_retry_after_goes_back_to_the_dispatcher(
 
 
 def test_timeout_after_acceptance_is_reconciled_not_resent(
-    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
+    send: Send, fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
 ) -> None:
     release = fake_twilio.hold_next(
         max_wait=5, after_create=True, path_contains="Messages.json", method="POST"
     )
     try:
         sender = backend(twilio_settings, timeout=0.3)
-        result = sender.send(sms())
+        result = send(sender, sms())
     finally:
         release.set()
     assert len(fake_twilio.api_requests("POST")) == 1
@@ -227,13 +261,14 @@ def test_timeout_after_acceptance_is_reconciled_not_resent(
 
 
 def test_find_previous_attempt_matches_number_body_and_window(
+    send: Send,
     twilio_settings: NotificationConfig,
 ) -> None:
     instant = [datetime(2026, 11, 21, 2, 0, tzinfo=UTC)]
     with FakeTwilio(clock=lambda: instant[0]) as fake:
         settings = twilio_settings.with_changes(twilio_api_base=fake.base_url)
-        sent = backend(settings).send(sms(1, body="hello"))
-        backend(settings).send(sms(2, to="+8613912345678", body="hello"))
+        sent = send(backend(settings), sms(1, body="hello"))
+        send(backend(settings), sms(2, to="+8613912345678", body="hello"))
         instant[0] += timedelta(hours=3)
         after_crash = backend(settings)  # a new process: nothing in memory
         since = datetime(2026, 11, 21, 1, 55, tzinfo=UTC)
@@ -249,12 +284,14 @@ def test_find_previous_attempt_matches_number_body_and_window(
         assert listing.query["To"] == [TO]
 
 
-def test_voice_reconciliation_needs_a_window(twilio_settings: NotificationConfig) -> None:
+def test_voice_reconciliation_needs_a_window(
+    send: Send, twilio_settings: NotificationConfig
+) -> None:
     instant = [datetime(2026, 11, 21, 2, 0, tzinfo=UTC)]
     with FakeTwilio(clock=lambda: instant[0]) as fake:
         settings = twilio_settings.with_changes(twilio_api_base=fake.base_url)
         call = OutgoingMessage(9, "voice", TO, "hello", "en", "att-9")
-        placed = backend(settings, "voice").send(call)
+        placed = send(backend(settings, "voice"), call)
         found = backend(settings, "voice").find_previous_attempt(
             call, since=instant[0] - timedelta(minutes=1)
         )
@@ -268,10 +305,10 @@ def test_voice_reconciliation_needs_a_window(twilio_settings: NotificationConfig
 
 
 def test_bad_credentials_are_a_configuration_error(
-    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
+    send: Send, fake_twilio: FakeTwilio, twilio_settings: NotificationConfig
 ) -> None:
     with pytest.raises(ConfigurationError, match="TWILIO_AUTH_TOKEN"):
-        backend(twilio_settings, auth_token="wrong-token-123456").send(sms())
+        send(backend(twilio_settings, auth_token="wrong-token-123456"), sms())
     [request] = fake_twilio.requests
     assert not request.authorized
 
@@ -296,16 +333,19 @@ def test_empty_api_base_means_the_real_twilio(twilio_settings: NotificationConfi
 
 
 def test_logs_mask_phones_and_never_show_the_auth_token(
-    fake_twilio: FakeTwilio, twilio_settings: NotificationConfig, caplog: pytest.LogCaptureFixture
+    send: Send,
+    fake_twilio: FakeTwilio,
+    twilio_settings: NotificationConfig,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     fake_twilio.queue_fault(500, path_contains="Messages.json", method="POST")
     sender = backend(twilio_settings)
-    sender.send(sms())
+    send(sender, sms())
     sender.find_previous_attempt(sms(), since=datetime(2000, 1, 1, tzinfo=UTC))
     fake_twilio.fail_number("+8613912345678", 21211)
     with pytest.raises(PermanentSendError):
-        sender.send(sms(2, to="+8613912345678"))
+        send(sender, sms(2, to="+8613912345678"))
     text = caplog.text
     assert "Twilio API Request" in text  # the client's own request log was captured...
     assert "+86138****5678" in text  # ...with numbers masked

@@ -185,3 +185,78 @@ def test_runs_standalone_as_a_module() -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def _raw_exchange(fake: FakeTwilio, payload: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection((fake.host, fake.port), timeout=5) as conn:
+        conn.sendall(payload)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_pipelined_keep_alive_requests_are_answered_in_order(fake_twilio: FakeTwilio) -> None:
+    import base64
+
+    token = base64.b64encode(f"{fake_twilio.account_sid}:{fake_twilio.auth_token}".encode())
+    path = f"/2010-04-01/Accounts/{fake_twilio.account_sid}/Messages.json"
+
+    def create(to: str, last: bool = False) -> bytes:
+        form = f"To=%2B{to}&From=%2B15005550006&Body=hi+there".encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {token.decode()}\r\n"
+            f"Content-Length: {len(form)}\r\n" + ("Connection: close\r\n" if last else "") + "\r\n"
+        )
+        return head.encode() + form
+
+    answer = _raw_exchange(
+        fake_twilio, create("8613800000001") + create("8613800000002", last=True)
+    )
+    assert answer.count(b"HTTP/1.1 201 Created\r\n") == 2
+    assert answer.index(b"+8613800000001") < answer.index(b"+8613800000002")
+    assert b"Connection: close" in answer
+    assert [m["body"] for m in fake_twilio.messages] == ["hi there", "hi there"]
+
+
+def test_a_malformed_request_gets_400_and_the_connection_closes(fake_twilio: FakeTwilio) -> None:
+    answer = _raw_exchange(fake_twilio, b"NONSENSE\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert fake_twilio.requests == []
+
+
+def test_the_transport_can_answer_with_a_connection_reset() -> None:
+    import socket
+
+    from notifications.fake_twilio.transport import RESET, HttpServer, Reply, Request
+
+    class Resetting:
+        def may_block(self, request: Request) -> bool:
+            return request.target == "/slow"
+
+        def serve(self, request: Request) -> Reply:
+            return (
+                RESET
+                if request.target.startswith("/reset") or request.target == "/slow"
+                else (Reply(200, b"ok", {}))
+            )
+
+        def http_date(self) -> str:
+            return "Tue, 01 Dec 2026 00:00:00 GMT"
+
+    server = HttpServer(Resetting(), "127.0.0.1", 0)
+    port = server.start()
+    try:
+        for target in ("/reset", "/slow"):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                conn.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                with pytest.raises(ConnectionResetError):
+                    while conn.recv(1024):
+                        pass
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"GET /fine HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert conn.recv(1024).startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        server.stop()

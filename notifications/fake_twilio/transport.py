@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -69,6 +71,11 @@ class Reply:
     status: int
     body: bytes
     headers: Mapping[str, str]
+    reset: bool = False
+    """Answer nothing: reset the connection (TCP RST), as a provider that drops it would."""
+
+
+RESET = Reply(0, b"", {}, reset=True)
 
 
 class Application(Protocol):
@@ -169,6 +176,14 @@ class _Connection(asyncio.Protocol):
     def answer(self, reply: Reply, close: bool) -> None:
         if self.transport is None:
             return  # the client gave up (a timeout test): nothing to answer
+        if reply.reset:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.closing = True
+            self.transport.abort()
+            return
         self.transport.write(encode_reply(reply, self.app.http_date(), close))
         if close:
             self.closing = True

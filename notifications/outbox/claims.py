@@ -72,9 +72,9 @@ def begin_sending(
 ) -> list[DueMessage]:
     """``queued → sending`` for ``messages`` with fresh attempt ids; returns those moved.
 
-    One conditional ``UPDATE ... WHERE status='queued' AND id IN (...)`` sets
-    ``attempt_id = token:id`` (unique per row and per try), then the rows are
-    selected back by it: a row another dispatcher took in between is simply not
+    One conditional ``UPDATE ... WHERE status='queued' AND id IN (...) RETURNING``
+    sets ``attempt_id = token:id`` (unique per row and per try) and names the
+    rows it moved: a row another dispatcher took in between is simply not
     returned. The claim is a lease: ``owner`` (a :mod:`crm.process` identity) and
     ``claimed_at`` (the *wall-clock* time; ``at`` when not given) let a later run
     tell an abandoned claim from a live one. Commit before calling the provider.
@@ -82,25 +82,21 @@ def begin_sending(
     if not messages:
         return []
     ids = [m.id for m in messages]
-    session.execute(
-        update(MESSAGES)
-        .where(MESSAGES.c.id.in_(ids), MESSAGES.c.status == QUEUED)
-        .values(
-            status=SENDING,
-            attempt_id=literal(f"{token}:", String) + sql_cast(MESSAGES.c.id, String),
-            sending_at=at,
-            updated_at=at,
-            attempts=MESSAGES.c.attempts + 1,
-            claimed_by=owner,
-            claimed_at=claimed_at or at,
-        )
-    )
     moved = {
         r.id
         for r in session.execute(
-            select(MESSAGES.c.id, MESSAGES.c.attempt_id).where(
-                MESSAGES.c.id.in_(ids), MESSAGES.c.status == SENDING
+            update(MESSAGES)
+            .where(MESSAGES.c.id.in_(ids), MESSAGES.c.status == QUEUED)
+            .values(
+                status=SENDING,
+                attempt_id=literal(f"{token}:", String) + sql_cast(MESSAGES.c.id, String),
+                sending_at=at,
+                updated_at=at,
+                attempts=MESSAGES.c.attempts + 1,
+                claimed_by=owner,
+                claimed_at=claimed_at or at,
             )
+            .returning(MESSAGES.c.id, MESSAGES.c.attempt_id)
         )
         if r.attempt_id == attempt_id_for(token, r.id)
     }
