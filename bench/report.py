@@ -17,6 +17,7 @@ SCENARIO_TITLES = {
     "normal_day": "normal day (the next day)",
     "warm_normal_day": "normal day, warm Prefect process (two days on)",
     "floor": "SQL floor (first day's reads and inserts, bare driver)",
+    "floor_copy": "SQL floor with COPY (PostgreSQL)",
     "naive": "naive way (ORM + Prefect task per customer), extrapolated",
     "previews": "rules preview, every journey",
     "my_day": "My day page",
@@ -43,7 +44,8 @@ def ratios(run: dict[str, Any]) -> dict[str, float | None]:
             return None
         return float(top["seconds"]) / float(base["seconds"])
 
-    floor = sc.get("floor")
+    floors = [f for f in (sc.get("floor"), sc.get("floor_copy")) if ok(f) and f["seconds"]]
+    floor: Any = min(floors, key=lambda f: f["seconds"]) if floors else None
     return {
         "first_over_floor": (
             float(first["seconds"]) / float(floor["seconds"])
@@ -66,7 +68,7 @@ def throughput(name: str, result: dict[str, Any], customers: int) -> str:
         if decided:
             text += f"; {decided / secs:,.0f} decisions/s"
         return text
-    if name == "floor":
+    if name in ("floor", "floor_copy"):
         return f"{result['rows'] / secs:,.0f} rows/s"
     if name == "seed":
         return f"{customers / secs:,.0f} customers/s"
@@ -258,7 +260,7 @@ def run_table(run: dict[str, Any]) -> list[list[str]]:
                     f"{result['import_seconds']:.1f} s, a warm-up flow run "
                     f"{result.get('warmup_seconds', 0):.1f} s not counted"
                 )
-            if name == "floor":
+            if name in ("floor", "floor_copy"):
                 note = (
                     f"{result['rows_read']:,} rows read ({result['read_seconds']:.2f} s), "
                     f"{sum(result['rows_inserted'].values()):,} inserted "
@@ -322,7 +324,7 @@ def ratio_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
 RATIO_HEADERS = [
     "database",
     "customers",
-    "first day / floor",
+    "first day / floor (the lower floor)",
     "naive / vipcare",
     "rerun / first",
     "rerun decided",

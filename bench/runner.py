@@ -145,6 +145,18 @@ def run_size(runner: Runner, dbs: Databases, kind: str, size: int) -> dict[str, 
                 candidates={j: v["candidates"] for j, v in first["journeys"].items()},
             )
         dbs.drop(floor_db)
+        if kind == "postgresql" and "error" not in first:
+            copy_db = dbs.clone(side, f"c{size}")  # side is still the seeded state
+            sc["floor_copy"] = runner.call(
+                f"{label} SQL floor (COPY)",
+                "floor",
+                source_url=main.url,
+                target_url=copy_db.url,
+                marks=first["marks"],
+                candidates={j: v["candidates"] for j, v in first["journeys"].items()},
+                method="copy",
+            )
+            dbs.drop(copy_db)
         sc["rerun"] = runner.call(
             f"{label} rerun",
             "care_day",

@@ -79,7 +79,8 @@ def test_every_scenario_runs_on_both_databases(bench_run: tuple[dict, str, str])
     assert results["failures"] == []
     for run in results["runs"]:
         sc = run["scenarios"]
-        assert set(sc) == SCENARIOS, run["database"]
+        copy = {"floor_copy"} if run["database"] == "postgresql" else set()
+        assert set(sc) == SCENARIOS | copy, run["database"]
         for name, result in sc.items():
             assert "error" not in result, (run["database"], name, result)
             assert result["peak_rss_mib"] > 0
@@ -90,6 +91,9 @@ def test_every_scenario_runs_on_both_databases(bench_run: tuple[dict, str, str])
         written = {k: v for k, v in sc["first_day"]["rows_written"].items() if v}
         inserted = {k: v for k, v in sc["floor"]["rows_inserted"].items() if v}
         assert inserted == written  # the floor writes exactly the first day's rows
+        if copy:
+            copied = {k: v for k, v in sc["floor_copy"]["rows_inserted"].items() if v}
+            assert copied == written and sc["floor_copy"]["method"] == "copy"
         assert written["audit_log"] >= sc["first_day"]["decided"]
         assert set(sc["previews"]["journeys"]) >= {"birthday", "callback", "grace_credit"}
         assert sc["naive"]["extrapolated"] is True and sc["naive"]["sample"] == 5
