@@ -433,7 +433,12 @@ def plot(runs: list[dict[str, Any]], path: Path) -> str | None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for kind in dict.fromkeys(r["database"] for r in runs):
         mine = sorted((r for r in runs if r["database"] == kind), key=lambda r: r["customers"])
-        for name, style in (("first_day", "o-"), ("normal_day", "s--"), ("floor", "^:")):
+        for name, style in (
+            ("first_day", "o-"),
+            ("normal_day", "s--"),
+            ("floor", "^:"),
+            ("floor_copy", "v:"),
+        ):
             pts = [
                 (r["customers"], r["scenarios"][name]["seconds"])
                 for r in mine
