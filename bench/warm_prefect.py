@@ -49,7 +49,7 @@ def main() -> None:
     upgrade(engine)
     generate(engine, args.customers, seed=3, as_of=day)
     engine.dispose()
-    settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, database_url=url)
     quiet_prefect()
 
     started = time.perf_counter()

@@ -6,6 +6,7 @@ import typer
 
 from vipcare.cli import (
     audit_cmds,
+    bench_cmds,
     care_cmds,
     crm_cmds,
     messages_cmds,
@@ -33,6 +34,7 @@ web_cmds.register(app)
 messages_cmds.register(app)
 qa_cmds.register(app)
 ops_cmds.register(app)
+bench_cmds.register(app)
 
 
 def main() -> None:
