@@ -139,9 +139,9 @@ def main() -> None:
             profiler.disable()
             out = Path(args.cache) / f"cprofile-{label}-{args.customers}.txt"
             with out.open("w") as fh:
-                stats = pstats.Stats(profiler, stream=fh)
-                stats.sort_stats("cumulative").print_stats(60)
-                stats.sort_stats("tottime").print_stats(40)
+                report_stats = pstats.Stats(profiler, stream=fh)
+                report_stats.sort_stats("cumulative").print_stats(60)
+                report_stats.sort_stats("tottime").print_stats(40)
             print(f"profile: {out}")
         elif profiler is not None:
             profiler.stop()
