@@ -22,8 +22,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -32,7 +30,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from pydantic import SecretStr
 from sqlalchemy import Engine, select
 from test_dispatcher_support import FakeClock
@@ -49,6 +46,7 @@ from tests.crash_driver import DayPlan, warm
 from tests.crash_driver import run as run_day
 from tests.harness_day import INTERVAL, ROUNDS, balances, plan, seed_day
 from tests.invariants import assert_invariants
+from tests.served_app import LazyApp, served
 from vipcare.settings import Settings
 
 FROM = "+15005550006"
@@ -57,32 +55,6 @@ CLIENT_TIMEOUT = 0.4
 MAX_ROUNDS = 48
 PERMANENT = (21211, 21614, 21610)
 """Invalid number, not a mobile, unsubscribed at the carrier."""
-
-
-@contextmanager
-def served(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a random local port (listening before the thread starts)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    try:
-        thread.start()
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=5)
-        sock.close()
-
-
-class _LazyApp:
-    """The webhook app, built once the socket exists (its public URL names the port)."""
-
-    app: Any = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
 
 
 def _seed() -> int:
@@ -111,7 +83,7 @@ class Wired:
 
 @contextmanager
 def wired(engine: Engine, chaos: Chaos) -> Iterator[Wired]:
-    lazy = _LazyApp()
+    lazy = LazyApp()
     holder: dict[str, Wired] = {}
     fake = FakeTwilio(clock=lambda: holder["w"].now)
     fake.chaos = chaos

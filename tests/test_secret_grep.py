@@ -28,16 +28,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import Engine, select
 from typer.testing import CliRunner
 
@@ -45,6 +40,7 @@ from crm.db import transaction
 from crm.models import Customer, OutboundMessage
 from notifications.fake_twilio import FakeTwilio
 from notifications.logging import install_masking
+from tests.served_app import LazyApp, served
 from vipcare.cli import app
 from vipcare.settings import get_settings
 
@@ -126,32 +122,6 @@ def debug_everywhere() -> None:
         logging.getLogger(name).setLevel(logging.DEBUG)
 
 
-@contextmanager
-def served(app: Any) -> Iterator[str]:
-    """The webhook app on a real socket (the fake posts its callbacks there)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="debug", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    try:
-        thread.start()
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=5)
-        sock.close()
-
-
-class LazyApp:
-    """Built once the socket exists: the public URL must name its port."""
-
-    app: Any = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
-
-
 class Cli:
     def __init__(self, cap: Captured) -> None:
         self.cap = cap
@@ -212,7 +182,7 @@ def test_a_day_at_debug_logging_shows_no_secret_and_no_whole_phone(
 
     fake = FakeTwilio(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, auto_deliver=True)
     lazy = LazyApp()
-    with fake, served(lazy) as public_url:
+    with fake, served(lazy, log_level="debug") as public_url:
         env = {
             "VIPCARE_DATABASE_URL": db_url,
             "VIPCARE_SMS_BACKEND": "twilio",

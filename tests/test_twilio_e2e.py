@@ -11,7 +11,6 @@ are thread joins on the fake's callback workers.
 from __future__ import annotations
 
 import random
-import socket
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -21,7 +20,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-import uvicorn
 from pydantic import SecretStr
 from sqlalchemy import Engine, select
 from test_dispatcher_support import (
@@ -46,6 +44,7 @@ from notifications.dispatcher import Backoff, DispatchSummary, dispatch
 from notifications.fake_twilio import FakeTwilio
 from notifications.fake_twilio.server import CallbackResult
 from notifications.webhooks import create_app
+from tests.served_app import LazyApp, served
 from vipcare.settings import Settings
 
 FROM = "+15005550006"
@@ -103,38 +102,8 @@ class Provider:
 
 
 @contextmanager
-def served(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1 and a random port; yields its base URL.
-
-    The socket listens before the thread starts, so early connections wait in
-    the backlog: nothing to poll for.
-    """
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    try:
-        thread.start()
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=5)
-        sock.close()
-
-
-class _LazyApp:
-    """An ASGI app built after the socket exists: the public URL must name its port."""
-
-    app: Any = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
-
-
-@contextmanager
 def provider(engine: Engine, now: datetime, fake: FakeTwilio) -> Iterator[Provider]:
-    lazy = _LazyApp()
+    lazy = LazyApp()
     with fake, served(lazy) as public_url:
         wired = Provider(engine, fake, public_url, now)
         lazy.app = create_app(
