@@ -30,7 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
+from plugins.fake_twilio import twilio_config
 from sqlalchemy import Engine, select
 from test_dispatcher_support import FakeClock
 
@@ -47,9 +47,7 @@ from tests.crash_driver import run as run_day
 from tests.harness_day import INTERVAL, ROUNDS, balances, plan, seed_day
 from tests.invariants import assert_invariants
 from tests.served_app import LazyApp, served
-from vipcare.settings import Settings
 
-FROM = "+15005550006"
 CLIENT_TIMEOUT = 0.4
 """The adapter's HTTP timeout here; the chaos holds "too late" answers for 1 s."""
 MAX_ROUNDS = 48
@@ -88,18 +86,9 @@ def wired(engine: Engine, chaos: Chaos) -> Iterator[Wired]:
     fake = FakeTwilio(clock=lambda: holder["w"].now)
     fake.chaos = chaos
     with fake, served(lazy) as public_url:
-        settings = Settings(
-            _env_file=None,
-            sms_backend="twilio",
-            twilio_api_base=fake.base_url,
-            twilio_account_sid=SecretStr(fake.account_sid),
-            twilio_auth_token=SecretStr(fake.auth_token),
-            twilio_from_number=FROM,
-            public_url=public_url,
-            send_rate_per_second=1000.0,
-            dispatch_concurrency=4,
-            batch_size=100,
-        ).notifications()
+        settings = twilio_config(
+            fake, public_url, send_rate_per_second=1000.0, dispatch_concurrency=4, batch_size=100
+        )
         holder["w"] = Wired(fake, settings)
         lazy.app = create_app(
             engine,

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from pydantic import SecretStr
+from plugins.fake_twilio import twilio_config
 from sqlalchemy import Engine, select
 from test_dispatcher_support import (
     OPEN_POLICY,
@@ -45,9 +45,7 @@ from notifications.fake_twilio import FakeTwilio
 from notifications.fake_twilio.server import CallbackResult
 from notifications.webhooks import create_app
 from tests.served_app import LazyApp, served
-from vipcare.settings import Settings
 
-FROM = "+15005550006"
 LEAD = timedelta(hours=2)
 
 
@@ -59,18 +57,9 @@ class Provider:
         self.fake = fake
         self.now = now
         self.clock = FakeClock()
-        self.settings = Settings(
-            _env_file=None,
-            sms_backend="twilio",
-            twilio_api_base=fake.base_url,
-            twilio_account_sid=SecretStr(fake.account_sid),
-            twilio_auth_token=SecretStr(fake.auth_token),
-            twilio_from_number=FROM,
-            public_url=public_url,
-            send_rate_per_second=1000.0,
-            dispatch_concurrency=2,
-            batch_size=100,
-        ).notifications()
+        self.settings = twilio_config(
+            fake, public_url, send_rate_per_second=1000.0, dispatch_concurrency=2, batch_size=100
+        )
 
     def backend(self) -> ChannelBackend:
         """The production factory; only the sleep (fake clock) and jitter seed are injected."""

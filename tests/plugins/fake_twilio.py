@@ -26,16 +26,23 @@ def fake_twilio() -> Iterator[FakeTwilio]:
         yield fake
 
 
-@pytest.fixture
-def twilio_settings(fake_twilio: FakeTwilio) -> NotificationConfig:
-    """The notification config selecting the Twilio backend, aimed at the fake."""
+def twilio_config(
+    fake: FakeTwilio, public_url: str = PUBLIC_URL, **changes: object
+) -> NotificationConfig:
+    """Settings selecting Twilio for SMS, aimed at ``fake``; ``changes`` are more settings."""
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         sms_backend="twilio",
-        voice_backend="twilio",
-        public_url=PUBLIC_URL,
-        twilio_api_base=fake_twilio.base_url,
-        twilio_account_sid=SecretStr(fake_twilio.account_sid),
-        twilio_auth_token=SecretStr(fake_twilio.auth_token),
+        public_url=public_url,
+        twilio_api_base=fake.base_url,
+        twilio_account_sid=SecretStr(fake.account_sid),
+        twilio_auth_token=SecretStr(fake.auth_token),
         twilio_from_number=FROM_NUMBER,
+        **changes,
     ).notifications()
+
+
+@pytest.fixture
+def twilio_settings(fake_twilio: FakeTwilio) -> NotificationConfig:
+    """The notification config selecting the Twilio backend, aimed at the fake."""
+    return twilio_config(fake_twilio, voice_backend="twilio")
