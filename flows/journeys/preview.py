@@ -28,7 +28,7 @@ from flows.journeys.registry import journey_for
 from flows.journeys.writer import notice_rule
 from rules.compiler import compile_condition
 from rules.loader import RuleSet
-from rules.models import SendSms, SendVoice
+from rules.models import PrecallNoticeRule, SendSms, SendVoice
 from rules.templates import render
 
 
@@ -109,13 +109,14 @@ def run_preview(
             totals = _Totals()
             samples: dict[str, dict[str, str]] = {}
             acting = 0
+            precall = notice_rule(ctx)  # once: it is the same for every decision
             for batch in decisions(session, ctx, journey, rule, report):
                 acting += len(batch)
                 for d in batch:
                     totals.add(d)
-                    texts = _texts(ctx, d, samples, needed=len(shown) < limit)
+                    texts = _texts(ctx, precall, d, samples, needed=len(shown) < limit)
                     if len(shown) < limit:
-                        shown.append(_row(ctx, d, texts))
+                        shown.append(_row(precall, d, texts))
             return PreviewResult(
                 journey=journey.id,
                 as_of=as_of,
@@ -164,12 +165,15 @@ class _Totals:
 
 
 def _texts(
-    ctx: RunContext, d: Decision, samples: dict[str, dict[str, str]], needed: bool
+    ctx: RunContext,
+    precall: PrecallNoticeRule | None,
+    d: Decision,
+    samples: dict[str, dict[str, str]],
+    needed: bool,
 ) -> dict[str, str] | None:
     """The decision's rendered texts (when ``needed`` or a sample is missing), and the
     first text of each template in each language into ``samples``."""
     c = d.customer
-    precall = notice_rule(ctx)
     notice = None
     if precall is not None and d.tasks and not (c.do_not_call or c.sms_opt_out):
         notice = next(a for a in precall.action_list if isinstance(a, SendSms | SendVoice))
@@ -185,10 +189,11 @@ def _texts(
     return texts
 
 
-def _row(ctx: RunContext, d: Decision, texts: dict[str, str] | None) -> dict[str, Any]:
+def _row(
+    precall: PrecallNoticeRule | None, d: Decision, texts: dict[str, str] | None
+) -> dict[str, Any]:
     c = d.customer
     actions = d.describe()
-    precall = notice_rule(ctx)
     for index, _task in enumerate(d.tasks):
         at = next(i for i, a in enumerate(actions) if a.startswith("call task")) + index
         if c.do_not_call:
