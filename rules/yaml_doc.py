@@ -57,12 +57,24 @@ class YamlDoc:
         return any(i.severity == "error" for i in self.issues)
 
 
-def read_rule_file(path: Path) -> YamlDoc:
+def read_rule_bytes(path: Path) -> bytes | str:
+    """The file's bytes (never more than the limit plus one), or why it cannot be read."""
     try:
         with path.open("rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)  # never more than the limit, whatever the file
+            return fh.read(MAX_FILE_BYTES + 1)  # never more than the limit, whatever the file
     except OSError as exc:
-        return YamlDoc(path, "", None, [RuleIssue(str(path), 1, 1, f"cannot read the file: {exc}")])
+        return f"cannot read the file: {exc}"
+
+
+def read_rule_file(path: Path) -> YamlDoc:
+    raw = read_rule_bytes(path)
+    if isinstance(raw, str):
+        return YamlDoc(path, "", None, [RuleIssue(str(path), 1, 1, raw)])
+    return parse_rule_bytes(path, raw)
+
+
+def parse_rule_bytes(path: Path, raw: bytes) -> YamlDoc:
+    """Parse a rule file's bytes; ``path`` is where its problems are reported."""
     if len(raw) > MAX_FILE_BYTES:
         message = f"the file is larger than {MAX_FILE_BYTES // 1024} KB; rule files may be at most"
         message += f" {MAX_FILE_BYTES // 1024} KB"
