@@ -69,6 +69,7 @@ from rules.loader import (
 from rules.models import CallQaRule, ContactPolicy, JourneyBase
 
 log = logging.getLogger("rules.live")
+log.addHandler(logging.NullHandler())  # a process that configures no logging prints nothing
 
 FileState = Literal["current", "last_good", "not_running", "default"]
 """``current``: the file as it is; ``last_good``: its last version that loaded (the current
@@ -161,6 +162,15 @@ class RefusedFile:
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         what = "is not a rules folder" if self.folder else "was refused"
         return f"{self.file} {what}: {first}{more}; {self.consequence()}"
+
+    def describe(self, limit: int = 20) -> str:
+        """One line with every problem (up to ``limit``) and the consequence: for job errors."""
+        problems = [str(p) for p in (self.errors or list(self.problems))]
+        shown = problems[:limit]
+        if len(problems) > limit:
+            shown.append(f"… and {len(problems) - limit} more (`vipcare rules check` lists all)")
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        return f"{self.file} was refused ({count}): {'; '.join(shown)}; {self.consequence()}"
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -606,7 +606,7 @@ CalendarDay: TypeAlias = Annotated[
 
 
 class GenericTrigger(StrictModel):
-    """When a YAML-only journey fires: exactly one of ``condition``, ``date_field`` or ``on_date``."""
+    """When a YAML-only journey fires: exactly one of ``condition``, ``date_field``, ``on_date``."""
 
     condition: ConditionField | None = Field(
         default=None, description="fires when this holds, e.g. {points: {gte: 5000}}"
@@ -627,9 +627,7 @@ class GenericTrigger(StrictModel):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> GenericTrigger:
-        given = [
-            n for n in ("condition", "date_field", "on_date") if getattr(self, n) is not None
-        ]
+        given = [n for n in ("condition", "date_field", "on_date") if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError(
                 "give exactly one of condition, date_field or on_date"
