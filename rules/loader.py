@@ -40,7 +40,7 @@ from rules.models import (
 )
 from rules.pydantic_issues import pydantic_issues
 from rules.values import show
-from rules.yaml_doc import YamlDoc, parse_rule_bytes, plain, read_rule_bytes
+from rules.yaml_doc import YamlDoc, locate, parse_rule_bytes, plain, read_rule_bytes
 from rules.yaml_limits import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES
 
 __all__ = [
@@ -434,6 +434,12 @@ def _renamed_keys(data: dict[Any, Any], doc: YamlDoc) -> None:
             )
             del trigger[old]
             continue
+        line, column = locate(doc.tree, ("trigger", old), True)
+        doc.issues = [  # this warning replaces the general "quote it" one at the same key
+            i
+            for i in doc.issues
+            if not (i.line == line and i.column == column and "YAML 1.1" in i.message)
+        ]
         doc.issue(
             ("trigger", old),
             f"the key {old}: is read as true by YAML 1.1 tools (PyYAML, many editors and"

@@ -27,7 +27,7 @@ from rules.errors import (
     punctuation_hint,
 )
 from rules.values import show
-from rules.yaml_limits import MAX_FILE_BYTES, YamlLimitError, limited_yaml
+from rules.yaml_limits import MAX_FILE_BYTES, YAML11_BOOLEANS, YamlLimitError, limited_yaml
 
 
 @dataclass
@@ -109,6 +109,7 @@ def parse_rule_bytes(path: Path, raw: bytes) -> YamlDoc:
         doc.issues.append(RuleIssue(str(path), 1, 1, f"YAML error: {exc}"))
         return doc
     doc.issues += _punctuation_in_values(path, text)
+    doc.issues += _yaml11_booleans(path, yaml)
     if doc.tree is None:
         doc.issues.append(
             RuleIssue(str(path), 1, 1, "the file is empty; expected a mapping (key: value lines)")
@@ -185,6 +186,27 @@ def _punctuation_issue(path: Path, text: str, exc: MarkedYAMLError) -> RuleIssue
 
 
 CURLY_QUOTES = "“”‘’"
+
+
+YAML11_HINT = "is read as {value} by YAML 1.1 tools (PyYAML, many editors and linters)"
+
+
+def _yaml11_booleans(path: Path, yaml: Any) -> list[RuleIssue]:
+    """A warning at each unquoted yes / no / on / off / y / n: text here, a boolean elsewhere."""
+    found: list[RuleIssue] = []
+    for word, mark in getattr(yaml.composer, "yaml11_booleans", []):
+        value = "true" if YAML11_BOOLEANS[word] else "false"
+        found.append(
+            RuleIssue(
+                str(path),
+                mark.line + 1,
+                mark.column + 1,
+                f"{word} {YAML11_HINT.format(value=value)}, so their checks of this file fail",
+                f'quote it: "{word}"',
+                "warning",
+            )
+        )
+    return found
 
 
 def _punctuation_in_values(path: Path, text: str) -> list[RuleIssue]:

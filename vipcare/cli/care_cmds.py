@@ -72,6 +72,12 @@ def run(
     # with no rule set that can run at all, exit 1 with every problem.
     live = live_rules(eng, record=not dry_run)
     live.require()
+    for name in journey:
+        refusal = live.refusal_of(name)
+        if name in live.stopped_journeys and refusal is not None:
+            from rich.markup import escape
+
+            fail(f"--journey {name} cannot run: {escape(refusal.describe())}")
     today = today_local()
     if as_of is None:
         as_of = instant.astimezone(settings().tz).date() if instant else today

@@ -62,7 +62,9 @@ def input_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except handled as exc:
-            fail(str(exc))
+            from rich.markup import escape
+
+            fail(escape(str(exc)))  # a message quoting "[...]" is text, not console markup
 
     return wrapper
 
