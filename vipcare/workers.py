@@ -188,8 +188,8 @@ def care_day(
     engine = _engine(cfg)
     params = _params(cfg, day, at, count, journeys or [], run_id)
     reports: list[dict[str, Any]] = []
-    ruleset = rules_of(params)  # the live set: a refused file runs on its last good version
     with runs.recorded(engine, "care_day", CARE_DAY, _now, care_day=day, owner=_owner()) as rec:
+        ruleset = rules_of(params)  # the live set: a refused file runs on its last good version
         reports.append(hygiene_part(params, run_id))
         record_not_running(params, run_id)
         for sharded, group in _groups(ruleset, journeys_to_run(params), count):
