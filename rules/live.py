@@ -326,7 +326,7 @@ def resolve(
                     changes.restored.append(Restored(source.name, old.refused_sha256))
                 files.append(LiveFile(source.name, str(source.path), CURRENT, sha, old.accepted_at))
             return
-        problems = list(checked.issues)
+        problems = sorted(checked.issues, key=lambda i: (i.line, i.column))
         fallback = _last_good(source, old, policy)
         if fallback is not None and fallback.ok:
             live[source.name] = fallback

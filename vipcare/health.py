@@ -3,7 +3,8 @@
 Read-only. Collects the last run per journey and per job (``job_runs``), the
 queue by status and the oldest due message, claims stuck in ``sending``,
 messages expired in the last day, overdue call tasks, and the scheduler's lease
-(heartbeat) and next fire times (``scheduler_jobs``). :func:`collect` returns it
+(heartbeat) and next fire times (``scheduler_jobs``), and which version of each rule
+file runs (a refused edit, with the file:line of its problems). :func:`collect` returns it
 all with a list of ``attention`` items; the CLI exits non-zero when that list
 is not empty, so a monitoring check can run ``vipcare status --json``.
 """
