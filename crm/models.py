@@ -643,3 +643,29 @@ class SchedulerJob(Base):
     id: Mapped[str] = mapped_column(Unicode(191), primary_key=True)
     next_run_time: Mapped[float | None] = mapped_column(Float(25), index=True)
     job_state: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class RuleFile(Base):
+    """The last good version of each rule file, and the edit of it refused since (if any).
+
+    Written by :mod:`crm.rule_files` only. While a file's current edit does not
+    load, the journeys run this version (:mod:`rules.live`), also after a restart.
+    ``content`` is the file's exact bytes; ``sha256`` their hash, as on every
+    decision the version made. A row with no ``content`` is a file that never
+    loaded (its refusal is remembered, so it is audited once).
+    """
+
+    __tablename__ = "rule_files"
+
+    name: Mapped[str] = mapped_column(
+        String(255), primary_key=True, doc="the rule id: the file name without .yaml"
+    )
+    file_name: Mapped[str] = mapped_column(String(255))
+    content: Mapped[bytes | None] = mapped_column(LargeBinary)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    refused_sha256: Mapped[str | None] = mapped_column(
+        String(64), doc="the hash of the edit refused since the last good version"
+    )
+    refused_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    refused_problems: Mapped[list[str] | None] = mapped_column(JSON)

@@ -43,7 +43,8 @@ from flows.journeys.day import HYGIENE, run_hygiene
 from flows.journeys.engine import run_journey
 from flows.journeys.intents import JourneyReport
 from flows.journeys.registry import journey_for, journeys_for
-from rules import RuleSet, load_rules
+from rules import RuleSet
+from rules.live import LiveRules, load_live_rules
 
 
 class DailyCareParams(BaseModel):
@@ -67,27 +68,25 @@ class DailyCareParams(BaseModel):
     )
 
 
-def rules_of(rules_dir: str) -> RuleSet:
-    """The rules in ``rules_dir``, parsed once while its files stay unchanged.
+def live_rules(params: DailyCareParams) -> LiveRules:
+    """The live rule set (:func:`rules.live.load_live_rules`): the one way a care day gets rules.
 
-    Every task of a care day needs them (and a warm scheduler process every day):
-    parsing the YAML each time cost about 0.1 s of CPU per task. The cache key is
-    each file's name, size and modification time, so an edit is seen by the next task.
+    A file whose edit does not load runs on its last good version, so one broken
+    marketing file never stops the service journeys. Parsed once per process while
+    the files and the stored versions stay the same (every task of a care day asks);
+    a dry run records nothing.
     """
-    path = Path(rules_dir)
-    folder = path if path.is_dir() else path.parent
-    try:
-        stamp = tuple(
-            sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir())
-        )
-    except OSError:
-        return load_rules(path)  # let the loader say what is wrong with the path
-    return _parsed_rules(str(path), stamp)
+    return load_live_rules(
+        _engine(params.database_url),
+        Path(params.rules_dir),
+        _wall_now(),
+        record=not params.dry_run,
+    )
 
 
-@lru_cache(maxsize=8)
-def _parsed_rules(rules_dir: str, stamp: tuple[tuple[str, int, int], ...]) -> RuleSet:
-    return load_rules(Path(rules_dir))
+def rules_of(params: DailyCareParams) -> RuleSet:
+    """The rule set to run; raises :class:`rules.live.NoLiveRules` when none can."""
+    return live_rules(params).require()
 
 
 def shard_count(ruleset: RuleSet, journey: str, shards: int) -> int:
@@ -97,8 +96,13 @@ def shard_count(ruleset: RuleSet, journey: str, shards: int) -> int:
 
 def journeys_to_run(params: DailyCareParams) -> list[str]:
     """The enabled journeys the run covers, in run order; unknown names are refused."""
-    ruleset = rules_of(params.rules_dir)
+    live = live_rules(params)
+    ruleset = live.require()
     order = [j.id for j in journeys_for(ruleset)]
+    for name in params.journeys:
+        refusal = live.refusal_of(name)
+        if name in live.stopped_journeys and refusal is not None:
+            raise ValueError(f"journey {name} cannot run: {refusal.describe()}")
     unknown = sorted(set(params.journeys) - set(order))
     if unknown:
         raise ValueError(f"unknown journey(s): {', '.join(unknown)}; expected {', '.join(order)}")
@@ -130,7 +134,7 @@ def _context(params: DailyCareParams, run_id: str, shard: int, count: int) -> Ru
         as_of=params.as_of,
         at=params.at or care_day_instant(params.as_of, tz),
         run_id=run_id,
-        ruleset=rules_of(params.rules_dir),
+        ruleset=rules_of(params),
         operator_tz=tz,
         batch_size=params.batch_size,
         shard=(shard, count),
@@ -139,7 +143,7 @@ def _context(params: DailyCareParams, run_id: str, shard: int, count: int) -> Ru
 
 def run_part(params: DailyCareParams, run_id: str, journey: str, shard: int) -> dict[str, Any]:
     """One journey over one shard of customers, its run recorded (not for a dry run)."""
-    ruleset = rules_of(params.rules_dir)
+    ruleset = rules_of(params)
     count = shard_count(ruleset, journey, params.shards)
     ctx = _context(params, run_id, shard, count)
     engine = _engine(params.database_url)
@@ -180,6 +184,46 @@ def hygiene_part(params: DailyCareParams, run_id: str) -> dict[str, Any]:
     return report
 
 
+def record_not_running(params: DailyCareParams, run_id: str) -> list[str]:
+    """Record a failed run, with every located problem, for each journey that cannot run.
+
+    A journey whose file is refused and has no good version to fall back on did not
+    run this care day: ``vipcare status`` shows it as failed with the file:line of
+    each problem (the other journeys ran). Returns the journeys recorded.
+    """
+    live = live_rules(params)
+    wanted = live.stopped_journeys
+    if params.journeys:
+        wanted = [j for j in wanted if j in params.journeys]
+    if params.dry_run:
+        return wanted
+    engine = _engine(params.database_url)
+    for name in wanted:
+        refusal = live.refusal_of(name)
+        runs.record(
+            engine,
+            "journey",
+            name,
+            _wall_now(),
+            runs.FAILED,
+            care_day=params.as_of,
+            details={"run_id": run_id, "not_run": "rule file refused"},
+            error=refusal.describe() if refusal is not None else "its rule file does not load",
+            owner=_owner(),
+        )
+    return wanted
+
+
+def rules_summary(params: DailyCareParams) -> dict[str, Any]:
+    """What the care day ran on, for its result: refused files, stale and stopped journeys."""
+    live = live_rules(params)
+    return {
+        "refused": [r.file for r in live.refused],
+        "stale_journeys": live.stale_journeys,
+        "stopped_journeys": live.stopped_journeys,
+    }
+
+
 @task(name="journey", cache_policy=NO_CACHE, task_run_name="{journey}[{shard}]")
 def journey_task(params: DailyCareParams, run_id: str, journey: str, shard: int) -> dict[str, Any]:
     report = run_part(params, run_id, journey, shard)
@@ -213,8 +257,9 @@ def daily_care(params: DailyCareParams) -> dict[str, Any]:
     """Run the enabled journeys for ``params.as_of``; they queue, the dispatcher sends."""
     run_id = params.run_id or flow_run_id() or str(uuid.uuid4())
     parallel = not is_sqlite(_engine(params.database_url))
-    ruleset = rules_of(params.rules_dir)
+    ruleset = rules_of(params)
     reports = [hygiene_task(params, run_id)]
+    record_not_running(params, run_id)
     for journey in journeys_to_run(params):
         shards = range(shard_count(ruleset, journey, params.shards))
         if parallel and len(shards) > 1:  # PostgreSQL: the shards of a journey side by side
@@ -232,5 +277,6 @@ def daily_care(params: DailyCareParams) -> dict[str, Any]:
         "run_id": run_id,
         "as_of": params.as_of.isoformat(),
         "journeys": reports,
+        "rules": rules_summary(params),
         "artifact_id": str(artifact_id),
     }

@@ -9,11 +9,12 @@ suggestion. One bad file means nothing is loaded.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from pydantic import ValidationError
 
@@ -39,10 +40,19 @@ from rules.models import (
 )
 from rules.pydantic_issues import pydantic_issues
 from rules.values import show
-from rules.yaml_doc import YamlDoc, plain, read_rule_file
+from rules.yaml_doc import YamlDoc, locate, parse_rule_bytes, plain, read_rule_bytes
 from rules.yaml_limits import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES
 
-__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_NODES", "RuleSet", "load_rules"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "MAX_NODES",
+    "CheckedFile",
+    "RuleSet",
+    "RuleSource",
+    "check_file",
+    "load_rules",
+]
 
 POLICY_STEM = "contact_policy"
 DEFAULT_LEAD_TIME = timedelta(hours=2)
@@ -88,19 +98,148 @@ class RuleSet:
         return out
 
 
+# --- reading and checking one file at a time ------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleSource:
+    """One rule file's bytes, read once: from the folder, or a copy kept elsewhere.
+
+    ``path`` is where the file lives (and where its problems are reported); the
+    bytes may be the last good copy kept in the database (:mod:`rules.live`).
+    """
+
+    path: Path
+    raw: bytes | None
+    unreadable: str | None = None
+    """Why the file could not be read (``raw`` is None then)."""
+
+    @classmethod
+    def read(cls, path: Path) -> RuleSource:
+        raw = read_rule_bytes(path)
+        if isinstance(raw, str):
+            return cls(path, None, raw)
+        return cls(path, raw)
+
+    @property
+    def name(self) -> str:
+        """The rule id the file must declare: its name without the suffix."""
+        return self.path.stem
+
+    @property
+    def sha256(self) -> str | None:
+        return hashlib.sha256(self.raw).hexdigest() if self.raw is not None else None
+
+    def doc(self) -> YamlDoc:
+        if self.raw is None:
+            issue = RuleIssue(str(self.path), 1, 1, self.unreadable or "cannot read the file")
+            return YamlDoc(self.path, "", None, [issue])
+        return parse_rule_bytes(self.path, self.raw)
+
+
+LoadedRule: TypeAlias = JourneyBase | ContactPolicy | CallQaRule
+
+
+@dataclass
+class CheckedFile:
+    """One file checked on its own: the typed rule (None when it has an error) and its issues."""
+
+    source: RuleSource
+    rule: LoadedRule | None
+    issues: list[RuleIssue]
+
+    @property
+    def errors(self) -> list[RuleIssue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return self.rule is not None and not self.errors
+
+
+def file_kind(name: str) -> str:
+    """``policy``, ``call_qa`` or ``journey``: how a file named ``name`` is checked."""
+    if name == POLICY_STEM:
+        return "policy"
+    if name == CALL_QA_STEM:
+        return "call_qa"
+    return "journey"
+
+
+def check_file(source: RuleSource, policy: ContactPolicy | None) -> CheckedFile:
+    """Check one file; a journey is checked against ``policy`` (credit caps, unsubscribe text)."""
+    kind = file_kind(source.name)
+    found: tuple[LoadedRule | None, list[RuleIssue]]
+    if kind == "policy":
+        found = _load_policy(source)
+    elif kind == "call_qa":
+        found = _load_settings_file(source, CallQaRule)
+    else:
+        found = _load_journey(source, policy)
+    rule, issues = found
+    return CheckedFile(source, rule, issues)
+
+
+def rule_paths(directory: Path) -> list[Path]:
+    """The rule files of a folder, in name order (dot files are ignored)."""
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if p.suffix in YAML_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def missing_policy_issue(directory: Path) -> RuleIssue:
+    return RuleIssue(
+        str(directory / "contact_policy.yaml"),
+        1,
+        1,
+        "missing contact_policy.yaml: every rules directory needs the contact policy",
+        "copy rules/contact_policy.yaml from the vipcare defaults",
+    )
+
+
+def duplicate_issue(source: RuleSource, first: Path) -> RuleIssue:
+    what = {"policy": "the contact policy", "call_qa": "call QA"}.get(
+        file_kind(source.name), f"journey {source.name!r}"
+    )
+    return RuleIssue(
+        str(source.path), 1, 1, f"{what} is already defined in {first}", "keep one file per rule"
+    )
+
+
+def assemble(
+    source: Path,
+    files: list[Path],
+    policy: ContactPolicy,
+    journeys: dict[str, JourneyBase],
+    call_qa: CallQaRule | None,
+    warnings: list[RuleIssue],
+) -> RuleSet:
+    """The :class:`RuleSet` of files already checked one by one."""
+    return RuleSet(
+        journeys=journeys,
+        contact_policy=policy,
+        source=source,
+        files=files,
+        warnings=warnings,
+        call_qa=call_qa if call_qa is not None else CallQaRule(),
+    )
+
+
 # --- public entry points ---------------------------------------------------------------
 
 
 def load_rules(path: Path | str) -> RuleSet:
     """Load ``path`` (a rules directory, or one rule file plus the policy beside it).
 
-    Raises :class:`RulesValidationError` listing every problem in every file.
+    All or nothing: raises :class:`RulesValidationError` listing every problem in
+    every file. (What *runs* goes through :func:`rules.live.load_live_rules`,
+    which keeps the last good version of a file that does not load.)
     """
     path = Path(path)
     if path.is_dir():
-        files = sorted(
-            p for p in path.iterdir() if p.suffix in YAML_SUFFIXES and not p.name.startswith(".")
-        )
+        files = rule_paths(path)
         base = path
     elif path.is_file():
         files = [path]
@@ -110,59 +249,35 @@ def load_rules(path: Path | str) -> RuleSet:
             files.insert(0, sibling)
     else:
         raise RulesError(f"{path}: no such file or directory")
+    sources = [RuleSource.read(f) for f in files]
     issues: list[RuleIssue] = []
-    policy_path = next((p for p in files if p.stem == POLICY_STEM), None)
     policy: ContactPolicy | None = None
-    if policy_path is None:
-        issues.append(
-            RuleIssue(
-                str(base / "contact_policy.yaml"),
-                1,
-                1,
-                "missing contact_policy.yaml: every rules directory needs the contact policy",
-                "copy rules/contact_policy.yaml from the vipcare defaults",
-            )
-        )
+    policy_source = next((s for s in sources if file_kind(s.name) == "policy"), None)
+    if policy_source is None:
+        issues.append(missing_policy_issue(base))
     else:
-        policy, found = _load_policy(policy_path)
-        issues += found
-    qa_path = next((p for p in files if p.stem == CALL_QA_STEM), None)
-    call_qa: CallQaRule | None = CallQaRule()
-    if qa_path is not None:
-        call_qa, found = _load_settings_file(qa_path, CallQaRule)
-        issues += found
+        checked = check_file(policy_source, None)
+        issues += checked.issues
+        policy = checked.rule if isinstance(checked.rule, ContactPolicy) else None
+    call_qa: CallQaRule | None = None
     journeys: dict[str, JourneyBase] = {}
-    seen_files: dict[str, Path] = {}
-    for file in files:
-        if file in (policy_path, qa_path):
+    seen: dict[str, Path] = {POLICY_STEM: policy_source.path} if policy_source else {}
+    for source in sources:
+        if source is policy_source:
             continue
-        rule, found = _load_journey(file, policy)
-        issues += found
-        if rule is None:
+        if source.name in seen:
+            issues.append(duplicate_issue(source, seen[source.name]))
             continue
-        if rule.journey in seen_files:
-            issues.append(
-                RuleIssue(
-                    str(file),
-                    1,
-                    1,
-                    f"journey {rule.journey!r} is already defined in {seen_files[rule.journey]}",
-                    "keep one file per journey",
-                )
-            )
-            continue
-        seen_files[rule.journey] = file
-        journeys[rule.journey] = rule
-    if policy is None or call_qa is None or any(i.severity == "error" for i in issues):
+        seen[source.name] = source.path
+        checked = check_file(source, policy)
+        issues += checked.issues
+        if isinstance(checked.rule, CallQaRule):
+            call_qa = checked.rule
+        elif isinstance(checked.rule, JourneyBase):
+            journeys[checked.rule.journey] = checked.rule
+    if policy is None or any(i.severity == "error" for i in issues):
         raise RulesValidationError(issues)
-    return RuleSet(
-        journeys=journeys,
-        contact_policy=policy,
-        source=path,
-        files=files,
-        warnings=issues,
-        call_qa=call_qa,
-    )
+    return assemble(path, files, policy, journeys, call_qa, issues)
 
 
 def _policy_file(directory: Path) -> Path | None:
@@ -173,8 +288,8 @@ def _policy_file(directory: Path) -> Path | None:
     return None
 
 
-def _load_policy(path: Path) -> tuple[ContactPolicy | None, list[RuleIssue]]:
-    doc = read_rule_file(path)
+def _load_policy(source: RuleSource) -> tuple[ContactPolicy | None, list[RuleIssue]]:
+    doc = source.doc()
     if doc.tree is None:
         return None, doc.issues
     data = plain(doc.tree)
@@ -191,15 +306,15 @@ def _load_policy(path: Path) -> tuple[ContactPolicy | None, list[RuleIssue]]:
     except ValidationError as exc:
         doc.add(pydantic_issues(exc, ContactPolicy))
         return None, doc.issues
-    policy.stamp(doc.content_hash, path)
+    policy.stamp(doc.content_hash, source.path)
     return policy, doc.issues
 
 
 def _load_settings_file(
-    path: Path, model: type[CallQaRule]
+    source: RuleSource, model: type[CallQaRule]
 ) -> tuple[CallQaRule | None, list[RuleIssue]]:
     """A rule file that is not a journey (``call_qa.yaml``): one pydantic model."""
-    doc = read_rule_file(path)
+    doc = source.doc()
     if doc.tree is None:
         return None, doc.issues
     try:
@@ -207,7 +322,7 @@ def _load_settings_file(
     except ValidationError as exc:
         doc.add(pydantic_issues(exc, model))
         return None, doc.issues
-    rule.stamp(doc.content_hash, path)
+    rule.stamp(doc.content_hash, source.path)
     return rule, doc.issues
 
 
@@ -215,9 +330,10 @@ def _load_settings_file(
 
 
 def _load_journey(
-    path: Path, policy: ContactPolicy | None
+    source: RuleSource, policy: ContactPolicy | None
 ) -> tuple[JourneyBase | None, list[RuleIssue]]:
-    doc = read_rule_file(path)
+    path = source.path
+    doc = source.doc()
     if doc.tree is None:
         return None, doc.issues
     data: dict[Any, Any] = plain(doc.tree)
@@ -225,6 +341,7 @@ def _load_journey(
     if model is None:
         return None, doc.issues
     _parse_conditions(data, doc)
+    _renamed_keys(data, doc)
     doc.add(check_journey(model, data, policy))
     try:
         rule = model.model_validate(data)
@@ -293,6 +410,45 @@ def _journey_model(data: dict[Any, Any], path: Path, doc: YamlDoc) -> type[Journ
             f"rename the file to {declared}.yaml",
         )
     return GenericJourneyRule if kind == "generic" else JOURNEY_MODELS[str(declared)]
+
+
+RENAMED_TRIGGER_KEYS = {"on": "on_date"}
+"""Older spellings still read, with a warning: YAML 1.1 readers (PyYAML, many editors and
+linters) read the key ``on`` as the boolean true, so a file using it fails their checks."""
+
+
+def _renamed_keys(data: dict[Any, Any], doc: YamlDoc) -> None:
+    """Read ``trigger: {on: ...}`` as ``on_date``, warning at the key (an error if both)."""
+    trigger = data.get("trigger")
+    if data.get("kind") != "generic" or not isinstance(trigger, dict):
+        return
+    for old, new in RENAMED_TRIGGER_KEYS.items():
+        if old not in trigger:
+            continue
+        if new in trigger:
+            doc.issue(
+                ("trigger", old),
+                f"both {old}: and {new}: are given; {old}: is the older spelling of {new}:",
+                f"remove the line {old}:",
+                at_key=True,
+            )
+            del trigger[old]
+            continue
+        line, column = locate(doc.tree, ("trigger", old), True)
+        doc.issues = [  # this warning replaces the general "quote it" one at the same key
+            i
+            for i in doc.issues
+            if not (i.line == line and i.column == column and "YAML 1.1" in i.message)
+        ]
+        doc.issue(
+            ("trigger", old),
+            f"the key {old}: is read as true by YAML 1.1 tools (PyYAML, many editors and"
+            f" linters), so their schema checks fail; it is now spelled {new}:",
+            f"rename {old}: to {new}:",
+            at_key=True,
+            severity="warning",
+        )
+        trigger[new] = trigger.pop(old)
 
 
 def _parse_conditions(data: dict[Any, Any], doc: YamlDoc) -> None:

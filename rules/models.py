@@ -606,7 +606,7 @@ CalendarDay: TypeAlias = Annotated[
 
 
 class GenericTrigger(StrictModel):
-    """When a YAML-only journey fires: exactly one of ``condition``, ``date_field`` or ``on``."""
+    """When a YAML-only journey fires: exactly one of ``condition``, ``date_field``, ``on_date``."""
 
     condition: ConditionField | None = Field(
         default=None, description="fires when this holds, e.g. {points: {gte: 5000}}"
@@ -619,16 +619,18 @@ class GenericTrigger(StrictModel):
     offset_days: int = Field(
         default=0, ge=-366, le=366, description="days after (negative: before) date_field"
     )
-    on: CalendarDay | None = Field(
-        default=None, description='a calendar day: "12-24" every year, "2026-12-24" once'
+    on_date: CalendarDay | None = Field(
+        default=None,
+        description='a calendar day: "12-24" every year, "2026-12-24" once (the older spelling'
+        " on: is still read, with a warning: YAML 1.1 tools read that key as true)",
     )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> GenericTrigger:
-        given = [n for n in ("condition", "date_field", "on") if getattr(self, n) is not None]
+        given = [n for n in ("condition", "date_field", "on_date") if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of condition, date_field or on"
+                "give exactly one of condition, date_field or on_date"
                 + (f"; got {', '.join(given)}" if given else "")
             )
         if self.offset_days and self.date_field is None:
@@ -640,7 +642,7 @@ class GenericTrigger(StrictModel):
         return (
             "condition"
             if self.condition is not None
-            else ("date_field" if self.date_field is not None else "on")
+            else ("date_field" if self.date_field is not None else "on_date")
         )
 
 
@@ -675,9 +677,9 @@ class GenericJourneyRule(JourneyBase):
                 "a date_field trigger fires once a year (once_per: year) or on the date itself"
                 " (once_per: ever), not monthly"
             )
-        if t.on is not None and len(t.on) == 5 and period != "year":
+        if t.on_date is not None and len(t.on_date) == 5 and period != "year":
             raise ValueError(
-                f"on: {t.on!r} comes every year: use once_per: year, or give the year"
+                f"on_date: {t.on_date!r} comes every year: use once_per: year, or give the year"
                 " (YYYY-MM-DD) for a one-off"
             )
         return self

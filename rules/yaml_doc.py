@@ -27,7 +27,7 @@ from rules.errors import (
     punctuation_hint,
 )
 from rules.values import show
-from rules.yaml_limits import MAX_FILE_BYTES, YamlLimitError, limited_yaml
+from rules.yaml_limits import MAX_FILE_BYTES, YAML11_BOOLEANS, YamlLimitError, limited_yaml
 
 
 @dataclass
@@ -57,12 +57,24 @@ class YamlDoc:
         return any(i.severity == "error" for i in self.issues)
 
 
-def read_rule_file(path: Path) -> YamlDoc:
+def read_rule_bytes(path: Path) -> bytes | str:
+    """The file's bytes (never more than the limit plus one), or why it cannot be read."""
     try:
         with path.open("rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)  # never more than the limit, whatever the file
+            return fh.read(MAX_FILE_BYTES + 1)  # never more than the limit, whatever the file
     except OSError as exc:
-        return YamlDoc(path, "", None, [RuleIssue(str(path), 1, 1, f"cannot read the file: {exc}")])
+        return f"cannot read the file: {exc}"
+
+
+def read_rule_file(path: Path) -> YamlDoc:
+    raw = read_rule_bytes(path)
+    if isinstance(raw, str):
+        return YamlDoc(path, "", None, [RuleIssue(str(path), 1, 1, raw)])
+    return parse_rule_bytes(path, raw)
+
+
+def parse_rule_bytes(path: Path, raw: bytes) -> YamlDoc:
+    """Parse a rule file's bytes; ``path`` is where its problems are reported."""
     if len(raw) > MAX_FILE_BYTES:
         message = f"the file is larger than {MAX_FILE_BYTES // 1024} KB; rule files may be at most"
         message += f" {MAX_FILE_BYTES // 1024} KB"
@@ -97,6 +109,7 @@ def read_rule_file(path: Path) -> YamlDoc:
         doc.issues.append(RuleIssue(str(path), 1, 1, f"YAML error: {exc}"))
         return doc
     doc.issues += _punctuation_in_values(path, text)
+    doc.issues += _yaml11_booleans(path, yaml)
     if doc.tree is None:
         doc.issues.append(
             RuleIssue(str(path), 1, 1, "the file is empty; expected a mapping (key: value lines)")
@@ -173,6 +186,27 @@ def _punctuation_issue(path: Path, text: str, exc: MarkedYAMLError) -> RuleIssue
 
 
 CURLY_QUOTES = "“”‘’"
+
+
+YAML11_HINT = "is read as {value} by YAML 1.1 tools (PyYAML, many editors and linters)"
+
+
+def _yaml11_booleans(path: Path, yaml: Any) -> list[RuleIssue]:
+    """A warning at each unquoted yes / no / on / off / y / n: text here, a boolean elsewhere."""
+    found: list[RuleIssue] = []
+    for word, mark in getattr(yaml.composer, "yaml11_booleans", []):
+        value = "true" if YAML11_BOOLEANS[word] else "false"
+        found.append(
+            RuleIssue(
+                str(path),
+                mark.line + 1,
+                mark.column + 1,
+                f"{word} {YAML11_HINT.format(value=value)}, so their checks of this file fail",
+                f'quote it: "{word}"',
+                "warning",
+            )
+        )
+    return found
 
 
 def _punctuation_in_values(path: Path, text: str) -> list[RuleIssue]:

@@ -16,7 +16,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError
-from ruamel.yaml.events import AliasEvent, MappingStartEvent, SequenceStartEvent
+from ruamel.yaml.events import AliasEvent, MappingStartEvent, ScalarEvent, SequenceStartEvent
 
 MAX_FILE_BYTES = 256 * 1024
 """Rule files are a few KB; 256 KB leaves room for long templates, not for an attack."""
@@ -24,6 +24,14 @@ MAX_DEPTH = 64
 """Nesting levels (mappings and lists); audiences rarely go past 10."""
 MAX_NODES = 100_000
 """Values (keys, scalars, mappings, lists) the file holds once aliases are expanded."""
+YAML11_BOOLEANS: dict[str, bool] = {
+    word: value
+    for words, value in (("y yes on", True), ("n no off", False))
+    for base in words.split()
+    for word in (base, base.capitalize(), base.upper())
+}
+"""Plain words that are text to vipcare (YAML 1.2) but booleans to YAML 1.1 readers (PyYAML,
+many editors and linters): an unquoted ``YES`` keyword or an ``on:`` key fails their checks."""
 
 
 class YamlLimitError(MarkedYAMLError):
@@ -43,9 +51,17 @@ class _LimitedComposer(Composer):
         self._depth = 0
         self._sizes: dict[int, int] = {}  # id(node) -> values it expands to
         self._open: list[str] = []  # anchors of the collections being composed
+        self.yaml11_booleans: list[tuple[str, Any]] = []
+        """Unquoted words YAML 1.1 reads as booleans: (word, start mark)."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.parser.peek_event()
+        if (
+            isinstance(event, ScalarEvent)
+            and event.style is None
+            and event.value in YAML11_BOOLEANS
+        ):
+            self.yaml11_booleans.append((event.value, event.start_mark))
         if isinstance(event, AliasEvent):
             self._alias(event)
             return super().compose_node(parent, index)

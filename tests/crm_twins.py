@@ -68,8 +68,14 @@ def snapshot(engine: Engine) -> dict[str, Any]:
             )
             for t in conn.execute(sql_select(CallTask)).all()
         )
-        out["audit"] = Counter(
-            (a.action, a.customer_ref, (a.entity or "").split(":")[0], a.rule_id, a.at)
+        out["audit"] = Counter(  # the rule set's acceptance is stamped with the wall clock
+            (
+                a.action,
+                a.customer_ref,
+                (a.entity or "").split(":")[0],
+                a.rule_id,
+                None if a.action.startswith("rules.") else a.at,
+            )
             for a in conn.execute(sql_select(AuditLog)).all()
         )
     return out

@@ -77,9 +77,9 @@ def problems(tmp_path: Path, text: str) -> list[str]:
         ),
         (
             "  date_field: joined_on\n",
-            '  date_field: joined_on\n  on: "12-24"\n',
-            "9: trigger: give exactly one of condition, date_field or on; got date_field, on"
-            " (None)",
+            '  date_field: joined_on\n  on_date: "12-24"\n',
+            "9: trigger: give exactly one of condition, date_field or on_date; got date_field,"
+            " on_date (None)",
         ),
         (
             "      priority: 2\n",

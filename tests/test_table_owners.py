@@ -50,6 +50,17 @@ WRITES: dict[str, tuple[tuple[str, ...], list[str]]] = {
             r"(UPDATE|INSERT INTO)\s+grace_periods\b",
         ],
     ),
+    "rule_files": (
+        ("crm/rule_files.py",),
+        [
+            r"update\(\s*RuleFile\b",
+            r"delete\(\s*RuleFile\b",
+            r"(?<!class )\bRuleFile\(",
+            r"table_of\(RuleFile\)\.insert",
+            r"insert\(\s*RuleFile\b",
+            r"(UPDATE|INSERT INTO|DELETE FROM)\s+rule_files\b",
+        ],
+    ),
     "consent flags": (
         ("crm/consent.py",),
         [
@@ -102,6 +113,8 @@ def test_only_the_owner_writes(table: str) -> None:
         ("call_tasks", "session.add(CallTask(kind='callback'))"),
         ("outbound_messages", "update(OutboundMessage).where(x).values(status='suppressed')"),
         ("grace_periods", "session.execute(update(GracePeriod).values(status='repaid'))"),
+        ("rule_files", "session.execute(delete(RuleFile).where(RuleFile.name == n))"),
+        ("rule_files", "session.execute(update(RuleFile).values(sha256=None))"),
         ("consent flags", "customer.sms_opt_out = True"),
         ("consent flags", "update(Customer).where(w).values(sms_opt_out=True)"),
         ("consent flags", 'update(_C).values({"do_not_call": True})'),

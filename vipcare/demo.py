@@ -22,7 +22,6 @@ from crm.db import make_engine, transaction
 from crm.models import CallTask, CreditLedger, Customer, Manager, OutboundMessage
 from crm.phones import mask
 from notifications.dispatcher import DispatchSummary
-from rules import load_rules
 from vipcare.console import console, print_care_day, print_table
 from vipcare.settings import Settings
 
@@ -39,7 +38,7 @@ def run_demo(cfg: Settings, as_of: date, customers: int, seed_value: int, reset:
     from crm.schema import upgrade
     from flows.journeys.context import care_day_instant
     from seed import generate
-    from vipcare.operations import dispatch_due, run_care_day
+    from vipcare.operations import dispatch_due, live_rules, run_care_day
 
     if reset:
         _reset_sqlite(cfg.database_url)
@@ -65,7 +64,7 @@ def run_demo(cfg: Settings, as_of: date, customers: int, seed_value: int, reset:
     print_care_day(run_care_day(cfg, as_of, morning))
     console.print("4. dispatching what is due at 09:00…")
     _print_dispatch(dispatch_due(cfg, morning, engine=engine))
-    ruleset = load_rules(cfg.rules_dir)
+    ruleset = live_rules(cfg, engine, morning).require()
     later = morning + ruleset.precall_lead_time + timedelta(minutes=5)
     console.print(
         f"5. dispatching again at {later.astimezone(cfg.tz):%H:%M}, after the pre-call notices'"

@@ -3,7 +3,8 @@
 Read-only. Collects the last run per journey and per job (``job_runs``), the
 queue by status and the oldest due message, claims stuck in ``sending``,
 messages expired in the last day, overdue call tasks, and the scheduler's lease
-(heartbeat) and next fire times (``scheduler_jobs``). :func:`collect` returns it
+(heartbeat) and next fire times (``scheduler_jobs``), and which version of each rule
+file runs (a refused edit, with the file:line of its problems). :func:`collect` returns it
 all with a list of ``attention`` items; the CLI exits non-zero when that list
 is not empty, so a monitoring check can run ``vipcare status --json``.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, func, select
 
@@ -21,6 +22,9 @@ from crm.db import transaction
 from crm.models import CallTask, JobRun, OutboundMessage, SchedulerJob
 from vipcare.scheduler import days, lease
 from vipcare.scheduler.schedule import CARE_DAY, DISPATCH, ESCALATION, Schedule
+
+if TYPE_CHECKING:
+    from rules.live import LiveRules
 
 STUCK_AFTER = timedelta(minutes=5)
 """A claim in ``sending`` whose lease is older than this is stuck (the dispatcher's grace)."""
@@ -39,6 +43,7 @@ class Health:
     expired_last_day: dict[str, Any] = field(default_factory=dict)
     overdue_tasks: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=dict)
+    rules: dict[str, Any] = field(default_factory=dict)
     attention: list[str] = field(default_factory=list)
 
     @property
@@ -57,6 +62,7 @@ class Health:
             "expired_last_day": self.expired_last_day,
             "overdue_tasks": self.overdue_tasks,
             "scheduler": self.scheduler,
+            "rules": self.rules,
         }
 
 
@@ -267,10 +273,23 @@ def _scheduler(engine: Engine, now: datetime, health: Health) -> None:
 
 
 def collect(
-    engine: Engine, schedule: Schedule, now: datetime, *, escalate_after_days: int | None
+    engine: Engine,
+    schedule: Schedule,
+    now: datetime,
+    *,
+    escalate_after_days: int | None,
+    rules: LiveRules | None = None,
 ) -> Health:
-    """Everything ``vipcare status`` shows, as of ``now`` (aware UTC)."""
+    """Everything ``vipcare status`` shows, as of ``now`` (aware UTC).
+
+    ``rules`` is the live rule set (:func:`rules.live.load_live_rules`, read only):
+    each refused file needs attention, with the file:line of its problems and which
+    journeys run on their last good version.
+    """
     health = Health(now=now)
+    if rules is not None:
+        health.rules = rules.as_dict()
+        health.attention += rules.attention()
     _journeys(engine, now, health)
     _jobs(engine, now, schedule, health)
     _queue(engine, now, schedule, health)

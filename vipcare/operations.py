@@ -19,11 +19,23 @@ from sqlalchemy import Engine
 from crm.audit import Actor
 from crm.db import make_engine, transaction
 from notifications.dispatcher import DispatchSummary
-from rules import RuleSet, load_rules
+from rules import RuleSet
+from rules.live import LiveRules, load_live_rules
 from rules.models import CallbackRule
 from vipcare.settings import Settings
 
 SCHEDULER = Actor("system", "scheduler")
+
+
+def live_rules(
+    settings: Settings, engine: Engine, now: datetime, *, record: bool = True
+) -> LiveRules:
+    """The live rule set of the configured folder on this database (:mod:`rules.live`).
+
+    The one way every entry point gets the rules it runs: a file whose edit does not
+    load runs on its last good version, and the refusal is recorded and reported.
+    """
+    return load_live_rules(engine, settings.rules_dir, now, record=record)
 
 
 def dispatch_due(
@@ -37,9 +49,10 @@ def dispatch_due(
     """Send what is due at ``at`` through the contact policy and the configured channels."""
     from notifications.dispatcher import dispatch
 
-    rules = ruleset if ruleset is not None else load_rules(settings.rules_dir)
+    eng = engine if engine is not None else make_engine(settings.database_url)
+    rules = ruleset if ruleset is not None else live_rules(settings, eng, at).require()
     return dispatch(
-        engine if engine is not None else make_engine(settings.database_url),
+        eng,
         settings.notifications(),
         rules.contact_policy,
         at,
@@ -124,12 +137,12 @@ def escalate_overdue(
     """
     from crm import tasks
 
-    rules = ruleset if ruleset is not None else load_rules(settings.rules_dir)
+    eng = engine if engine is not None else make_engine(settings.database_url)
+    rules = ruleset if ruleset is not None else live_rules(settings, eng, at).require()
     rule = rules.journeys.get("callback")
     if not isinstance(rule, CallbackRule) or not rule.enabled:
         return EscalationResult(0, None)
     planned_before = as_of - timedelta(days=rule.trigger.escalate_after_days)
-    eng = engine if engine is not None else make_engine(settings.database_url)
     with transaction(eng) as session:
         escalated = tasks.escalate_overdue(
             session,

@@ -39,11 +39,14 @@ from flows.daily import (
     flow_run_id,
     hygiene_part,
     journeys_to_run,
+    record_not_running,
+    rules_of,
+    rules_summary,
     run_part,
     shard_count,
 )
 from flows.journeys.intents import JourneyReport
-from rules import RuleSet, load_rules
+from rules import RuleSet
 from vipcare import operations
 from vipcare.scheduler import days
 from vipcare.scheduler.schedule import CARE_DAY, ESCALATION, Schedule
@@ -185,9 +188,10 @@ def care_day(
     engine = _engine(cfg)
     params = _params(cfg, day, at, count, journeys or [], run_id)
     reports: list[dict[str, Any]] = []
-    ruleset = load_rules(cfg.rules_dir)
     with runs.recorded(engine, "care_day", CARE_DAY, _now, care_day=day, owner=_owner()) as rec:
+        ruleset = rules_of(params)  # the live set: a refused file runs on its last good version
         reports.append(hygiene_part(params, run_id))
+        record_not_running(params, run_id)
         for sharded, group in _groups(ruleset, journeys_to_run(params), count):
             if sharded:
                 base = {"as_of": day.isoformat(), "at": at.isoformat(), "shards": count}
@@ -207,6 +211,9 @@ def care_day(
                         )
                     )
         rec.details.update(run_id=run_id, journeys=reports, shards=count)
+        summary = rules_summary(params)
+        if summary["refused"]:
+            rec.details["rules"] = summary
     days.mark_completed(engine, CARE_DAY, day, _now())
     get_run_logger().info("care day %s: %s", day, reports)
     return {"run_id": run_id, "as_of": day.isoformat(), "journeys": reports}

@@ -84,10 +84,10 @@ class Generic(Journey):
                 test = mmdd.in_(birthday_mmdds(target))
                 name = f"{t.date_field}{offset} falls on {ctx.as_of:%m-%d} (every year)"
             return Predicate(name, test, column, lambda v: "unknown" if v is None else str(v))
-        assert t.on is not None
-        hits = _calendar_hit(t.on, ctx.as_of)
+        assert t.on_date is not None
+        hits = _calendar_hit(t.on_date, ctx.as_of)
         return Predicate(
-            f"today is {t.on}", true() if hits else false(), None, lambda _v: str(ctx.as_of)
+            f"today is {t.on_date}", true() if hits else false(), None, lambda _v: str(ctx.as_of)
         )
 
     def refine(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -13,6 +13,8 @@ from vipcare.cli.common import (
     engine,
     fail,
     input_errors,
+    live_rules,
+    live_ruleset,
     now_utc,
     parse_date,
     parse_day,
@@ -23,6 +25,9 @@ from vipcare.cli.common import (
     today_local,
 )
 from vipcare.console import console, err_console, print_care_day, print_json, print_table
+
+if TYPE_CHECKING:
+    from rules.loader import RuleSet
 
 tasks_app = typer.Typer(help="Account managers' call tasks.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The credit ledger.", no_args_is_help=True)
@@ -60,12 +65,19 @@ def run(
     """
     import uuid
 
-    from rules import load_rules
-
     as_of = parse_date(on)  # usage errors (exit 2) first
     instant = parse_instant(at)
     eng = engine()  # no database: one line and exit 1, before anything is created
-    load_rules(settings().rules_dir)  # fail fast, with file:line errors, before Prefect starts
+    # Before Prefect starts: a refused file is warned about (its last good version runs);
+    # with no rule set that can run at all, exit 1 with every problem.
+    live = live_rules(eng, record=not dry_run)
+    live.require()
+    for name in journey:
+        refusal = live.refusal_of(name)
+        if name in live.stopped_journeys and refusal is not None:
+            from rich.markup import escape
+
+            fail(f"--journey {name} cannot run: {escape(refusal.describe())}")
     today = today_local()
     if as_of is None:
         as_of = instant.astimezone(settings().tz).date() if instant else today
@@ -80,7 +92,7 @@ def run(
     from vipcare.operations import run_care_day
 
     run_id = str(uuid.uuid4())
-    wanted = _journeys_for_progress(journey)
+    wanted = _journeys_for_progress(live.require(), journey)
     progress_on = err_console.is_terminal if show_progress is None else show_progress
     try:
         with _care_progress(progress_on and not dry_run, run_id, wanted):
@@ -116,11 +128,9 @@ def _announce(text: str) -> None:
     err_console.print(f"[dim]{text}[/]", highlight=False)
 
 
-def _journeys_for_progress(wanted: list[str]) -> list[str]:
+def _journeys_for_progress(ruleset: RuleSet, wanted: list[str]) -> list[str]:
     from flows.journeys.registry import journeys_for
-    from rules import load_rules
 
-    ruleset = load_rules(settings().rules_dir)
     return [
         j.id
         for j in journeys_for(ruleset)
@@ -244,14 +254,13 @@ def tasks_done(
     from crm.audit import Actor
     from crm.db import transaction
     from crm.tasks import RetryPolicy, complete
-    from rules import load_rules
 
     if outcome not in TASK_OUTCOMES:
         fail(
             f"--outcome: unknown outcome {outcome!r}; expected one of {', '.join(TASK_OUTCOMES)}",
             code=2,
         )
-    rule = load_rules(settings().rules_dir).journeys.get("callback")
+    rule = live_ruleset(engine()).journeys.get("callback")
     retry = (
         RetryPolicy(rule.trigger.no_answer_retry_days, rule.trigger.max_attempts)  # type: ignore[attr-defined]
         if rule is not None
@@ -409,10 +418,9 @@ def tasks_reschedule(
     """Move an open task to another working day within the manager's daily capacity."""
     from crm.audit import Actor
     from crm.db import transaction
-    from rules import load_rules
     from vipcare.calls import reschedule_call
 
-    window = load_rules(settings().rules_dir).contact_policy.send_window
+    window = live_ruleset(engine()).contact_policy.send_window
     day = parse_day(to, "--to")
     assert day is not None
     actor = (

@@ -11,13 +11,17 @@ import os
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from functools import wraps
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from sqlalchemy import Engine
 
 from vipcare.console import console, err_console
 from vipcare.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from rules.live import LiveRules
+    from rules.loader import RuleSet
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -58,7 +62,9 @@ def input_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except handled as exc:
-            fail(str(exc))
+            from rich.markup import escape
+
+            fail(escape(str(exc)))  # a message quoting "[...]" is text, not console markup
 
     return wrapper
 
@@ -176,3 +182,30 @@ def now_utc() -> datetime:
 
 def today_local() -> date:
     return now_utc().astimezone(settings().tz).date()
+
+
+def live_rules(eng: Engine, *, record: bool = True, warn: bool = True) -> LiveRules:
+    """The live rule set (:func:`rules.live.load_live_rules`), each refused file warned on stderr.
+
+    A refused edit never stops a command that runs rules: its last good version runs,
+    and the warning names the file, line and column of its first problem.
+    """
+    from rich.markup import escape
+
+    from rules.live import load_live_rules
+
+    live = load_live_rules(eng, settings().rules_dir, now_utc(), record=record)
+    if warn:
+        for refused in live.refused:
+            err_console.print(
+                f"[yellow]warning:[/] {escape(refused.summary())} (`vipcare rules check` lists"
+                " every problem)",
+                highlight=False,
+                soft_wrap=True,
+            )
+    return live
+
+
+def live_ruleset(eng: Engine) -> RuleSet:
+    """The live rule set to run with; exits 1 with every problem when none can run."""
+    return live_rules(eng).require()

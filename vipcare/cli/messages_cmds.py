@@ -10,6 +10,7 @@ from vipcare.cli.common import (
     engine,
     fail,
     input_errors,
+    live_ruleset,
     now_utc,
     parse_instant,
     print_shown,
@@ -71,6 +72,7 @@ def dispatch(
 
     eng = engine()
     when = parse_instant(at) or now_utc()
+    ruleset = live_ruleset(eng)  # a refused edit is warned about; its last good version runs
     progress_on = err_console.is_terminal if show_progress is None else show_progress
     display: Any = nullcontext()
     if progress_on:
@@ -82,6 +84,7 @@ def dispatch(
         summary = dispatch_due(
             settings(),
             when,
+            ruleset=ruleset,
             engine=eng,
             limit=limit,
             reconcile_all=reconcile_all,

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from vipcare.cli.common import engine, fail, input_errors, now_utc, settings
+from vipcare.cli.common import engine, fail, input_errors, live_rules, now_utc, settings
 from vipcare.console import console, print_json, print_table
 
 NEEDS_ATTENTION = 3
@@ -55,12 +55,16 @@ def scheduler(
     second one refuses to start. SIGTERM (or Ctrl-C) stops it after the job in
     flight. Logs go to stderr; `vipcare status` shows what it did.
     """
-    from rules import load_rules
     from vipcare.scheduler import daemon, lease
 
     eng = engine()
-    load_rules(settings().rules_dir)  # fail fast, with file:line errors
     _log_to_stderr()
+    # A refused edit does not stop it: its last good version runs, the log says so and
+    # `vipcare status` reports it. Only with no rule set that can run at all: exit 1.
+    live = live_rules(eng, warn=False)
+    for refused in live.refused:
+        logging.getLogger("vipcare.scheduler").warning("%s", refused.summary())
+    live.require()
     try:
         daemon.run(settings(), selected=[j.value for j in job] or None, engine=eng)
     except lease.LeaseRefused as exc:
@@ -77,17 +81,18 @@ def status(
 
     Exits 0 when all is well and 3 when something needs attention (listed first).
     """
-    from rules import load_rules
     from rules.models import CallbackRule
     from vipcare.health import collect
     from vipcare.scheduler.schedule import Schedule
 
     eng = engine()
     cfg = settings()
-    rule = load_rules(cfg.rules_dir).journeys.get("callback")
+    # Read only; a refused edit is part of the report (exit 3), never a reason not to report.
+    live = live_rules(eng, record=False, warn=False)
+    rule = live.ruleset.journeys.get("callback") if live.ruleset is not None else None
     escalate_after = rule.trigger.escalate_after_days if isinstance(rule, CallbackRule) else None
     schedule = Schedule.from_settings(cfg)
-    health = collect(eng, schedule, now_utc(), escalate_after_days=escalate_after)
+    health = collect(eng, schedule, now_utc(), escalate_after_days=escalate_after, rules=live)
     if as_json:
         print_json(health.as_dict())
     else:
@@ -114,6 +119,7 @@ def _print_health(h: dict[str, Any]) -> None:
     else:
         console.print("[bold green]healthy[/]: nothing needs attention")
     console.print(f"[dim]times in {zone}[/]")
+    _print_rules(h.get("rules") or {})
     s = h["scheduler"]
     line = f"scheduler: [bold]{s['state']}[/]"
     if "owner" in s:
@@ -178,6 +184,45 @@ def _print_health(h: dict[str, Any]) -> None:
             f"overdue call tasks (planned before {o['planned_before']}): {o['count']}",
             highlight=False,
         )
+
+
+STATE_WORDS = {
+    "current": "current",
+    "last_good": "last good version",
+    "not_running": "NOT RUNNING",
+    "default": "defaults",
+}
+
+
+def _print_rules(r: dict[str, Any]) -> None:
+    """The rule files: which version of each runs, and every problem of a refused edit."""
+    if not r:
+        return
+    files = r["files"]
+    if not r["refused"]:
+        console.print(
+            f"rules: {len(files)} file(s) in {r['dir']}, all current", highlight=False, markup=False
+        )
+        return
+    print_table(
+        f"rule files ({r['dir']})",
+        ["rule", "runs", "sha256", "accepted"],
+        (
+            [
+                f["rule_id"],
+                STATE_WORDS.get(f["state"], f["state"]),
+                (f["sha256"] or "")[:12],
+                _local(f["accepted_at"]),
+            ]
+            for f in files
+        ),
+    )
+    for refused in r["refused"]:
+        console.print(
+            f"refused: {refused['file']}: {refused['consequence']}", highlight=False, markup=False
+        )
+        for problem in refused["problems"]:
+            console.print(f"  {problem}", highlight=False, markup=False)
 
 
 @input_errors

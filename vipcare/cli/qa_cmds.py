@@ -10,6 +10,7 @@ import typer
 from vipcare.cli.common import (
     engine,
     input_errors,
+    live_ruleset,
     now_utc,
     parse_day,
     print_shown,
@@ -38,10 +39,9 @@ def sample(
     from crm.audit import Actor
     from crm.db import transaction
     from crm.qa import draw_sample
-    from rules import load_rules
 
     day = parse_day(on) or today_local() - timedelta(days=1)
-    rule = load_rules(settings().rules_dir).call_qa
+    rule = live_ruleset(engine()).call_qa
     with transaction(engine()) as session:
         result = draw_sample(
             session,

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from vipcare.cli.common import engine, input_errors, now_utc, settings
+from vipcare.cli.common import engine, input_errors, live_ruleset, now_utc, settings
 from vipcare.console import console
 
 
@@ -38,14 +38,13 @@ def web(
 
     from notifications.logging import twilio_secrets
     from notifications.webhooks import create_app as create_webhooks
-    from rules import load_rules
     from vipcare.web import Dispatcher, create_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     cfg = settings()
-    ruleset = load_rules(cfg.rules_dir)
     eng = engine()
+    ruleset = live_ruleset(eng)  # a refused edit is warned about; its last good version runs
     workspace = create_app(eng, cfg, clock=now_utc, ruleset=ruleset)
     hooks = None
     token = cfg.twilio_auth_token.get_secret_value() if cfg.twilio_auth_token else ""
@@ -88,12 +87,11 @@ def webhooks(
 
     from notifications.logging import install_masking, twilio_secrets
     from notifications.webhooks import create_app
-    from rules import load_rules
 
     eng = engine()  # before logging is set up: a missing database is one line, nothing more
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     cfg = settings()
-    ruleset = load_rules(cfg.rules_dir)
+    ruleset = live_ruleset(eng)
     policy = ruleset.contact_policy
     app = create_app(
         eng,

@@ -16,14 +16,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from crm import process, runs
-from rules import RuleSet, load_rules
+from rules import RuleSet
 from vipcare import operations
 from vipcare.errors import describe_error
 from vipcare.scheduler import days, lease
@@ -51,23 +50,6 @@ class _Pending:
     run_id: int | None = None
 
 
-class RulesCache:
-    """The rule files, loaded again only when one of them changed (the dispatcher runs often)."""
-
-    def __init__(self) -> None:
-        self._key: tuple[Any, ...] | None = None
-        self._rules: RuleSet | None = None
-        self._lock = threading.Lock()
-
-    def get(self, rules_dir: Path) -> RuleSet:
-        files = sorted(rules_dir.glob("*.yaml")) if rules_dir.is_dir() else [rules_dir]
-        key = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
-        with self._lock:
-            if self._rules is None or key != self._key:
-                self._rules, self._key = load_rules(rules_dir), key
-            return self._rules
-
-
 @dataclass
 class Runtime:
     """Everything a job needs, injected: settings, engine, clock, the stop flag."""
@@ -85,7 +67,6 @@ class Runtime:
     """Asks the scheduler to run a job once more at that instant (after a failure)."""
     pending: list[_Pending] = field(default_factory=list)
     lost_lease: bool = False
-    rules: RulesCache = field(default_factory=lambda: RulesCache())
     busy: dict[str, threading.Lock] = field(
         default_factory=lambda: {job: threading.Lock() for job in (CARE_DAY, DISPATCH, ESCALATION)}
     )
@@ -245,6 +226,14 @@ def due_days(rt: Runtime, job_id: str, *, every_day: bool) -> DueDays:
 # -- the jobs -----------------------------------------------------------------------
 
 
+def _rules(rt: Runtime, outcome: Outcome) -> RuleSet:
+    """The live rule set (a refused file runs on its last good version), noted in the run."""
+    live = operations.live_rules(rt.settings, rt.engine, rt.clock())
+    if live.refused:
+        outcome.details["rules_refused"] = [r.file for r in live.refused]
+    return live.require()
+
+
 def run_care_days(rt: Runtime) -> None:
     """Run every due care day in order, each as its own date; stop at the first failure."""
     while not rt.stop.is_set():
@@ -278,6 +267,8 @@ def run_care_days(rt: Runtime) -> None:
                 rt.settings, day, at, shards=rt.settings.care_shards, announce=log.info
             )
             outcome.details.update(run_id=result.get("run_id"), journeys=result["journeys"])
+            if result.get("rules", {}).get("refused"):
+                outcome.details["rules"] = result["rules"]
 
         log.info("care day %s: starting (acts as of %s)", day, at.isoformat())
         if not run_recorded(rt, "care_day", CARE_DAY, work, care_day=day):
@@ -294,7 +285,7 @@ def run_dispatch(rt: Runtime) -> None:
         summary = operations.dispatch_due(
             rt.settings,
             now,
-            ruleset=rt.rules.get(rt.settings.rules_dir),
+            ruleset=_rules(rt, outcome),
             engine=rt.engine,
             wall_clock=rt.clock,
             should_stop=rt.stop.is_set,
@@ -330,7 +321,7 @@ def run_escalation(rt: Runtime) -> None:
             rt.settings,
             day,
             rt.clock(),
-            ruleset=rt.rules.get(rt.settings.rules_dir),
+            ruleset=_rules(rt, outcome),
             engine=rt.engine,
         )
         outcome.details.update(result.as_dict())

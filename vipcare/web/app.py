@@ -24,7 +24,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from crm.accounts import LoginLimits, signing_secret
 from crm.db import transaction
-from rules import RuleSet, load_rules
+from rules import RuleSet
+from rules.live import load_live_rules
 from vipcare.settings import Settings
 from vipcare.web.deps import (
     CsrfRejected,
@@ -55,7 +56,11 @@ def create_app(
     page_size: int | None = None,
 ) -> FastAPI:
     """The workspace. ``clock`` returns aware UTC now: sessions, "today" and audit times."""
-    rules = ruleset if ruleset is not None else load_rules(settings.rules_dir)
+    rules = (
+        ruleset
+        if ruleset is not None
+        else load_live_rules(engine, settings.rules_dir, clock()).require()
+    )
     if settings.web_secret is not None and settings.web_secret.get_secret_value():
         secret = settings.web_secret.get_secret_value()
     else:
