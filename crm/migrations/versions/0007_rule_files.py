@@ -1,6 +1,6 @@
 """rule_files: the last good version of each rule file, kept while an edit does not load
 
-Revision ID: 0009
+Revision ID: 0007
 Revises: 0006
 """
 from alembic import op
@@ -8,7 +8,7 @@ import sqlalchemy as sa
 import crm.types
 
 
-revision = '0009'
+revision = '0007'
 down_revision = '0006'
 branch_labels = None
 depends_on = None
