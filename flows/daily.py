@@ -17,12 +17,19 @@ another.
 Each journey task records its run in ``job_runs`` (``crm.runs``) for ``vipcare
 status``. This module is the worker's edge, so it reads the wall clock for
 those records; the journeys themselves only ever see the injected ``at``.
+
+The CRM is never a flow parameter: Prefect stores parameters where anyone who
+can read its API sees them, and a database URL holds a password. The caller
+hands the engine over from its own settings (:func:`care_database`).
 """
 
 from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -37,7 +44,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
 from crm import runs
-from crm.db import is_sqlite, make_engine
+from crm.db import is_sqlite
 from flows.journeys.context import RunContext, care_day_instant
 from flows.journeys.day import HYGIENE, run_hygiene
 from flows.journeys.engine import run_journey
@@ -47,13 +54,12 @@ from rules import RuleSet, load_rules
 
 
 class DailyCareParams(BaseModel):
-    """The flow parameter: everything a care day depends on, time included."""
+    """The flow parameter: everything a care day depends on, time included (no secret)."""
 
     as_of: date
     at: datetime | None = Field(
         default=None, description="the instant to act as of; 09:00 operator time by default"
     )
-    database_url: str
     rules_dir: str
     operator_tz: str = "Asia/Shanghai"
     journeys: list[str] = Field(
@@ -65,6 +71,36 @@ class DailyCareParams(BaseModel):
     run_id: str | None = Field(
         default=None, description="names this run in the audit trail; a fresh id by default"
     )
+
+
+class CareFlowError(RuntimeError):
+    """The care flow was started without the CRM it works on."""
+
+
+_database: ContextVar[Engine | None] = ContextVar("vipcare_care_database", default=None)
+
+
+@contextmanager
+def care_database(engine: Engine) -> Iterator[Engine]:
+    """The CRM that :func:`daily_care` started in this block works on.
+
+    Prefect's task threads copy the context, so every task of the run sees it.
+    """
+    token = _database.set(engine)
+    try:
+        yield engine
+    finally:
+        _database.reset(token)
+
+
+def _current_database() -> Engine:
+    engine = _database.get()
+    if engine is None:
+        raise CareFlowError(
+            "daily_care needs its CRM: run it inside `with care_database(engine):` "
+            "(the database URL is never a flow parameter)"
+        )
+    return engine
 
 
 def rules_of(rules_dir: str) -> RuleSet:
@@ -119,11 +155,6 @@ def _owner() -> str:
     return f"{socket.gethostname()[:120]}/{os.getpid()}"
 
 
-@lru_cache(maxsize=4)
-def _engine(url: str) -> Engine:
-    return make_engine(url)
-
-
 def _context(params: DailyCareParams, run_id: str, shard: int, count: int) -> RunContext:
     tz = ZoneInfo(params.operator_tz)
     return RunContext(
@@ -137,12 +168,13 @@ def _context(params: DailyCareParams, run_id: str, shard: int, count: int) -> Ru
     )
 
 
-def run_part(params: DailyCareParams, run_id: str, journey: str, shard: int) -> dict[str, Any]:
+def run_part(
+    engine: Engine, params: DailyCareParams, run_id: str, journey: str, shard: int
+) -> dict[str, Any]:
     """One journey over one shard of customers, its run recorded (not for a dry run)."""
     ruleset = rules_of(params.rules_dir)
     count = shard_count(ruleset, journey, params.shards)
     ctx = _context(params, run_id, shard, count)
-    engine = _engine(params.database_url)
     found = journey_for(ctx.ruleset, journey)
     if params.dry_run:
         return run_journey(engine, ctx, found, dry_run=True).as_dict()
@@ -163,13 +195,12 @@ def run_part(params: DailyCareParams, run_id: str, journey: str, shard: int) -> 
 @task(name="hygiene", cache_policy=NO_CACHE)
 def hygiene_task(params: DailyCareParams, run_id: str) -> dict[str, Any]:
     """Withdraw care that must no longer happen (do-not-call, suspended, closed) first."""
-    return hygiene_part(params, run_id)
+    return hygiene_part(_current_database(), params, run_id)
 
 
-def hygiene_part(params: DailyCareParams, run_id: str) -> dict[str, Any]:
+def hygiene_part(engine: Engine, params: DailyCareParams, run_id: str) -> dict[str, Any]:
     """The hygiene sweep of a care day, its run recorded (not for a dry run)."""
     ctx = _context(params, run_id, 0, 1)
-    engine = _engine(params.database_url)
     if params.dry_run:
         return run_hygiene(engine, ctx, dry_run=True).as_dict()
     with runs.recorded(
@@ -182,7 +213,7 @@ def hygiene_part(params: DailyCareParams, run_id: str) -> dict[str, Any]:
 
 @task(name="journey", cache_policy=NO_CACHE, task_run_name="{journey}[{shard}]")
 def journey_task(params: DailyCareParams, run_id: str, journey: str, shard: int) -> dict[str, Any]:
-    report = run_part(params, run_id, journey, shard)
+    report = run_part(_current_database(), params, run_id, journey, shard)
     get_run_logger().info("journey %s shard %s: %s", journey, shard, report)
     return report
 
@@ -210,9 +241,12 @@ def summary_markdown(params: DailyCareParams, journeys: list[dict[str, Any]]) ->
 
 @flow(name="daily-care", log_prints=False)
 def daily_care(params: DailyCareParams) -> dict[str, Any]:
-    """Run the enabled journeys for ``params.as_of``; they queue, the dispatcher sends."""
+    """Run the enabled journeys for ``params.as_of``; they queue, the dispatcher sends.
+
+    Runs inside :func:`care_database`, which names the CRM.
+    """
     run_id = params.run_id or flow_run_id() or str(uuid.uuid4())
-    parallel = not is_sqlite(_engine(params.database_url))
+    parallel = not is_sqlite(_current_database())
     ruleset = rules_of(params.rules_dir)
     reports = [hygiene_task(params, run_id)]
     for journey in journeys_to_run(params):
