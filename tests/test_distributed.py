@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -274,19 +274,38 @@ def _fire_times(schedule: Schedule, job: str, after: datetime, count: int) -> li
     return fires
 
 
+def _until_scheduled(
+    server_out: Output, ready: Callable[[], bool], what: str, loops: int = 20
+) -> None:
+    """Wait, loop by loop of the server's scheduler (its log line), until ``ready()``."""
+    for _ in range(loops):
+        mark = server_out.mark()
+        if ready():
+            return
+        server_out.wait_for(r"Scheduled \d+ runs", timeout=90, since=mark)
+    tail = server_out.text[-3000:]
+    assert ready(), f"{what}: not scheduled after {loops} loops of the scheduler:\n{tail}"
+
+
 def _check_cron_runs_scheduled(
-    api: str, server_out: Output, schedule: Schedule, deployed_at: datetime, mark: int
+    api: str, server_out: Output, schedule: Schedule, deployed_at: datetime
 ) -> dict[str, str]:
     """Phase 1: the server's scheduler made each cron deployment's next runs, on its cron."""
-    server_out.wait_for(r"Scheduled [1-9]\d* runs", since=mark)
     ids = _deployment_ids(api)
+    runs: dict[str, list[dict[str, Any]]] = {}
+
+    def all_scheduled() -> bool:
+        runs.update({name: _scheduled_runs(api, ids[name]) for name in SCHEDULED.values()})
+        return all(len(found) >= 3 for found in runs.values())
+
+    _until_scheduled(server_out, all_scheduled, "the cron deployments")
     for job, name in SCHEDULED.items():
-        runs = _scheduled_runs(api, ids[name])
-        assert len(runs) >= 3 and all(r["auto_scheduled"] for r in runs), (name, runs[:3])
-        got = [_instant(r["expected_start_time"]) for r in runs[:3]]
+        assert all(r["auto_scheduled"] for r in runs[name]), (name, runs[name][:3])
+        got = [_instant(r["expected_start_time"]) for r in runs[name][:3]]
         fires = _fire_times(schedule, job, deployed_at, 4)
         # The first fire may have passed while the scheduler ran: then it starts one later.
         assert got in (fires[:3], fires[1:4]), (name, got, fires)
+    print("\nscheduled by the server: " + ", ".join(f"{n} {len(r)}" for n, r in runs.items()))
     return ids
 
 
@@ -310,16 +329,21 @@ def _check_a_scheduled_run_is_run_by_a_worker(
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     anchor = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
-    mark = server_out.mark()
     with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as c:
         c.create_deployment_schedules(
             deployment_id,  # type: ignore[arg-type]
             [(IntervalSchedule(interval=timedelta(hours=1), anchor_date=anchor), True)],
         )
         c.resume_deployment(deployment_id)
-    server_out.wait_for(r"Scheduled [1-9]\d* runs", since=mark)
-    runs = _scheduled_runs(api, deployment_id)
-    (run,) = [r for r in runs if _instant(r["expected_start_time"]) == anchor]
+    found: list[dict[str, Any]] = []
+
+    def made() -> bool:
+        runs = _scheduled_runs(api, deployment_id)
+        found[:] = [r for r in runs if _instant(r["expected_start_time"]) == anchor]
+        return bool(found)
+
+    _until_scheduled(server_out, made, "the escalation 3 s ahead")
+    (run,) = found
     assert run["auto_scheduled"] and run["parameters"] == {}
     with temporary_settings(updates={PREFECT_API_URL: api}):
         finished = asyncio.run(wait_for_flow_run(UUID(run["id"]), timeout=180))
@@ -415,8 +439,10 @@ def test_deployments_fire_on_schedule_and_scale_out_on_two_workers_without_secre
             {
                 **env,
                 "PREFECT_SERVER_LOGGING_LEVEL": "INFO",  # "Uvicorn running on", "Scheduled N runs"
-                # The scheduler looks at new and changed deployments every second.
+                # The scheduler looks at new and changed deployments every second, at
+                # all of them every 5 s (Prefect's defaults: 5 s and 60 s).
                 "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
+                "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
                 # Prefect's own database on PostgreSQL too, as in production.
                 "PREFECT_API_DATABASE_CONNECTION_URL": prefect_url.replace(
                     "postgresql+psycopg", "postgresql+asyncpg"
@@ -427,7 +453,7 @@ def test_deployments_fire_on_schedule_and_scale_out_on_two_workers_without_secre
         server_out.wait_for("Uvicorn running on")
 
         # 1. Deployed from the folder whose .env the workers read; the scheduler fires.
-        mark, deployed_at = server_out.mark(), datetime.now(UTC)
+        deployed_at = datetime.now(UTC)
         deployed = subprocess.run(
             [
                 *(sys.executable, "-m", "vipcare", "deploy", "--work-pool", POOL),
@@ -445,7 +471,7 @@ def test_deployments_fire_on_schedule_and_scale_out_on_two_workers_without_secre
         assert {"vipcare-care-day/care-day", "vipcare-care-shard/care-shard"} <= names
         settings = Settings(_env_file=folder / ".env")  # type: ignore[call-arg]
         ids = _check_cron_runs_scheduled(
-            api, server_out, Schedule.from_settings(settings), deployed_at, mark
+            api, server_out, Schedule.from_settings(settings), deployed_at
         )
 
         # 2. Paused while the manual runs go on; the workers start from a shell in `folder`.
