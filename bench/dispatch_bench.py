@@ -106,7 +106,9 @@ def seed(engine: Engine, messages: int) -> None:
             ids = dict(
                 session.execute(
                     select(Customer.external_id, Customer.id).where(Customer.external_id.in_(refs))
-                ).all()
+                )
+                .tuples()
+                .all()
             )
             session.execute(
                 insert(OutboundMessage),
@@ -370,7 +372,9 @@ def _check(engine: Engine, messages: int, sent: int, at_fake: list[dict[str, Any
                 select(OutboundMessage.status, func.count())
                 .where(OutboundMessage.journey == "bench")
                 .group_by(OutboundMessage.status)
-            ).all()
+            )
+            .tuples()
+            .all()
         )
     if sent != messages or counts.get("sending") or counts.get("queued"):
         raise BenchError(f"not every message was sent once: summary sent={sent}, outbox {counts}")

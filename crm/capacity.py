@@ -114,7 +114,7 @@ class CapacityPlanner:
             return
         session = self._session
         self._capacity = dict(
-            session.execute(select(Manager.id, Manager.daily_call_capacity)).all()
+            session.execute(select(Manager.id, Manager.daily_call_capacity)).tuples().all()
         )
         rows = session.execute(
             select(

@@ -27,8 +27,8 @@ from crm.bulk import insert_ignoring_conflicts
 from crm.errors import CrmError, NotFound
 from crm.models import QA_CRITERIA, CallTask, Customer, Manager, QaReview, QaSample
 
-AnySelect = Select[*tuple[Any, ...]]
-"""A select of any columns (SQLAlchemy 2.1 types selects by their columns)."""
+AnySelect = Select[tuple[Any, ...]]
+"""A select of any columns (SQLAlchemy 2.0 types a select by its row tuple; pinned below 2.1)."""
 
 SCORE_RANGE = range(1, 6)
 

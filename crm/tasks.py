@@ -562,7 +562,9 @@ def reassign_open(
                     select(_TASKS.c.id, _TASKS.c.manager_id)
                     .where(_TASKS.c.customer_id.in_(chunk), _TASKS.c.status.in_(OPEN))
                     .with_for_update()
-                ).all()
+                )
+                .tuples()
+                .all()
             )
             ids = [i for i, old in before.items() if old != manager_id]
             if not ids:

@@ -34,8 +34,8 @@ from crm.models import (
     Plan,
 )
 
-AnySelect = Select[*tuple[Any, ...]]
-"""A select of any columns (SQLAlchemy 2.1 types selects by their columns)."""
+AnySelect = Select[tuple[Any, ...]]
+"""A select of any columns (SQLAlchemy 2.0 types a select by its row tuple; pinned below 2.1)."""
 
 USAGE_MONTHS = 4
 

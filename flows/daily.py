@@ -17,14 +17,20 @@ another.
 Each journey task records its run in ``job_runs`` (``crm.runs``) for ``vipcare
 status``. This module is the worker's edge, so it reads the wall clock for
 those records; the journeys themselves only ever see the injected ``at``.
+
+The CRM is never a flow parameter: Prefect stores parameters where anyone who
+can read its API sees them, and a database URL holds a password. The caller
+hands the engine over from its own settings (:func:`care_database`).
 """
 
 from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, date, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -37,7 +43,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
 from crm import runs
-from crm.db import is_sqlite, make_engine
+from crm.db import is_sqlite
 from flows.journeys.context import RunContext, care_day_instant
 from flows.journeys.day import HYGIENE, run_hygiene
 from flows.journeys.engine import run_journey
@@ -48,13 +54,12 @@ from rules.live import LiveRules, load_live_rules
 
 
 class DailyCareParams(BaseModel):
-    """The flow parameter: everything a care day depends on, time included."""
+    """The flow parameter: everything a care day depends on, time included (no secret)."""
 
     as_of: date
     at: datetime | None = Field(
         default=None, description="the instant to act as of; 09:00 operator time by default"
     )
-    database_url: str
     rules_dir: str
     operator_tz: str = "Asia/Shanghai"
     journeys: list[str] = Field(
@@ -68,7 +73,37 @@ class DailyCareParams(BaseModel):
     )
 
 
-def live_rules(params: DailyCareParams) -> LiveRules:
+class CareFlowError(RuntimeError):
+    """The care flow was started without the CRM it works on."""
+
+
+_database: ContextVar[Engine | None] = ContextVar("vipcare_care_database", default=None)
+
+
+@contextmanager
+def care_database(engine: Engine) -> Iterator[Engine]:
+    """The CRM that :func:`daily_care` started in this block works on.
+
+    Prefect's task threads copy the context, so every task of the run sees it.
+    """
+    token = _database.set(engine)
+    try:
+        yield engine
+    finally:
+        _database.reset(token)
+
+
+def _current_database() -> Engine:
+    engine = _database.get()
+    if engine is None:
+        raise CareFlowError(
+            "daily_care needs its CRM: run it inside `with care_database(engine):` "
+            "(the database URL is never a flow parameter)"
+        )
+    return engine
+
+
+def live_rules(engine: Engine, params: DailyCareParams) -> LiveRules:
     """The live rule set (:func:`rules.live.load_live_rules`): the one way a care day gets rules.
 
     A file whose edit does not load runs on its last good version, so one broken
@@ -77,16 +112,16 @@ def live_rules(params: DailyCareParams) -> LiveRules:
     a dry run records nothing.
     """
     return load_live_rules(
-        _engine(params.database_url),
+        engine,
         Path(params.rules_dir),
         _wall_now(),
         record=not params.dry_run,
     )
 
 
-def rules_of(params: DailyCareParams) -> RuleSet:
+def rules_of(engine: Engine, params: DailyCareParams) -> RuleSet:
     """The rule set to run; raises :class:`rules.live.NoLiveRules` when none can."""
-    return live_rules(params).require()
+    return live_rules(engine, params).require()
 
 
 def shard_count(ruleset: RuleSet, journey: str, shards: int) -> int:
@@ -94,9 +129,9 @@ def shard_count(ruleset: RuleSet, journey: str, shards: int) -> int:
     return shards if journey in ruleset.journeys else 1
 
 
-def journeys_to_run(params: DailyCareParams) -> list[str]:
+def journeys_to_run(engine: Engine, params: DailyCareParams) -> list[str]:
     """The enabled journeys the run covers, in run order; unknown names are refused."""
-    live = live_rules(params)
+    live = live_rules(engine, params)
     ruleset = live.require()
     order = [j.id for j in journeys_for(ruleset)]
     for name in params.journeys:
@@ -123,30 +158,28 @@ def _owner() -> str:
     return f"{socket.gethostname()[:120]}/{os.getpid()}"
 
 
-@lru_cache(maxsize=4)
-def _engine(url: str) -> Engine:
-    return make_engine(url)
-
-
-def _context(params: DailyCareParams, run_id: str, shard: int, count: int) -> RunContext:
+def _context(
+    engine: Engine, params: DailyCareParams, run_id: str, shard: int, count: int
+) -> RunContext:
     tz = ZoneInfo(params.operator_tz)
     return RunContext(
         as_of=params.as_of,
         at=params.at or care_day_instant(params.as_of, tz),
         run_id=run_id,
-        ruleset=rules_of(params),
+        ruleset=rules_of(engine, params),
         operator_tz=tz,
         batch_size=params.batch_size,
         shard=(shard, count),
     )
 
 
-def run_part(params: DailyCareParams, run_id: str, journey: str, shard: int) -> dict[str, Any]:
+def run_part(
+    engine: Engine, params: DailyCareParams, run_id: str, journey: str, shard: int
+) -> dict[str, Any]:
     """One journey over one shard of customers, its run recorded (not for a dry run)."""
-    ruleset = rules_of(params)
+    ruleset = rules_of(engine, params)
     count = shard_count(ruleset, journey, params.shards)
-    ctx = _context(params, run_id, shard, count)
-    engine = _engine(params.database_url)
+    ctx = _context(engine, params, run_id, shard, count)
     found = journey_for(ctx.ruleset, journey)
     if params.dry_run:
         return run_journey(engine, ctx, found, dry_run=True).as_dict()
@@ -167,13 +200,12 @@ def run_part(params: DailyCareParams, run_id: str, journey: str, shard: int) -> 
 @task(name="hygiene", cache_policy=NO_CACHE)
 def hygiene_task(params: DailyCareParams, run_id: str) -> dict[str, Any]:
     """Withdraw care that must no longer happen (do-not-call, suspended, closed) first."""
-    return hygiene_part(params, run_id)
+    return hygiene_part(_current_database(), params, run_id)
 
 
-def hygiene_part(params: DailyCareParams, run_id: str) -> dict[str, Any]:
+def hygiene_part(engine: Engine, params: DailyCareParams, run_id: str) -> dict[str, Any]:
     """The hygiene sweep of a care day, its run recorded (not for a dry run)."""
-    ctx = _context(params, run_id, 0, 1)
-    engine = _engine(params.database_url)
+    ctx = _context(engine, params, run_id, 0, 1)
     if params.dry_run:
         return run_hygiene(engine, ctx, dry_run=True).as_dict()
     with runs.recorded(
@@ -184,20 +216,19 @@ def hygiene_part(params: DailyCareParams, run_id: str) -> dict[str, Any]:
     return report
 
 
-def record_not_running(params: DailyCareParams, run_id: str) -> list[str]:
+def record_not_running(engine: Engine, params: DailyCareParams, run_id: str) -> list[str]:
     """Record a failed run, with every located problem, for each journey that cannot run.
 
     A journey whose file is refused and has no good version to fall back on did not
     run this care day: ``vipcare status`` shows it as failed with the file:line of
     each problem (the other journeys ran). Returns the journeys recorded.
     """
-    live = live_rules(params)
+    live = live_rules(engine, params)
     wanted = live.stopped_journeys
     if params.journeys:
         wanted = [j for j in wanted if j in params.journeys]
     if params.dry_run:
         return wanted
-    engine = _engine(params.database_url)
     for name in wanted:
         refusal = live.refusal_of(name)
         runs.record(
@@ -214,9 +245,9 @@ def record_not_running(params: DailyCareParams, run_id: str) -> list[str]:
     return wanted
 
 
-def rules_summary(params: DailyCareParams) -> dict[str, Any]:
+def rules_summary(engine: Engine, params: DailyCareParams) -> dict[str, Any]:
     """What the care day ran on, for its result: refused files, stale and stopped journeys."""
-    live = live_rules(params)
+    live = live_rules(engine, params)
     return {
         "refused": [r.file for r in live.refused],
         "stale_journeys": live.stale_journeys,
@@ -226,7 +257,7 @@ def rules_summary(params: DailyCareParams) -> dict[str, Any]:
 
 @task(name="journey", cache_policy=NO_CACHE, task_run_name="{journey}[{shard}]")
 def journey_task(params: DailyCareParams, run_id: str, journey: str, shard: int) -> dict[str, Any]:
-    report = run_part(params, run_id, journey, shard)
+    report = run_part(_current_database(), params, run_id, journey, shard)
     get_run_logger().info("journey %s shard %s: %s", journey, shard, report)
     return report
 
@@ -254,13 +285,17 @@ def summary_markdown(params: DailyCareParams, journeys: list[dict[str, Any]]) ->
 
 @flow(name="daily-care", log_prints=False)
 def daily_care(params: DailyCareParams) -> dict[str, Any]:
-    """Run the enabled journeys for ``params.as_of``; they queue, the dispatcher sends."""
+    """Run the enabled journeys for ``params.as_of``; they queue, the dispatcher sends.
+
+    Runs inside :func:`care_database`, which names the CRM.
+    """
     run_id = params.run_id or flow_run_id() or str(uuid.uuid4())
-    parallel = not is_sqlite(_engine(params.database_url))
-    ruleset = rules_of(params)
+    engine = _current_database()
+    parallel = not is_sqlite(engine)
+    ruleset = rules_of(engine, params)
     reports = [hygiene_task(params, run_id)]
-    record_not_running(params, run_id)
-    for journey in journeys_to_run(params):
+    record_not_running(engine, params, run_id)
+    for journey in journeys_to_run(engine, params):
         shards = range(shard_count(ruleset, journey, params.shards))
         if parallel and len(shards) > 1:  # PostgreSQL: the shards of a journey side by side
             futures = [journey_task.submit(params, run_id, journey, s) for s in shards]
@@ -277,6 +312,6 @@ def daily_care(params: DailyCareParams) -> dict[str, Any]:
         "run_id": run_id,
         "as_of": params.as_of.isoformat(),
         "journeys": reports,
-        "rules": rules_summary(params),
+        "rules": rules_summary(engine, params),
         "artifact_id": str(artifact_id),
     }

@@ -74,12 +74,11 @@ def test_concurrent_daily_runs_leave_no_duplicate(
             params = DailyCareParams(
                 as_of=DAY,
                 at=AT,  # type: ignore[arg-type]
-                database_url=single_url,
                 rules_dir=str(RULES_DIR),
                 run_id="single",
             )
-            for journey in journeys_to_run(params):
-                run_part(params, "single", journey, 0)
+            for journey in journeys_to_run(single, params):
+                run_part(single, params, "single", journey, 0)
             want = snapshot(single)
         finally:
             single.dispose()

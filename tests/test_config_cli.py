@@ -20,13 +20,14 @@ AUTH_TOKEN = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 DB_PASSWORD = "Pg0nlyF0rTest5"
 DB_URL = f"postgresql+psycopg://care:{DB_PASSWORD}@db.internal:5432/vipcare"
 SECRETS = (ACCOUNT_SID, AUTH_TOKEN, DB_PASSWORD)
+ENV_FILE = "VIPCARE_ENV_FILE"
 
 
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
     """A clean working directory (no stray ``.env``) and fresh settings per test."""
     monkeypatch.chdir(tmp_path)
-    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "VIPCARE_MOCK_STORE"):
+    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "VIPCARE_MOCK_STORE", ENV_FILE):
         monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
     yield CliRunner()
@@ -108,3 +109,66 @@ def test_mock_store_setting_reaches_the_mock_backend(
     backend = get_backend(settings.notifications(), "sms")
     assert isinstance(backend, MockSMSBackend)
     assert backend.store.path == store
+
+
+def test_vipcare_env_file_names_the_settings_file(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``VIPCARE_ENV_FILE`` is read wherever the command runs, and wins over ``./.env``."""
+    (tmp_path / ".env").write_text("VIPCARE_TIMEZONE=Europe/London\n", encoding="utf-8")
+    named = tmp_path / "etc" / "vipcare.env"
+    named.parent.mkdir()
+    named.write_text(f"VIPCARE_DATABASE_URL={DB_URL}\nVIPCARE_TIMEZONE=UTC\n", encoding="utf-8")
+    monkeypatch.setenv(ENV_FILE, str(named))
+    as_json = config(cli, "--json")
+    assert_never_shown(as_json)
+    values = {row["setting"]: row["value"] for row in json.loads(as_json)}
+    assert values["database_url"] == "postgresql+psycopg://care:***@db.internal:5432/vipcare"
+    assert values["timezone"] == "UTC"
+
+
+def test_a_missing_vipcare_env_file_is_one_clear_line(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo in ``VIPCARE_ENV_FILE`` must not run silently on the defaults."""
+    monkeypatch.setenv(ENV_FILE, str(tmp_path / "nope.env"))
+    result = cli.invoke(app, ["config"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: bad configuration: {ENV_FILE}={tmp_path / 'nope.env'}: no such file"
+    ]
+
+
+def test_a_worker_reads_the_env_of_the_folder_it_was_started_from(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prefect runs the flow in a temporary folder; the shell's ``$PWD`` is where it started."""
+    from vipcare.workers import worker_settings
+
+    started = tmp_path / "srv"
+    started.mkdir()
+    (started / ".env").write_text(f"VIPCARE_DATABASE_URL={DB_URL}\n", encoding="utf-8")
+    flow_folder = tmp_path / "tmpabc123prefect"
+    flow_folder.mkdir()
+    monkeypatch.chdir(flow_folder)
+    monkeypatch.setenv("PWD", str(started))
+    monkeypatch.delenv("VIPCARE_DATABASE_URL", raising=False)
+    assert worker_settings().database_url == DB_URL
+
+
+def test_a_worker_without_a_database_refuses_to_guess(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default ``sqlite:///vipcare.db`` would be a new, empty file in Prefect's temp folder."""
+    from vipcare.settings import SettingsError
+    from vipcare.workers import worker_settings
+
+    monkeypatch.setenv("PWD", str(tmp_path))  # no .env there either
+    monkeypatch.delenv("VIPCARE_DATABASE_URL", raising=False)
+    with pytest.raises(SettingsError) as refused:
+        worker_settings()
+    message = str(refused.value)
+    assert "this worker has no CRM database" in message and ENV_FILE in message
+    assert "no .env file" in message
+    monkeypatch.setenv("VIPCARE_DATABASE_URL", f"sqlite:///{tmp_path / 'crm.db'}")
+    assert worker_settings().database_url.endswith("crm.db")  # an absolute path is fine

@@ -35,14 +35,13 @@ def test_daily_care_flow_runs_the_journeys_and_is_idempotent(engine, db_url, pre
     import httpx
     from prefect.settings import PREFECT_API_URL
 
-    from flows.daily import DailyCareParams, daily_care
+    from flows.daily import DailyCareParams, care_database, daily_care
 
     crm = Crm(engine)
     _populate(crm)
-    params = DailyCareParams(
-        as_of=AS_OF, at=utc(2026, 11, 23, 2, 0), database_url=db_url, rules_dir=str(RULES_DIR)
-    )
-    result = daily_care(params)
+    params = DailyCareParams(as_of=AS_OF, at=utc(2026, 11, 23, 2, 0), rules_dir=str(RULES_DIR))
+    with care_database(engine):
+        result = daily_care(params)
     decided = {j["journey"]: j["decided"] for j in result["journeys"]}
     assert decided == {
         "hygiene": 0,
@@ -61,7 +60,8 @@ def test_daily_care_flow_runs_the_journeys_and_is_idempotent(engine, db_url, pre
     assert tasks == {"birthday", "plan_fit", "callback"}
 
     before = crm.counts()
-    again = daily_care(params)
+    with care_database(engine):
+        again = daily_care(params)
     assert all(j["decided"] == 0 for j in again["journeys"])
     assert crm.counts() == before
 

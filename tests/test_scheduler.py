@@ -7,6 +7,7 @@ and for the second scheduler.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -531,3 +532,61 @@ def test_the_care_day_job_runs_on_the_one_warm_prefect_server(
     assert log.count("starting a temporary Prefect server") == 1, log  # not one per job
     (run,) = job_runs(engine, "care_day")
     assert run.status == "succeeded" and run.care_day == datetime.now(ZoneInfo(TZ)).date()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_the_schedulers_prefect_runs_hold_no_database_password(
+    db_url: str, tmp_path: Path, prefect_harness: None
+) -> None:
+    """A scheduler pointed at a Prefect server leaves no CRM password in it (issue 16, #14).
+
+    Anyone who can read the Prefect API reads every flow run's parameters; the care
+    day's flow gets its CRM from the scheduler's settings, not from a parameter.
+    """
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+    from sqlalchemy.engine import make_url
+
+    password = "S3cretPW-" + os.urandom(6).hex()  # trust auth: PostgreSQL ignores it
+    url = make_url(db_url).set(password=password).render_as_string(hide_password=False)
+    api = str(PREFECT_API_URL.value())
+    proc = _spawn(
+        url,
+        tmp_path,
+        "--job",
+        "care-day",
+        VIPCARE_CARE_RUN_AT="00:00",  # today's run is due at once
+        PREFECT_API_URL=api,
+        PREFECT_HOME=str(tmp_path / "prefect"),
+    )
+    try:
+        _wait_for(proc, "care-day: done", timeout=240)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0, err.decode()
+
+    def read(what: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        found = httpx.post(f"{api}/{what}/filter", json={"limit": 200, **body}, timeout=30)
+        found.raise_for_status()
+        rows: list[dict[str, Any]] = found.json()
+        return rows
+
+    today = datetime.now(ZoneInfo(TZ)).date().isoformat()
+    runs = [
+        r
+        for r in read("flow_runs", {"flows": {"name": {"any_": ["daily-care"]}}})
+        if r["parameters"].get("params", {}).get("as_of") == today
+    ]
+    assert len(runs) == 1, runs  # the scheduler's run, its parameters read back
+    ids = {"any_": [runs[0]["id"]]}
+    stored = {
+        "flow run": json.dumps(runs),
+        "task runs": json.dumps(read("task_runs", {"flow_runs": {"id": ids}})),
+        "logs": json.dumps(read("logs", {"logs": {"flow_run_id": ids}})),
+        "artifacts": json.dumps(read("artifacts", {"flow_runs": {"id": ids}})),
+    }
+    assert '"hygiene' in stored["task runs"] and '"rules_dir"' in stored["flow run"]
+    assert [what for what, text in stored.items() if password in text] == []

@@ -90,10 +90,14 @@ def _story(engine: Any, as_of: date) -> None:
         by_status = dict(
             session.execute(
                 select(OutboundMessage.status, func.count()).group_by(OutboundMessage.status)
-            ).all()
+            )
+            .tuples()
+            .all()
         )
         tasks = dict(
-            session.execute(select(CallTask.kind, func.count()).group_by(CallTask.kind)).all()
+            session.execute(select(CallTask.kind, func.count()).group_by(CallTask.kind))
+            .tuples()
+            .all()
         )
         ready = (
             session.scalar(

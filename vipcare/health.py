@@ -166,7 +166,9 @@ def _jobs(engine: Engine, now: datetime, schedule: Schedule, health: Health) -> 
 def _queue(engine: Engine, now: datetime, schedule: Schedule, health: Health) -> None:
     m = OutboundMessage
     with transaction(engine) as session:
-        by_status = dict(session.execute(select(m.status, func.count()).group_by(m.status)).all())
+        by_status = dict(
+            session.execute(select(m.status, func.count()).group_by(m.status)).tuples().all()
+        )
         due_filter = (
             (m.status == "queued")
             & (m.scheduled_for <= now)

@@ -80,20 +80,22 @@ def run_care_day(
     *,
     run_id: str | None = None,
     announce: Callable[[str], None] | None = None,
+    engine: Engine | None = None,
 ) -> dict[str, Any]:
     """Run the Prefect flow ``daily_care`` (imports Prefect only now: it is slow to import).
 
     Uses the configured Prefect API, or one temporary server (``announce`` is
-    told when one starts); inside the scheduler the process's warm one.
+    told when one starts); inside the scheduler the process's warm one. The flow
+    works on ``engine`` (or one made from the settings): the database URL is not
+    a flow parameter, because Prefect's API shows parameters to all its readers.
     """
     quiet_prefect()
-    from flows.daily import DailyCareParams, daily_care
+    from flows.daily import DailyCareParams, care_database, daily_care
     from vipcare.prefect_server import prefect_api
 
     params = DailyCareParams(
         as_of=as_of,
         at=at,
-        database_url=settings.database_url,
         rules_dir=str(settings.rules_dir),
         operator_tz=settings.timezone,
         journeys=journeys or [],
@@ -105,8 +107,13 @@ def run_care_day(
     # A failing flow is reported by the caller in one line; Prefect would print its traceback.
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    with prefect_api(announce):
-        result: dict[str, Any] = daily_care(params)
+    crm = engine if engine is not None else make_engine(settings.database_url)
+    try:
+        with prefect_api(announce), care_database(crm):
+            result: dict[str, Any] = daily_care(params)
+    finally:
+        if engine is None:
+            crm.dispose()
     return result
 
 

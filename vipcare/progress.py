@@ -69,7 +69,9 @@ def care_day_progress(
                             select(JourneyOccurrence.journey, func.count())
                             .where(JourneyOccurrence.run_id == run_id)
                             .group_by(JourneyOccurrence.journey)
-                        ).all()
+                        )
+                        .tuples()
+                        .all()
                     )
                     finished = _finished(conn, run_id)
             except Exception:  # noqa: BLE001 - progress must never break the run

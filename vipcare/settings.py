@@ -1,7 +1,9 @@
 """Runtime settings, read from ``VIPCARE_*`` environment variables and a ``.env`` file.
 
-Secrets are ``SecretStr`` so that printing a settings object never shows them;
-:func:`Settings.redacted_summary` is what the CLI prints.
+The ``.env`` is the file ``VIPCARE_ENV_FILE`` names, else the one in the working
+directory (:func:`env_file`). Secrets are ``SecretStr`` so that printing a
+settings object never shows them; :func:`Settings.redacted_summary` is what the
+CLI prints.
 """
 
 from __future__ import annotations
@@ -19,6 +21,30 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from notifications.config import NotificationConfig
 
 DEFAULT_RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
+ENV_FILE_VARIABLE = "VIPCARE_ENV_FILE"
+
+
+class SettingsError(ValueError):
+    """The configuration cannot be found, or cannot be right where it is read."""
+
+
+def env_file(start_dir: Path | None = None) -> Path | None:
+    """The ``.env`` to read: ``VIPCARE_ENV_FILE``, else ``./.env``, else ``start_dir/.env``.
+
+    ``VIPCARE_ENV_FILE`` must name a file (a typo would silently run on defaults).
+    ``start_dir`` is for a process started in a folder that is not its own, such as
+    a Prefect worker's flow run (see :mod:`vipcare.workers`).
+    """
+    named = os.environ.get(ENV_FILE_VARIABLE)
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise SettingsError(f"{ENV_FILE_VARIABLE}={named}: no such file")
+        return path.resolve()
+    for folder in (Path.cwd(), start_dir):
+        if folder is not None and (folder / ".env").is_file():
+            return (folder / ".env").resolve()
+    return None
 
 
 class Settings(BaseSettings):
@@ -202,4 +228,4 @@ def redact_url(url: str) -> str:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings; tests build their own ``Settings`` instead."""
-    return Settings()
+    return Settings(_env_file=env_file())

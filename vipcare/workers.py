@@ -1,12 +1,14 @@
 """The flows Prefect workers run (created as deployments by ``vipcare deploy``).
 
 Configuration is built here, at the worker's edge, from the worker's own
-environment: ``VIPCARE_*`` and ``TWILIO_*`` variables and a ``.env`` file in its
-working directory, exactly as the CLI reads them (:class:`Settings`). Flow
-parameters carry only what varies per run and is not secret (the care day, a
-shard); the database URL and the Twilio credentials never pass through the
-Prefect API or its database. ``flows/`` stays free of ``vipcare``: these flows
-wrap its building blocks.
+environment: ``VIPCARE_*`` and ``TWILIO_*`` variables and a ``.env`` file, as
+the CLI reads them (:class:`Settings`). Prefect runs each flow in a throwaway
+folder, so the ``.env`` is the one named by ``VIPCARE_ENV_FILE``, else the one
+in the folder the worker was started from (``$PWD``, passed down by the shell
+that started it). Flow parameters carry only what varies per run and is not
+secret (the care day, a shard); the database URL and the Twilio credentials
+never pass through the Prefect API or its database. ``flows/`` stays free of
+``vipcare``: these flows wrap its building blocks.
 
 - ``vipcare-care-day``: the care day. The hygiene sweep runs here, then the
   journeys fan out to ``shards`` runs of ``vipcare-care-shard`` that workers pick
@@ -24,11 +26,14 @@ import asyncio
 import os
 import socket
 from datetime import UTC, date, datetime
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine, select
+from sqlalchemy.engine import make_url
 
 from crm import runs
 from crm.audit import Actor
@@ -50,7 +55,7 @@ from rules import RuleSet
 from vipcare import operations
 from vipcare.scheduler import days
 from vipcare.scheduler.schedule import CARE_DAY, ESCALATION, Schedule
-from vipcare.settings import Settings
+from vipcare.settings import Settings, SettingsError, env_file
 
 CARE_DAY_FLOW = "vipcare-care-day"
 CARE_SHARD_FLOW = "vipcare-care-shard"
@@ -62,12 +67,33 @@ POLL_SECONDS = 1.0
 
 
 def worker_settings() -> Settings:
-    """The worker's configuration, from its environment (never from flow parameters)."""
-    return Settings()
+    """The worker's configuration, from its environment (never from flow parameters).
+
+    Refuses a SQLite file named relative to the working directory (the default):
+    here that is Prefect's temporary folder, so it would be a new, empty database.
+    """
+    start = os.environ.get("PWD")
+    source = env_file(Path(start) if start else None)
+    cfg = Settings(_env_file=source)
+    url = make_url(cfg.database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_absolute():
+        raise SettingsError(
+            f"this worker has no CRM database: VIPCARE_DATABASE_URL is {cfg.database_url!r}, "
+            f"relative to Prefect's temporary folder {Path.cwd()}; set it in the worker's "
+            "environment, in a .env in the folder the worker is started from, or in the file "
+            f"VIPCARE_ENV_FILE names (read: {source or 'no .env file'})"
+        )
+    return cfg
+
+
+@lru_cache(maxsize=2)
+def _engine_for(url: str) -> Engine:
+    return make_engine(url)
 
 
 def _engine(cfg: Settings) -> Engine:
-    return make_engine(cfg.database_url)
+    """One engine per worker process (a flow run's tasks share its pool)."""
+    return _engine_for(cfg.database_url)
 
 
 def _now() -> datetime:
@@ -108,7 +134,6 @@ def _params(
     return DailyCareParams(
         as_of=as_of,
         at=at,
-        database_url=cfg.database_url,
         rules_dir=str(cfg.rules_dir),
         operator_tz=cfg.timezone,
         journeys=journeys,
@@ -123,8 +148,9 @@ def journey_part(
     as_of: date, at: datetime, journey: str, shard: int, shards: int, run_id: str
 ) -> dict[str, Any]:
     """One journey over one shard; its parameters hold no secret (settings are read here)."""
-    params = _params(worker_settings(), as_of, at, shards, [journey], run_id)
-    return run_part(params, run_id, journey, shard)
+    cfg = worker_settings()
+    params = _params(cfg, as_of, at, shards, [journey], run_id)
+    return run_part(_engine(cfg), params, run_id, journey, shard)
 
 
 def _groups(ruleset: RuleSet, plan: list[str], shards: int) -> list[tuple[bool, list[str]]]:
@@ -189,10 +215,11 @@ def care_day(
     params = _params(cfg, day, at, count, journeys or [], run_id)
     reports: list[dict[str, Any]] = []
     with runs.recorded(engine, "care_day", CARE_DAY, _now, care_day=day, owner=_owner()) as rec:
-        ruleset = rules_of(params)  # the live set: a refused file runs on its last good version
-        reports.append(hygiene_part(params, run_id))
-        record_not_running(params, run_id)
-        for sharded, group in _groups(ruleset, journeys_to_run(params), count):
+        # the live set: a refused file runs on its last good version
+        ruleset = rules_of(engine, params)
+        reports.append(hygiene_part(engine, params, run_id))
+        record_not_running(engine, params, run_id)
+        for sharded, group in _groups(ruleset, journeys_to_run(engine, params), count):
             if sharded:
                 base = {"as_of": day.isoformat(), "at": at.isoformat(), "shards": count}
                 fan_out(
@@ -211,7 +238,7 @@ def care_day(
                         )
                     )
         rec.details.update(run_id=run_id, journeys=reports, shards=count)
-        summary = rules_summary(params)
+        summary = rules_summary(engine, params)
         if summary["refused"]:
             rec.details["rules"] = summary
     days.mark_completed(engine, CARE_DAY, day, _now())

@@ -161,7 +161,9 @@ def _expire(
             select(CUSTOMERS.c.id, CUSTOMERS.c.external_id).where(
                 CUSTOMERS.c.id.in_(sorted({r.customer_id for r in rows}))
             )
-        ).all()
+        )
+        .tuples()
+        .all()
     )
     ordered = sorted(rows, key=lambda r: r.id)
     audit.append(

@@ -73,8 +73,12 @@ def settings() -> Settings:
     """The settings; a bad ``VIPCARE_*`` value exits 1 naming the variable, no traceback."""
     from pydantic import ValidationError
 
+    from vipcare.settings import SettingsError
+
     try:
         return get_settings()
+    except SettingsError as exc:
+        fail(f"bad configuration: {exc}")
     except ValidationError as exc:
         problems = "; ".join(
             f"VIPCARE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
