@@ -101,8 +101,8 @@ def _error_pages(app: FastAPI) -> None:
         if request.url.query and request.method == "GET":
             target += "?" + request.url.query
         query = {"next": target if request.method == "GET" else "/"}
-        if exc.expired:
-            query["notice"] = "expired"
+        if exc.reason:
+            query["notice"] = exc.reason
         response = RedirectResponse(f"/login?{urlencode(query)}", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response

@@ -42,6 +42,15 @@ MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "session_expired": ("登录已过期，请重新登录。", "Your session expired. Please sign in again."),
     "signed_out": ("您已退出。", "You have signed out."),
+    "session_ended_password": (
+        "密码已更改，此前的登录均已失效，请用新密码登录。",
+        "The password was changed, which ended every earlier sign-in. "
+        "Please sign in with the new password.",
+    ),
+    "session_ended_role": (
+        "您的角色已更改，请重新登录。",
+        "Your role was changed. Please sign in again.",
+    ),
     "form_expired": (
         "表单已过期或来源不明，请刷新页面后重试。",
         "This form expired or did not come from this site. Reload the page and try again.",
