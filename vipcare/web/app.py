@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from crm.accounts import LoginLimits, signing_secret
 from crm.db import transaction
@@ -73,6 +74,10 @@ def create_app(
         dependencies=[Depends(plain_url)],
     )
     app.state.web = web
+    if settings.trusted_proxies:
+        # Only the configured proxies may say who the client is (the sign-in limit counts
+        # per client) and whether it came over https (Secure cookies); empty by default.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
     for router in (auth.router, work.router, team.router, prefs.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
