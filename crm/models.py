@@ -294,6 +294,11 @@ class OutboundMessage(Base):
     locale: Mapped[str] = mapped_column(String(16))
     to_phone: Mapped[str] = mapped_column(String(20))
     body: Mapped[str] = mapped_column(Text)
+    variables: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON,
+        doc="the template variables the body was rendered with, so that a queued text can "
+        "be rendered again when the customer moves to another manager",
+    )
     scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime())
     valid_until: Mapped[datetime | None] = mapped_column(
         UTCDateTime(), doc="never sent after this instant: it ends 'expired' instead"

@@ -101,6 +101,8 @@ class TaskRow:
     notice_sent_at: datetime | None
     notice_scheduled_for: datetime | None
     notice_reason: str | None
+    customer_manager_id: int | None
+    """The customer's manager now (a closed task keeps the manager who worked it)."""
     clubs: list[str] = field(default_factory=list)
     usage: list[UsageMonth] = field(default_factory=list)
     grace: Grace | None = None
@@ -168,6 +170,7 @@ def _base() -> AnySelect:
             _notice.sent_at,
             _notice.scheduled_for,
             _notice.status_reason,
+            Customer.manager_id,
         )
         .join(Customer, Customer.id == CallTask.customer_id)
         .outerjoin(Manager, Manager.id == CallTask.manager_id)
@@ -214,6 +217,7 @@ def _row(r: Any) -> TaskRow:
         notice_sent_at=c[17],
         notice_scheduled_for=c[18],
         notice_reason=c[19],
+        customer_manager_id=c[20],
     )
 
 

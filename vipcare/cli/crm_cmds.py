@@ -182,6 +182,7 @@ def import_(
                 now_utc(),
                 settings().timezone,
                 progress=on_progress,
+                manager_changed=_texts_follow_manager(),
             )
     except ImportFileError as exc:
         for line in exc.render().splitlines():
@@ -395,6 +396,30 @@ def managers_set_password(
         f"role [bold]{account.role}[/]; sign in at the workspace (`vipcare web`)",
         highlight=False,
     )
+
+
+def _texts_follow_manager() -> Any:
+    """What an import does when customers get another manager (or their manager a new
+    name or number): their queued texts are rendered again, naming the manager who will
+    call. The rule files are read only then; if they do not load, the import stops with
+    their error and writes nothing (a text naming the wrong manager is worse than a
+    re-run after the rules are fixed)."""
+    from sqlalchemy.orm import Session
+
+    from crm.audit import Actor
+    from notifications.manager_change import follow_new_manager
+    from rules import load_rules
+
+    def follow(session: Session, customer_ids: list[int]) -> None:
+        follow_new_manager(
+            session,
+            load_rules(settings().rules_dir),
+            customer_ids,
+            now_utc(),
+            Actor("import", "cli"),
+        )
+
+    return follow
 
 
 def _stream_json(rows: Iterable[dict[str, Any]]) -> None:

@@ -1,4 +1,5 @@
-"""staff_sessions: workspace sessions kept server-side, so that they can be ended
+"""staff_sessions: workspace sessions kept server-side, so that they can be ended;
+outbound_messages.variables: what a queued text was rendered with, to render it again
 
 Revision ID: 0008
 Revises: 0006
@@ -32,9 +33,13 @@ def upgrade() -> None:
     with op.batch_alter_table('staff_sessions', schema=None) as batch_op:
         batch_op.create_index('ix_staff_sessions_expires', ['expires_at'], unique=False)
         batch_op.create_index('ix_staff_sessions_manager', ['manager_id', 'ended_at'], unique=False)
+    with op.batch_alter_table('outbound_messages') as batch_op:
+        batch_op.add_column(sa.Column('variables', sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('outbound_messages') as batch_op:
+        batch_op.drop_column('variables')
     with op.batch_alter_table('staff_sessions', schema=None) as batch_op:
         batch_op.drop_index('ix_staff_sessions_manager')
         batch_op.drop_index('ix_staff_sessions_expires')

@@ -281,6 +281,11 @@ def tasks_csv(
 
 
 def _csv_row(who: Viewer, fmt: Formatter, r: TaskRow) -> list[Any]:
+    """One task as an export row. Access follows the customer's manager *now*: the whole
+    number goes only to them, and a call a manager worked for a customer since moved to
+    someone else stays in their history without that customer's current details."""
+    theirs = who.owns(r.customer_manager_id)
+    details = theirs or who.is_supervisor
     return [
         r.id,
         r.scheduled_on,
@@ -290,12 +295,12 @@ def _csv_row(who: Viewer, fmt: Formatter, r: TaskRow) -> list[Any]:
         r.status,
         r.customer_ref,
         r.customer_name,
-        r.phone if who.owns(r.manager_id) else mask(r.phone),
-        r.tier,
-        "|".join(r.clubs),
-        r.plan_code or "",
-        r.balance,
-        r.last_contact_on or "",
+        r.phone if theirs else mask(r.phone),
+        r.tier if details else "",
+        "|".join(r.clubs) if details else "",
+        (r.plan_code or "") if details else "",
+        r.balance if details else "",
+        (r.last_contact_on or "") if details else "",
         fmt.why(r),
         fmt.notice(r),
         r.outcome or "",
@@ -347,7 +352,7 @@ def _task_page(
         status_code=status_code,
         task=row,
         can_work=who.owns(row.manager_id) and row.is_open,
-        whole_phone=who.owns(row.manager_id),
+        whole_phone=who.owns(row.customer_manager_id),
         outcomes=TASK_OUTCOMES,
         reached=tasks.REACHED,
         next_free=next_free,
