@@ -34,6 +34,7 @@ from crm.models import (
     StaffSession,
     WebSecret,
 )
+from crm.text import describe, first_invisible
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
@@ -171,6 +172,12 @@ def add_staff(
 ) -> bool:
     """A managers row for staff without customers (a supervisor): capacity 0. False when
     the id exists already (nothing changes)."""
+    for what, value in (("id", ref), ("name", name)):
+        if (hidden := first_invisible(value)) is not None:
+            raise AccountError(
+                f"the staff {what} {value!r} has the invisible character {describe(hidden[1])} "
+                f"at character {hidden[0]}"
+            )
     if session.scalar(select(Manager.id).where(Manager.external_id == ref)) is not None:
         return False
     session.add(Manager(external_id=ref, name=name, phone=phone, email=None, daily_call_capacity=0))

@@ -149,8 +149,14 @@ def resolve_manager(session: Any, ref: str, option: str = "--manager") -> int:
     from sqlalchemy import select
 
     from crm.models import Manager
+    from crm.text import describe, first_invisible
     from rules.errors import did_you_mean
 
+    if (hidden := first_invisible(ref)) is not None:
+        raise InputError(
+            f"{option}: the manager id has the invisible character {describe(hidden[1])} "
+            f"at character {hidden[0]} (expected an id like M00001; retype it)"
+        )
     found = session.scalar(select(Manager.id).where(Manager.external_id == ref))
     if found is not None:
         return int(found)
