@@ -25,7 +25,7 @@ from typing import IO, Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Engine, Table, bindparam, delete, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InternalError, OperationalError
 from sqlalchemy.orm import Session
 
 from crm import audit, consent, tasks
@@ -246,6 +246,8 @@ def import_csv(
                 f"({_first_line(exc.orig)}); "
                 "nothing was imported, run the import again"
             ) from exc
+        except (OperationalError, InternalError):
+            raise  # the database's state (disk full, read-only, connection lost), not the file's
         except DBAPIError as exc:
             # Validation should leave nothing for the database to refuse; if it does,
             # say so in one line (never the statement or its parameters: rows hold phones).

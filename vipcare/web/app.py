@@ -19,6 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -26,6 +28,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from crm.accounts import LoginLimits, signing_secret
 from crm.db import transaction
 from rules import RuleSet, load_rules
+from vipcare.errors import outage
 from vipcare.settings import Settings
 from vipcare.web.deps import (
     CsrfRejected,
@@ -130,6 +133,14 @@ def _error_pages(app: FastAPI) -> None:
             return _error(request, 405, "bad_request_title", "not_found")
         return _error(request, exc.status_code, "bad_request_title", "bad_request")
 
+    @app.exception_handler(SQLAlchemyError)
+    async def database_error(request: Request, exc: SQLAlchemyError) -> Response:
+        return await run_in_threadpool(_unavailable, request, exc)
+
+    @app.exception_handler(OSError)
+    async def disk_error(request: Request, exc: OSError) -> Response:
+        return await run_in_threadpool(_unavailable, request, exc)
+
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -138,6 +149,28 @@ def _error_pages(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
         return _error(request, 400, "bad_request_title", "bad_request")
+
+
+def _unavailable(request: Request, exc: BaseException) -> HTMLResponse:
+    """A full disk, a read-only database, a lost connection: a 503 page that says which,
+    in the reader's language, and one line in the log (never a traceback)."""
+    web = config(request)
+    url = web.engine.url
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    where = path or url.render_as_string(hide_password=True)
+    found = outage(exc, where, path)
+    log.warning("%s %s: the database %s", request.method, request.url.path, found.line)
+    who: Viewer | None = None
+    if found.kind in ("read_only", "disk_full"):  # reads still work: the viewer's language
+        try:
+            who = viewer(request, web)
+        except (SignInRequired, SQLAlchemyError):
+            who = None
+    page = render(
+        request, "error.html", who, 503, title="unavailable_title", message=f"db_{found.kind}"
+    )
+    page.headers["Retry-After"] = "60"
+    return page
 
 
 def _error(request: Request, status: int, title: str, message: str) -> HTMLResponse:

@@ -9,6 +9,7 @@ work calls.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -18,6 +19,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import FormData
 
 from crm import capacity, tasks
@@ -38,6 +40,7 @@ from crm.worklist import (
     task_page,
 )
 from vipcare.calls import reschedule_call
+from vipcare.errors import describe_error
 from vipcare.web.csvout import csv_response
 from vipcare.web.deps import (
     PageNumber,
@@ -53,6 +56,7 @@ from vipcare.web.deps import (
 from vipcare.web.fmt import Formatter
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 NOTE_MAX = 2000
 
 
@@ -275,7 +279,13 @@ def tasks_csv(
                 yield _csv_row(who, fmt, r)
             if after is None:
                 return
-            batch, after = read(after)
+            last = after
+            try:
+                batch, after = read(last)
+            except SQLAlchemyError as exc:  # the answer has started: say so in the file
+                log.warning("/tasks.csv stopped after task %s: %s", last[2], describe_error(exc))
+                yield [fmt.t("export_interrupted")]
+                return
 
     return csv_response(f"tasks-{who.today.isoformat()}.csv", TASK_CSV_HEADER, rows())
 
