@@ -65,7 +65,7 @@ def input_errors(func: Callable[P, R]) -> Callable[P, R]:
         except handled as exc:
             fail(str(exc))
         except SQLAlchemyError as exc:
-            fail(_outage_line(exc))
+            fail(outage_line(exc))
         except OSError as exc:
             fail(_os_line(exc))
 
@@ -91,7 +91,9 @@ def database_where() -> tuple[str, str | None]:
     return redact_url(url), None
 
 
-def _outage_line(exc: BaseException) -> str:
+def outage_line(exc: BaseException) -> str:
+    """A database error as one line naming the configured database (see :func:`vipcare.
+    errors.outage`)."""
     from vipcare.errors import outage
 
     where, path = database_where()

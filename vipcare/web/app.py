@@ -178,7 +178,7 @@ def _error(request: Request, status: int, title: str, message: str) -> HTMLRespo
         message = "not_found"
     try:
         who: Viewer | None = viewer(request, config(request))
-    except SignInRequired:
+    except (SignInRequired, SQLAlchemyError):  # the page still renders, in the browser's language
         who = None
     return render(request, "error.html", who, status_code=status, title=title, message=message)
 
