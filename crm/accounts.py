@@ -1,10 +1,12 @@
 """Workspace sign-in: staff accounts, argon2 passwords, the login rate limit, signing keys.
 
 Owner of ``staff_accounts``, ``login_failures`` and ``web_secrets`` (and of a
-manager's workspace preferences). Passwords are only ever stored as argon2
-hashes; a wrong id and a wrong password are indistinguishable to the caller, and
-cost the same time. Failed sign-ins are counted in the database, so every web
-process enforces one limit.
+manager's workspace preferences); the sessions themselves belong to
+:mod:`crm.staff_sessions`. Passwords are only ever stored as argon2 hashes; a
+wrong id and a wrong password are indistinguishable to the caller, and cost the
+same time. Failed sign-ins are counted in the database, so every web process
+enforces one limit. A new password or a new role ends every open session of the
+account.
 """
 
 from __future__ import annotations
@@ -20,11 +22,19 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from crm import audit
+from crm import audit, staff_sessions
 from crm.audit import Actor, AuditEntry
 from crm.bulk import insert_ignoring_conflicts
 from crm.errors import CrmError, NotFound
-from crm.models import ACCOUNT_ROLES, LoginFailure, Manager, StaffAccount, WebSecret
+from crm.models import (
+    ACCOUNT_ROLES,
+    LoginFailure,
+    Manager,
+    StaffAccount,
+    StaffSession,
+    WebSecret,
+)
+from crm.text import describe, first_invisible
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
@@ -107,7 +117,7 @@ def set_password(
     actor: Actor,
     role: str | None = None,
 ) -> Account:
-    """Create or update the sign-in of a manager; signs out every open session.
+    """Create or update the sign-in of a manager; ends every open session of it.
 
     ``role`` None keeps the current role (``manager`` for a new account).
     """
@@ -117,6 +127,7 @@ def set_password(
     manager = _manager(session, manager_ref)
     digest = hasher().hash(password)
     account = session.get(StaffAccount, manager.id, with_for_update=True)
+    ended = 0
     if account is None:
         account = StaffAccount(
             manager_id=manager.id,
@@ -127,11 +138,15 @@ def set_password(
         )
         session.add(account)
     else:
+        role_changed = role is not None and role != account.role
         account.password_hash = digest
         account.session_version += 1
         account.password_set_at = at
         if role is not None:
             account.role = role
+        ended = staff_sessions.end_all(
+            session, manager.id, at, "role_changed" if role_changed else "password_changed"
+        )
     session.flush()
     audit.append(
         session,
@@ -140,7 +155,11 @@ def set_password(
         [
             AuditEntry(
                 action="account.password_set",
-                details={"manager": manager.external_id, "role": account.role},
+                details={
+                    "manager": manager.external_id,
+                    "role": account.role,
+                    "sessions_ended": ended,
+                },
                 entity=f"manager:{manager.external_id}",
             )
         ],
@@ -153,6 +172,12 @@ def add_staff(
 ) -> bool:
     """A managers row for staff without customers (a supervisor): capacity 0. False when
     the id exists already (nothing changes)."""
+    for what, value in (("id", ref), ("name", name)):
+        if (hidden := first_invisible(value)) is not None:
+            raise AccountError(
+                f"the staff {what} {value!r} has the invisible character {describe(hidden[1])} "
+                f"at character {hidden[0]}"
+            )
     if session.scalar(select(Manager.id).where(Manager.external_id == ref)) is not None:
         return False
     session.add(Manager(external_id=ref, name=name, phone=phone, email=None, daily_call_capacity=0))
@@ -201,6 +226,68 @@ def account_for(session: Session, manager_id: int) -> Account | None:
         .first()
     )
     return None if row is None else Account(*row)
+
+
+@dataclass(frozen=True)
+class SessionCheck:
+    """What a session cookie's token opens: an account, or why it opens nothing.
+
+    ``state`` is ``open`` (``account`` and ``csrf`` set), ``expired``, ``ended``
+    (``reason`` says why: signed out, password or role changed) or ``unknown`` (no
+    such session: a forged token or a row long gone).
+    """
+
+    state: str
+    account: Account | None = None
+    csrf: str = ""
+    reason: str | None = None
+
+
+def account_for_session(session: Session, token: str, now: datetime) -> SessionCheck:
+    """The account behind a session token, checked on every request: one indexed join."""
+    row = (
+        session.connection()
+        .execute(
+            select(
+                Manager.id,
+                Manager.external_id,
+                Manager.name,
+                StaffAccount.role,
+                StaffAccount.session_version,
+                StaffAccount.locale,
+                Manager.timezone,
+                StaffSession.csrf,
+                StaffSession.expires_at,
+                StaffSession.end_reason,
+            )
+            .join(StaffAccount, StaffAccount.manager_id == StaffSession.manager_id)
+            .join(Manager, Manager.id == StaffSession.manager_id)
+            .where(StaffSession.token_hash == staff_sessions.token_hash(token))
+        )
+        .first()
+    )
+    if row is None:
+        return SessionCheck("unknown")
+    if row.end_reason is not None:
+        return SessionCheck("ended", reason=row.end_reason)
+    if now >= row.expires_at:
+        return SessionCheck("expired", reason="expired")
+    return SessionCheck("open", Account(*row[:7]), row.csrf)
+
+
+def sign_out(session: Session, token: str, at: datetime) -> bool:
+    """End the session of ``token`` (audited ``account.signed_out``); False if it was not open."""
+    manager_id = staff_sessions.end(session, token, at, "signed_out")
+    if manager_id is None:
+        return False
+    ref = session.scalar(select(Manager.external_id).where(Manager.id == manager_id))
+    audit.append(
+        session,
+        Actor("manager", ref or str(manager_id)),
+        at,
+        [AuditEntry(action="account.signed_out", entity=f"manager:{ref}")],
+    )
+    return True
 
 
 def _login_key(login: str) -> str:

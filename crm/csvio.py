@@ -20,7 +20,7 @@ from pathlib import Path
 from zoneinfo import available_timezones
 
 from crm.phones import InvalidPhone, mask_in_text, to_e164
-from crm.text import code_point, first_unsafe
+from crm.text import code_point, describe, first_invisible, first_unsafe
 
 MAX_KEPT_ISSUES = 100_000
 """Issues kept in memory; beyond this they are only counted (a 1M-row bad file stays bounded)."""
@@ -239,6 +239,7 @@ class Cells:
         return self.cells[column]
 
     def text(self, column: str, *, required: bool = True, max_len: int = 200) -> str | None:
+        """A name: printable, at most ``max_len`` characters, nothing invisible in it."""
         value = self.cells[column]
         if not value:
             if required:
@@ -246,6 +247,8 @@ class Cells:
             return None
         if len(value) > max_len:
             self.problem(column, f"is {len(value)} characters long (expected at most {max_len})")
+            return None
+        if not self._visible(column, value, "a name"):
             return None
         return value
 
@@ -255,6 +258,21 @@ class Cells:
             self.problem(column, f"{quoted(value)} contains spaces (expected an id without spaces)")
             return None
         return value
+
+    def _visible(self, column: str, value: str, what: str) -> bool:
+        """False (and a problem at the character) when ``value`` holds a character that
+        shows as nothing: ``G8`` and ``G8`` + U+200B would be two keys that print alike."""
+        found = first_invisible(value)
+        if found is None:
+            return True
+        position, char = found
+        self.problem(
+            column,
+            f"contains the invisible character {describe(char)} at character {position} "
+            f"(expected {what} without invisible or formatting characters; remove it or "
+            "re-export the file)",
+        )
+        return False
 
     def money(
         self, column: str, *, scale: int = 2, required: bool = True, non_negative: bool = False

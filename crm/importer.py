@@ -25,7 +25,7 @@ from typing import IO, Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Engine, Table, bindparam, delete, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InternalError, OperationalError
 from sqlalchemy.orm import Session
 
 from crm import audit, consent, tasks
@@ -156,6 +156,13 @@ class _Ctx:
     actor: audit.Actor = audit.SYSTEM
     plans: dict[str, int] = field(default_factory=dict)
     managers: dict[str, int] = field(default_factory=dict)
+    manager_changed: ManagerChanged | None = None
+
+
+ManagerChanged = Callable[[Session, list[int]], None]
+"""Called in the import's transaction with the customers whose manager is now another
+one, or whose manager's name or number changed (the CLI re-renders their queued texts:
+:mod:`notifications.manager_change`, a layer above this one)."""
 
 
 def import_csv(
@@ -166,11 +173,13 @@ def import_csv(
     at: datetime,
     operator_tz: str | tzinfo,
     progress: Callable[[str, int], None] | None = None,
+    manager_changed: ManagerChanged | None = None,
 ) -> ImportReport:
     """Import one CSV file of ``kind``; raises :class:`ImportFileError` if any row is bad.
 
     ``progress(phase, rows)`` is called as rows are checked (``"checking"``) and
     written (``"writing"``), for a progress display on big files.
+    ``manager_changed`` see :data:`ManagerChanged`.
     """
     if kind not in KINDS:
         raise UnknownKindError(kind)
@@ -189,7 +198,14 @@ def import_csv(
     except OSError as exc:
         raise CsvImportError(f"{display}: cannot read the file: {exc.strerror or exc}") from exc
     issues = Issues(display)
-    ctx = _Ctx(issues=issues, at=at, tz=tz, today=at.astimezone(tz).date(), actor=actor)
+    ctx = _Ctx(
+        issues=issues,
+        at=at,
+        tz=tz,
+        today=at.astimezone(tz).date(),
+        actor=actor,
+        manager_changed=manager_changed,
+    )
     handler = _HANDLERS[kind]
 
     with tempfile.TemporaryFile(prefix="vipcare-import-") as spool:
@@ -230,6 +246,8 @@ def import_csv(
                 f"({_first_line(exc.orig)}); "
                 "nothing was imported, run the import again"
             ) from exc
+        except (OperationalError, InternalError):
+            raise  # the database's state (disk full, read-only, connection lost), not the file's
         except DBAPIError as exc:
             # Validation should leave nothing for the database to refuse; if it does,
             # say so in one line (never the statement or its parameters: rows hold phones).
@@ -449,11 +467,18 @@ class _Managers(_Handler):
     ) -> None:
         refs = [r[0] for r in chunk]
         stored: dict[str, tuple[str | None, str | None]] = {}
-        stmt = select(Manager.external_id, Manager.email, Manager.name_latin).where(
-            Manager.external_id.in_(refs)
-        )
-        for ref, email, latin in session.execute(stmt.with_for_update()):
+        named: dict[str, tuple[int, str, str, str | None]] = {}
+        stmt = select(
+            Manager.external_id,
+            Manager.email,
+            Manager.name_latin,
+            Manager.id,
+            Manager.name,
+            Manager.phone,
+        ).where(Manager.external_id.in_(refs))
+        for ref, email, latin, mid, name, phone in session.execute(stmt.with_for_update()):
             stored[ref] = (email, latin)
+            named[ref] = (mid, name, phone, latin)
         rows = [
             {
                 "external_id": ref,
@@ -467,6 +492,17 @@ class _Managers(_Handler):
             for ref, name, phone, email, capacity, latin in chunk
         ]
         _upsert(session, _MANAGERS, ["external_id"], rows)
+        renamed = [
+            named[r["external_id"]][0]
+            for r in rows
+            if r["external_id"] in named
+            and named[r["external_id"]][1:] != (r["name"], r["phone"], r["name_latin"])
+        ]
+        if renamed and ctx.manager_changed is not None:
+            customers = session.scalars(
+                select(Customer.id).where(Customer.manager_id.in_(renamed))
+            ).all()
+            ctx.manager_changed(session, list(customers))
         report.updated += len(stored)
         report.inserted += len(chunk) - len(stored)
 
@@ -567,6 +603,8 @@ class _Customers(_Handler):
         }
         if moves:
             tasks.reassign_open(session, moves, ctx.at, ctx.actor)
+            if ctx.manager_changed is not None:
+                ctx.manager_changed(session, sorted(moves))
 
         ids = {ref: row.id for ref, row in stored.items()}
         new_refs = [ref for ref in refs if ref not in stored]

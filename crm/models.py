@@ -64,6 +64,8 @@ GRACE_STATUSES = ("open", "repaid", "suspended", "expired", "cancelled")
 INBOUND_ACTIONS = ("opt_out", "opt_in")
 INBOUND_OUTCOMES = ("applied", "unchanged", "superseded")
 ACCOUNT_ROLES = ("manager", "supervisor")
+SESSION_END_REASONS = ("signed_out", "password_changed", "role_changed")
+"""Why a workspace session ended before it expired (``staff_sessions.end_reason``)."""
 QA_CRITERIA = ("accuracy", "courtesy", "proactive_offer")
 RUN_STATUSES = ("running", "succeeded", "failed", "skipped")
 
@@ -292,6 +294,11 @@ class OutboundMessage(Base):
     locale: Mapped[str] = mapped_column(String(16))
     to_phone: Mapped[str] = mapped_column(String(20))
     body: Mapped[str] = mapped_column(Text)
+    variables: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON,
+        doc="the template variables the body was rendered with, so that a queued text can "
+        "be rendered again when the customer moves to another manager",
+    )
     scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime())
     valid_until: Mapped[datetime | None] = mapped_column(
         UTCDateTime(), doc="never sent after this instant: it ends 'expired' instead"
@@ -490,8 +497,8 @@ class AuditLog(Base):
 class StaffAccount(Base):
     """A manager's or supervisor's sign-in to the workspace (one per managers row).
 
-    ``session_version`` is part of every session cookie: changing the password
-    bumps it, which signs out every open session.
+    ``session_version`` counts password changes (each also ends every open session:
+    :mod:`crm.staff_sessions`).
     """
 
     __tablename__ = "staff_accounts"
@@ -525,6 +532,36 @@ class LoginFailure(Base):
         Index("ix_login_failures_login", "login", "at"),
         Index("ix_login_failures_client", "client", "at"),
         Index("ix_login_failures_at", "at"),
+    )
+
+
+class StaffSession(Base):
+    """One workspace sign-in, kept server-side so that it can be ended (owner:
+    :mod:`crm.staff_sessions`).
+
+    The browser's cookie holds a random token; only its SHA-256 is stored, so
+    reading this table does not give anyone a working cookie. An ended session
+    keeps its row (with why it ended) until it is old, so the sign-in page can
+    tell "you signed out" and "your password changed" from "no session".
+    """
+
+    __tablename__ = "staff_sessions"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    manager_id: Mapped[int] = mapped_column(ForeignKey("managers.id", ondelete="CASCADE"))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    end_reason: Mapped[str | None] = mapped_column(String(24))
+
+    __table_args__ = (
+        CheckConstraint(
+            f"end_reason IS NULL OR {_in('end_reason', SESSION_END_REASONS)}", name="end_reason"
+        ),
+        Index("ix_staff_sessions_manager", "manager_id", "ended_at"),
+        Index("ix_staff_sessions_expires", "expires_at"),
     )
 
 

@@ -201,11 +201,31 @@ def complete(
     return Completion(task.id, outcome, last_contact, retry_id)
 
 
+def lock_capacity(session: Session, manager_id: int | None) -> Manager | None:
+    """The manager row, locked until the transaction ends: a capacity check and the write
+    that relies on it happen under one per-manager lock.
+
+    Without it, two reschedules into a day with one free slot both counted the day, both
+    saw room and both wrote (PostgreSQL runs them side by side; only the task rows were
+    locked). Taken after the task's row lock, always in that order, so two writers never
+    wait for each other in a cycle. SQLite needs no row lock: ``BEGIN IMMEDIATE``
+    (:mod:`crm.db`) already lets one writer in at a time.
+    """
+    if manager_id is None:
+        return None
+    return session.execute(
+        select(Manager)
+        .where(Manager.id == manager_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+
+
 def _retry_day(session: Session, manager_id: int | None, earliest: date) -> date:
     """The first working day from ``earliest`` with room in the manager's capacity."""
     from crm import capacity
 
-    manager = session.get(Manager, manager_id) if manager_id is not None else None
+    manager = lock_capacity(session, manager_id)
     if manager is not None:
         free = capacity.next_day_with_room(
             session, manager.id, manager.daily_call_capacity, earliest
@@ -867,7 +887,7 @@ def reschedule(
     ).scalar_one_or_none()
     if task is None:
         raise NotFound(f"no task with id {task_id}")
-    manager = session.get(Manager, task.manager_id) if task.manager_id else None
+    manager = lock_capacity(session, task.manager_id)
     if manager_ref is not None and (manager is None or manager.external_id != manager_ref):
         raise TaskInputError(f"task {task_id} belongs to another manager's customer")
     if task.status not in open_statuses():

@@ -101,6 +101,8 @@ class TaskRow:
     notice_sent_at: datetime | None
     notice_scheduled_for: datetime | None
     notice_reason: str | None
+    customer_manager_id: int | None
+    """The customer's manager now (a closed task keeps the manager who worked it)."""
     clubs: list[str] = field(default_factory=list)
     usage: list[UsageMonth] = field(default_factory=list)
     grace: Grace | None = None
@@ -168,6 +170,7 @@ def _base() -> AnySelect:
             _notice.sent_at,
             _notice.scheduled_for,
             _notice.status_reason,
+            Customer.manager_id,
         )
         .join(Customer, Customer.id == CallTask.customer_id)
         .outerjoin(Manager, Manager.id == CallTask.manager_id)
@@ -214,6 +217,7 @@ def _row(r: Any) -> TaskRow:
         notice_sent_at=c[17],
         notice_scheduled_for=c[18],
         notice_reason=c[19],
+        customer_manager_id=c[20],
     )
 
 
@@ -477,35 +481,50 @@ def task_page(
     return _with_customer_details(session, rows, today, usage=False), count_tasks(session, flt)
 
 
-def iter_tasks(session: Session, flt: TaskFilter, batch: int = 1000) -> Iterator[TaskRow]:
-    """Every task matching ``flt`` in list order, ``batch`` rows per query (bounded memory).
+TaskCursor = tuple[date, int, int]
+"""Where a task export stopped: the last row's (scheduled_on, priority, id)."""
 
-    Keyset pagination on (scheduled_on, -priority, id), so a deep export never
-    re-reads the rows it already passed.
+
+def task_batch(
+    session: Session, flt: TaskFilter, after: TaskCursor | None, batch: int = 1000
+) -> tuple[list[TaskRow], TaskCursor | None]:
+    """The next ``batch`` tasks matching ``flt`` in list order after ``after``, and the
+    cursor to pass next (None: that was the last batch).
+
+    Keyset pagination on (scheduled_on, -priority, id): a deep export never re-reads
+    the rows it already passed, and each batch can be read in its own short
+    transaction, so a slow download holds no connection between batches.
     """
-    last: tuple[date, int, int] | None = None
-    while True:
-        stmt = _base().where(*flt.where())
-        if last is not None:
-            day, prio, task_id = last
-            stmt = stmt.where(
-                or_(
-                    CallTask.scheduled_on > day,
-                    and_(CallTask.scheduled_on == day, CallTask.priority < prio),
-                    and_(
-                        CallTask.scheduled_on == day,
-                        CallTask.priority == prio,
-                        CallTask.id > task_id,
-                    ),
-                )
+    stmt = _base().where(*flt.where())
+    if after is not None:
+        day, prio, task_id = after
+        stmt = stmt.where(
+            or_(
+                CallTask.scheduled_on > day,
+                and_(CallTask.scheduled_on == day, CallTask.priority < prio),
+                and_(
+                    CallTask.scheduled_on == day,
+                    CallTask.priority == prio,
+                    CallTask.id > task_id,
+                ),
             )
-        rows = [_row(r) for r in session.connection().execute(_list_order(stmt).limit(batch))]
-        if not rows:
-            return
-        yield from _with_customer_details(session, rows, rows[0].scheduled_on, usage=False)
-        tail = rows[-1]
-        last = (tail.scheduled_on, tail.priority, tail.id)
-        if len(rows) < batch:
+        )
+    rows = [_row(r) for r in session.connection().execute(_list_order(stmt).limit(batch))]
+    if not rows:
+        return [], None
+    rows = _with_customer_details(session, rows, rows[0].scheduled_on, usage=False)
+    tail = rows[-1]
+    return rows, (tail.scheduled_on, tail.priority, tail.id) if len(rows) == batch else None
+
+
+def iter_tasks(session: Session, flt: TaskFilter, batch: int = 1000) -> Iterator[TaskRow]:
+    """Every task matching ``flt`` in list order, ``batch`` rows per query (bounded memory),
+    in the caller's session (see :func:`task_batch` for one transaction per batch)."""
+    after: TaskCursor | None = None
+    while True:
+        rows, after = task_batch(session, flt, after, batch)
+        yield from rows
+        if after is None:
             return
 
 

@@ -12,16 +12,17 @@ import uvicorn
 
 
 @contextmanager
-def served(app: Any, log_level: str = "warning") -> Iterator[str]:
+def served(app: Any, log_level: str = "warning", **options: Any) -> Iterator[str]:
     """Serve ``app`` on 127.0.0.1 and a random port; yields its base URL.
 
-    The socket listens before the thread starts, so early connections wait in
-    the backlog: nothing to poll for.
+    ``options`` are more ``uvicorn.Config`` options (``vipcare web`` passes
+    ``vipcare.web.serve.server_options``). The socket listens before the thread
+    starts, so early connections wait in the backlog: nothing to poll for.
     """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="off", **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     try:
         thread.start()

@@ -124,7 +124,12 @@ CASES: dict[tuple[str, str], Case] = {
         own_writes=frozenset({"login_failures"}),
         login_form=True,
     ),
-    ("POST", "/logout"): _c(lambda t: "/logout", 303),
+    # Ends the attacker's own session on the server (and audits it): nobody else's.
+    ("POST", "/logout"): _c(
+        lambda t: "/logout",
+        303,
+        own_writes=frozenset({"staff_sessions", "audit_log", "audit_head"}),
+    ),
     ("GET", "/lang/{code}"): _c(lambda t: f"/lang/en?next=/customers/{t.customer}", 303),
     ("GET", "/healthz"): _c(lambda t: "/healthz", 200),
     ("GET", "/day"): _c(lambda t: f"/day?manager={t.victim}", 200),
@@ -179,7 +184,12 @@ LAST = ("POST", "/logout")  # it ends the attacker's session
 
 
 # The column that names a row's owner, in the tables a request may write for its caller.
-OWNER = {"staff_accounts": "manager_id", "managers": "id", "audit_log": "actor_id"}
+OWNER = {
+    "staff_accounts": "manager_id",
+    "staff_sessions": "manager_id",
+    "managers": "id",
+    "audit_log": "actor_id",
+}
 
 
 def foreign_writes(

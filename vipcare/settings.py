@@ -8,15 +8,16 @@ CLI prints.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from notifications.config import NotificationConfig
 
@@ -83,6 +84,12 @@ class Settings(BaseSettings):
     web_session_hours: float = Field(
         default=12, gt=0, le=24 * 30, description="How long a workspace sign-in lasts."
     )
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto the workspace "
+        "believes (VIPCARE_TRUSTED_PROXIES: addresses or networks, comma-separated). Empty: "
+        "nobody's, so the sign-in limit counts the connecting address.",
+    )
 
     # -- the schedule: one definition for `vipcare scheduler` and `vipcare deploy` --
     care_run_at: time = Field(
@@ -139,6 +146,26 @@ class Settings(BaseSettings):
             "TWILIO_MESSAGING_SERVICE_SID", "VIPCARE_TWILIO_MESSAGING_SERVICE_SID"
         ),
     )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (for example 10.0.0.5 or "
+                    "10.0.0.0/8); host names are not accepted"
+                ) from None
+        return value
 
     @field_validator("dispatch_every_minutes")
     @classmethod

@@ -25,6 +25,7 @@ from flows.journeys.intents import (
     TaskIntent,
 )
 from flows.journeys.protocol import Candidate, Journey
+from notifications.manager_change import manager_name_for as name_in_locale
 from rules.compiler import compile_condition
 from rules.models import (
     Action,
@@ -59,11 +60,9 @@ def applies(c: CustomerRow, actions: Sequence[Action], index: int, prefix: str =
 
 
 def manager_name_for(c: CustomerRow) -> str:
-    """The manager's name as the customer can read it: Chinese texts get the name as
-    written, texts in other languages its Latin spelling when the CRM knows one."""
-    if c.locale.lower().startswith("zh") or not c.manager_name_latin:
-        return c.manager_name or ""
-    return c.manager_name_latin
+    """The manager's name as the customer can read it (:func:`notifications.manager_change.
+    manager_name_for`: a re-rendered text must name the manager the same way)."""
+    return name_in_locale(c.locale, c.manager_name, c.manager_name_latin)
 
 
 def common_variables(ctx: RunContext, c: CustomerRow) -> dict[str, str]:

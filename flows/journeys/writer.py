@@ -194,6 +194,7 @@ def _write_messages(
                     locale=c.locale,
                     to_phone=c.phone,
                     body=render(m.rule, m.template, c.locale, m.variables),
+                    variables=m.variables,
                     scheduled_for=schedule_in_window(start, c.timezone, window),
                     valid_until=m.valid_until,
                     rule_hash=rule_hash,

@@ -4,17 +4,19 @@ A journey's writer builds rows with :func:`new_row` (queued, or suppressed up
 front for an opted-out customer) and inserts them with :func:`enqueue`.
 :func:`withdraw` ends queued messages ``expired`` with the reason — a notice
 for a call that was cancelled, anything still queued for a suspended or closed
-line — audited as ``message.expired``.
+line — audited as ``message.expired``. :func:`rewrite_queued` gives queued
+messages new wording (a customer moved to another manager), audited as
+``message.rerendered``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, select, true, update
+from sqlalchemy import ColumnElement, and_, bindparam, select, true, update
 from sqlalchemy.orm import Session
 
 from crm import audit
@@ -42,6 +44,8 @@ class NewMessage:
     rule_hash: str | None
     sms_opt_out: bool = False
     do_not_call: bool = False
+    variables: Mapping[str, str] | None = None
+    """What ``body`` was rendered with (kept, to render a queued text again)."""
 
 
 def new_row(m: NewMessage, at: datetime) -> dict[str, Any]:
@@ -61,6 +65,7 @@ def new_row(m: NewMessage, at: datetime) -> dict[str, Any]:
         "locale": m.locale,
         "to_phone": m.to_phone,
         "body": m.body,
+        "variables": dict(m.variables) if m.variables is not None else None,
         "scheduled_for": m.scheduled_for,
         "valid_until": m.valid_until,
         "status": status,
@@ -226,3 +231,72 @@ def move_queued(
         ],
     )
     return True
+
+
+@dataclass(frozen=True)
+class NewText:
+    """A queued message's new wording, and what it was rendered with."""
+
+    message_id: int
+    body: str
+    variables: Mapping[str, str]
+    details: Mapping[str, Any]
+    """For the audit row (for example the manager it names now)."""
+
+
+def rewrite_queued(
+    session: Session, texts: Sequence[NewText], at: datetime, actor: Actor, reason: str
+) -> list[int]:
+    """Queued messages get a new body (their customer moved to another manager); audited
+    ``message.rerendered``. A message that left ``queued`` meanwhile is left as it is.
+
+    The caller locks the rows first (``SELECT … FOR UPDATE``), so that a dispatcher
+    cannot claim a text between its new wording being decided and written.
+    """
+    if not texts:
+        return []
+    by_id = {t.message_id: t for t in texts}
+    still = session.execute(
+        select(
+            MESSAGES.c.id, MESSAGES.c.customer_id, MESSAGES.c.journey, MESSAGES.c.rule_hash
+        ).where(MESSAGES.c.id.in_(sorted(by_id)), MESSAGES.c.status == QUEUED)
+    ).all()
+    if not still:
+        return []
+    session.execute(
+        update(MESSAGES)
+        .where(MESSAGES.c.id == bindparam("m_id"), MESSAGES.c.status == QUEUED)
+        .values(body=bindparam("m_body"), variables=bindparam("m_vars"), updated_at=at),
+        [
+            {"m_id": r.id, "m_body": by_id[r.id].body, "m_vars": dict(by_id[r.id].variables)}
+            for r in still
+        ],
+    )
+    refs: dict[int, str] = dict(
+        session.execute(
+            select(CUSTOMERS.c.id, CUSTOMERS.c.external_id).where(
+                CUSTOMERS.c.id.in_(sorted({r.customer_id for r in still}))
+            )
+        )
+        .tuples()
+        .all()
+    )
+    ordered = sorted(still, key=lambda r: r.id)
+    audit.append(
+        session,
+        actor,
+        at,
+        [
+            message_entry(
+                "message.rerendered",
+                r.id,
+                r.customer_id,
+                refs.get(r.customer_id),
+                r.journey,
+                r.rule_hash,
+                {"reason": reason, **by_id[r.id].details},
+            )
+            for r in ordered
+        ],
+    )
+    return [r.id for r in ordered]

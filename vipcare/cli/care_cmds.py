@@ -109,12 +109,17 @@ def run(
     except (InputError, typer.Exit):
         raise
     except Exception as exc:  # noqa: BLE001 - one line for the user, never a traceback
+        from sqlalchemy.exc import SQLAlchemyError
+
         from crm.errors import CrmError
         from rules.errors import RulesError
+        from vipcare.cli.common import outage_line
         from vipcare.errors import describe_error
 
         if isinstance(exc, CrmError | RulesError | ValueError):
             fail(str(exc))
+        if isinstance(exc, SQLAlchemyError | OSError):
+            fail(f"the care run for {as_of} failed: {outage_line(exc)}")
         fail(f"the care run for {as_of} failed: {describe_error(exc)}")
     finally:
         eng.dispose()

@@ -1,8 +1,11 @@
 """What every CLI command shares: settings, the engine, output and exit codes.
 
-Exit status: 0 success, 1 an error in the input (bad file, unknown id), 2 a usage
-error (Typer/Click's own). Heavy modules (Prefect above all) are imported inside
-the commands that need them, never here.
+Exit status: 0 success, 1 an error in the input (bad file, unknown id) or a
+database or disk that cannot do what was asked (full, read-only, connection lost:
+one line naming the database, never a traceback), 2 a usage error (Typer/Click's
+own). :func:`input_errors` is the one place that turns exceptions into those exit
+codes. Heavy modules (Prefect above all) are imported inside the commands that
+need them, never here.
 """
 
 from __future__ import annotations
@@ -59,14 +62,61 @@ def input_errors(func: Callable[P, R]) -> Callable[P, R]:
             handled += (NotificationError,)
         except ImportError:  # pragma: no cover
             pass
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
             return func(*args, **kwargs)
         except handled as exc:
             from rich.markup import escape
 
             fail(escape(str(exc)))  # a message quoting "[...]" is text, not console markup
+        except SQLAlchemyError as exc:
+            fail(outage_line(exc))
+        except OSError as exc:
+            fail(_os_line(exc))
 
     return wrapper
+
+
+def database_where() -> tuple[str, str | None]:
+    """(how to name the configured database to a person, its SQLite file if it is one):
+    the absolute path of a SQLite file, else the URL without its password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from vipcare.settings import redact_url
+
+    url = settings().database_url
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return redact_url(url), None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = os.path.abspath(str(parsed.database))
+        return path, path
+    return redact_url(url), None
+
+
+def outage_line(exc: BaseException) -> str:
+    """A database error as one line naming the configured database (see :func:`vipcare.
+    errors.outage`)."""
+    from vipcare.errors import outage
+
+    where, path = database_where()
+    return "the database " + outage(exc, where, path).line
+
+
+def _os_line(exc: OSError) -> str:
+    """A file or disk error in one line: which file, what happened."""
+    import errno
+
+    from vipcare.errors import outage
+
+    name = exc.filename if isinstance(exc.filename, str) else None
+    if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+        return outage(exc, name or "the disk", name).line
+    reason = exc.strerror or type(exc).__name__
+    return f"{name}: {reason}" if name else f"{type(exc).__name__}: {reason}"
 
 
 def settings() -> Settings:
@@ -93,22 +143,19 @@ def engine(require_schema: bool = True) -> Engine:
 
     from crm.db import make_engine
     from crm.schema import current_revision, head_revision
-    from vipcare.settings import redact_url
 
     eng = make_engine(settings().database_url)
     if not require_schema:
         return eng
-    where = redact_url(settings().database_url)
-    path = eng.url.database if eng.dialect.name == "sqlite" else None
-    if path and path != ":memory:":
-        where = os.path.abspath(path)
-        if not os.path.isfile(path):  # checked first: opening it would create an empty file
-            fail(f"no vipcare database at {where}; run `vipcare init`")
+    where, path = database_where()
+    if path is not None and not os.path.isfile(path):  # opening it would create an empty file
+        fail(f"no vipcare database at {where}; run `vipcare init`")
     try:
         current = current_revision(eng)
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        fail(f"cannot open the database {where}: {type(exc).__name__}: {reason}")
+        from vipcare.errors import outage
+
+        fail(f"cannot open the database {outage(exc, where, path).line}")
     if current is None:
         fail(f"no vipcare database at {where} (no vipcare schema in it); run `vipcare init`")
     if current != head_revision():
@@ -159,8 +206,14 @@ def resolve_manager(session: Any, ref: str, option: str = "--manager") -> int:
     from sqlalchemy import select
 
     from crm.models import Manager
+    from crm.text import describe, first_invisible
     from rules.errors import did_you_mean
 
+    if (hidden := first_invisible(ref)) is not None:
+        raise InputError(
+            f"{option}: the manager id has the invisible character {describe(hidden[1])} "
+            f"at character {hidden[0]} (expected an id like M00001; retype it)"
+        )
     found = session.scalar(select(Manager.id).where(Manager.external_id == ref))
     if found is not None:
         return int(found)

@@ -18,6 +18,7 @@ from vipcare.cli.common import (
     engine,
     fail,
     input_errors,
+    live_ruleset,
     now_utc,
     parse_date,
     resolve_manager,
@@ -182,6 +183,9 @@ def import_(
                 now_utc(),
                 settings().timezone,
                 progress=on_progress,
+                manager_changed=_texts_follow_manager(eng)
+                if kind.value in ("customers", "managers")
+                else None,
             )
     except ImportFileError as exc:
         for line in exc.render().splitlines():
@@ -395,6 +399,33 @@ def managers_set_password(
         f"role [bold]{account.role}[/]; sign in at the workspace (`vipcare web`)",
         highlight=False,
     )
+
+
+def _texts_follow_manager(eng: Any) -> Any:
+    """What an import does when customers get another manager (or their manager a new
+    name or number): their queued texts are rendered again, naming the manager who will
+    call. The rules are the live set (a refused edit runs on its last good version, as
+    the journeys do); only when no rule set can run does the import stop with the
+    problems and write nothing (a text naming the wrong manager is worse than a re-run
+    after the rules are fixed)."""
+    from sqlalchemy.orm import Session
+
+    from crm.audit import Actor
+    from notifications.manager_change import follow_new_manager
+
+    # read before the import's transaction opens (SQLite has one writer at a time)
+    ruleset = live_ruleset(eng)
+
+    def follow(session: Session, customer_ids: list[int]) -> None:
+        follow_new_manager(
+            session,
+            ruleset,
+            customer_ids,
+            now_utc(),
+            Actor("import", "cli"),
+        )
+
+    return follow
 
 
 def _stream_json(rows: Iterable[dict[str, Any]]) -> None:

@@ -39,6 +39,7 @@ def web(
     from notifications.logging import twilio_secrets
     from notifications.webhooks import create_app as create_webhooks
     from vipcare.web import Dispatcher, create_app
+    from vipcare.web.serve import server_options
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -59,7 +60,7 @@ def web(
             lead_time=ruleset.precall_lead_time,
         )
     config = uvicorn.Config(
-        Dispatcher(workspace, hooks), host=host, port=port, log_level="info", proxy_headers=True
+        Dispatcher(workspace, hooks), host=host, port=port, log_level="info", **server_options(cfg)
     )
     secret = cfg.web_secret.get_secret_value() if cfg.web_secret else ""
     _mask_logs([*twilio_secrets(cfg.notifications()), *([secret] if secret else [])])
@@ -87,6 +88,7 @@ def webhooks(
 
     from notifications.logging import install_masking, twilio_secrets
     from notifications.webhooks import create_app
+    from vipcare.web.serve import server_options
 
     eng = engine()  # before logging is set up: a missing database is one line, nothing more
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
@@ -101,7 +103,8 @@ def webhooks(
         opt_in_keywords=policy.opt_in_keywords,
         lead_time=ruleset.precall_lead_time,
     )
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", proxy_headers=True)
+    # the signatures cover VIPCARE_PUBLIC_URL, not a forwarded host: no proxy header matters
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", **server_options(cfg))
     # uvicorn has configured its loggers by now; mask phones and the secrets in all of them.
     for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
         for handler in logging.getLogger(name).handlers:

@@ -19,13 +19,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from crm.accounts import LoginLimits, signing_secret
 from crm.db import transaction
 from rules import RuleSet
 from rules.live import load_live_rules
+from vipcare.errors import outage
 from vipcare.settings import Settings
 from vipcare.web.deps import (
     CsrfRejected,
@@ -78,6 +82,10 @@ def create_app(
         dependencies=[Depends(plain_url)],
     )
     app.state.web = web
+    if settings.trusted_proxies:
+        # Only the configured proxies may say who the client is (the sign-in limit counts
+        # per client) and whether it came over https (Secure cookies); empty by default.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
     for router in (auth.router, work.router, team.router, prefs.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
@@ -106,8 +114,8 @@ def _error_pages(app: FastAPI) -> None:
         if request.url.query and request.method == "GET":
             target += "?" + request.url.query
         query = {"next": target if request.method == "GET" else "/"}
-        if exc.expired:
-            query["notice"] = "expired"
+        if exc.reason:
+            query["notice"] = exc.reason
         response = RedirectResponse(f"/login?{urlencode(query)}", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -130,6 +138,14 @@ def _error_pages(app: FastAPI) -> None:
             return _error(request, 405, "bad_request_title", "not_found")
         return _error(request, exc.status_code, "bad_request_title", "bad_request")
 
+    @app.exception_handler(SQLAlchemyError)
+    async def database_error(request: Request, exc: SQLAlchemyError) -> Response:
+        return await run_in_threadpool(_unavailable, request, exc)
+
+    @app.exception_handler(OSError)
+    async def disk_error(request: Request, exc: OSError) -> Response:
+        return await run_in_threadpool(_unavailable, request, exc)
+
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -140,12 +156,34 @@ def _error_pages(app: FastAPI) -> None:
         return _error(request, 400, "bad_request_title", "bad_request")
 
 
+def _unavailable(request: Request, exc: BaseException) -> HTMLResponse:
+    """A full disk, a read-only database, a lost connection: a 503 page that says which,
+    in the reader's language, and one line in the log (never a traceback)."""
+    web = config(request)
+    url = web.engine.url
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    where = path or url.render_as_string(hide_password=True)
+    found = outage(exc, where, path)
+    log.warning("%s %s: the database %s", request.method, request.url.path, found.line)
+    who: Viewer | None = None
+    if found.kind in ("read_only", "disk_full"):  # reads still work: the viewer's language
+        try:
+            who = viewer(request, web)
+        except (SignInRequired, SQLAlchemyError):
+            who = None
+    page = render(
+        request, "error.html", who, 503, title="unavailable_title", message=f"db_{found.kind}"
+    )
+    page.headers["Retry-After"] = "60"
+    return page
+
+
 def _error(request: Request, status: int, title: str, message: str) -> HTMLResponse:
     if message not in MESSAGES:
         message = "not_found"
     try:
         who: Viewer | None = viewer(request, config(request))
-    except SignInRequired:
+    except (SignInRequired, SQLAlchemyError):  # the page still renders, in the browser's language
         who = None
     return render(request, "error.html", who, status_code=status, title=title, message=message)
 

@@ -1,9 +1,10 @@
 """What every route shares: the app's configuration, who is asking, and page rendering.
 
-``viewer`` reads the signed session cookie and loads the account (one indexed
-query); ``supervisor`` adds the role check; ``checked_form`` parses a POST body
-and refuses it (403) unless its CSRF token matches the session's. Every POST
-route takes ``checked_form``, so none can forget the check.
+``viewer`` reads the signed session cookie and looks its server-side session and
+account up (one indexed query), so a session that was ended is refused at once;
+``supervisor`` adds the role check; ``checked_form`` parses a POST body and
+refuses it (403) unless its CSRF token matches the session's. Every POST route
+takes ``checked_form``, so none can forget the check.
 
 Input the database cannot hold never reaches it: ``plain_url`` (an app-wide
 dependency) and ``plain_form`` refuse control characters such as NUL, which
@@ -31,7 +32,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from crm.accounts import Account, LoginLimits, account_for
+from crm.accounts import Account, LoginLimits, account_for_session
 from crm.db import session_factory
 from crm.tasks import RetryPolicy
 from rules import RuleSet
@@ -39,7 +40,7 @@ from vipcare.settings import Settings
 from vipcare.web import charts
 from vipcare.web.fmt import Formatter
 from vipcare.web.i18n import pick_locale, translator
-from vipcare.web.security import LANG_COOKIE, SESSION_COOKIE, SessionCodec, SessionData, same_token
+from vipcare.web.security import LANG_COOKIE, SESSION_COOKIE, SessionCodec, same_token
 
 TEMPLATES = FilePath(__file__).resolve().parent / "templates"
 PAGE_SIZE = 50
@@ -104,10 +105,15 @@ def config(request: Request) -> WebConfig:
 
 
 class SignInRequired(Exception):
-    """No valid session: the app answers with a redirect to the sign-in page."""
+    """No valid session: the app answers with a redirect to the sign-in page.
 
-    def __init__(self, expired: bool) -> None:
-        self.expired = expired
+    ``reason`` tells a session that ended (``expired``, ``signed_out``,
+    ``password_changed``, ``role_changed``) from none at all (None), so the sign-in
+    page can explain what happened.
+    """
+
+    def __init__(self, reason: str | None = None) -> None:
+        self.reason = reason
 
 
 class Forbidden(Exception):
@@ -121,7 +127,7 @@ class CsrfRejected(Exception):
 @dataclass(frozen=True)
 class Viewer:
     account: Account
-    session: SessionData
+    csrf: str
     locale: str
     tz: ZoneInfo
     now: datetime
@@ -146,18 +152,19 @@ def anonymous_locale(request: Request) -> str:
 
 def viewer(request: Request, web: WebConfig = Depends(config)) -> Viewer:
     now = web.clock()
-    data, expired = web.codec.read(request.cookies.get(SESSION_COOKIE), now)
-    if data is None:
-        raise SignInRequired(expired)
+    token = web.codec.token(request.cookies.get(SESSION_COOKIE))
+    if token is None:
+        raise SignInRequired()
     with web.read() as session:
-        account = account_for(session, data.manager_id)
-    if account is None or account.session_version != data.version:
-        raise SignInRequired(False)
+        found = account_for_session(session, token, now)
+    account = found.account
+    if account is None:
+        raise SignInRequired(found.reason)
     locale = pick_locale(
         account.locale, request.cookies.get(LANG_COOKIE), request.headers.get("accept-language")
     )
     tz = ZoneInfo(account.timezone) if account.timezone else web.operator_tz
-    return Viewer(account, data, locale, tz, now)
+    return Viewer(account, found.csrf, locale, tz, now)
 
 
 def supervisor(who: Viewer = Depends(viewer)) -> Viewer:
@@ -194,7 +201,7 @@ def plain_form(form: FormData) -> FormData:
 async def checked_form(request: Request, who: Viewer = Depends(viewer)) -> FormData:
     form = await request.form()
     token = form.get("csrf_token")
-    if not same_token(who.session.csrf, token if isinstance(token, str) else None):
+    if not same_token(who.csrf, token if isinstance(token, str) else None):
         raise CsrfRejected()
     return plain_form(form)
 
@@ -219,7 +226,7 @@ def render(
         t=translator(lang),
         f=fmt,
         tz_name=str(tz),
-        csrf=who.session.csrf if who else "",
+        csrf=who.csrf if who else "",
         path=request.url.path,
     )
     response = templates.TemplateResponse(request, template, context, status_code=status_code)

@@ -42,6 +42,15 @@ MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "session_expired": ("登录已过期，请重新登录。", "Your session expired. Please sign in again."),
     "signed_out": ("您已退出。", "You have signed out."),
+    "session_ended_password": (
+        "密码已更改，此前的登录均已失效，请用新密码登录。",
+        "The password was changed, which ended every earlier sign-in. "
+        "Please sign in with the new password.",
+    ),
+    "session_ended_role": (
+        "您的角色已更改，请重新登录。",
+        "Your role was changed. Please sign in again.",
+    ),
     "form_expired": (
         "表单已过期或来源不明，请刷新页面后重试。",
         "This form expired or did not come from this site. Reload the page and try again.",
@@ -386,6 +395,38 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "error": (
         "服务器出错，已记录。请稍后重试。",
         "The server hit an error; it has been logged. Please try again.",
+    ),
+    "unavailable_title": ("暂时无法使用", "Temporarily unavailable"),
+    "db_read_only": (
+        "数据库目前为只读：暂时无法登录或保存任何内容。如果您刚才在保存，内容没有保存。"
+        "请稍后再试；若持续出现，请联系运维人员。",
+        "The database is read-only at the moment: nobody can sign in or save anything. "
+        "If you were saving something, it was not saved. Try again later; if this persists, "
+        "tell your operator.",
+    ),
+    "db_disk_full": (
+        "数据库所在的磁盘已满。如果您刚才在保存，内容没有保存。请联系运维人员释放空间后再试。",
+        "The database's disk is full. If you were saving something, it was not saved. "
+        "Tell your operator, and try again once space has been freed.",
+    ),
+    "db_lost": (
+        "工作台暂时连接不上数据库。如果您刚才在保存，内容没有保存。请一分钟后再试。",
+        "The workspace cannot reach its database right now. If you were saving something, "
+        "it was not saved. Try again in a minute.",
+    ),
+    "db_busy": (
+        "数据库正忙。如果您刚才在保存，内容没有保存。请稍后再试。",
+        "The database is busy. If you were saving something, it was not saved. "
+        "Try again in a moment.",
+    ),
+    "db_failed": (
+        "数据库拒绝了这次请求。如果您刚才在保存，内容没有保存。请再试一次；若持续出现，请联系运维人员。",
+        "The database refused the request. If you were saving something, it was not saved. "
+        "Try again; if it keeps failing, tell your operator.",
+    ),
+    "export_interrupted": (
+        "# 导出未完成：数据库暂时无法使用，请重新下载",
+        "# export incomplete: the database became unavailable; download it again",
     ),
     "weekday_0": ("星期一", "Monday"),
     "weekday_1": ("星期二", "Tuesday"),

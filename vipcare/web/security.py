@@ -1,34 +1,24 @@
-"""Signed session cookies that expire, and CSRF tokens.
+"""Session cookies and CSRF tokens.
 
-The session cookie holds ``{manager id, session version, issued-at, CSRF token}``
-signed with itsdangerous (HMAC-SHA1 over the secret). Expiry is checked against
-the app's injected clock, not the wall clock, so tests can move time. The
-session version must match the account's: a new password signs every old
-session out. Before sign-in, the login form's CSRF token is a second signed
-cookie (double submit).
+The session cookie holds the random token of a server-side session
+(:mod:`crm.staff_sessions`), signed with itsdangerous (HMAC-SHA1 over the secret)
+so that a forged cookie is refused before any database lookup. Whether the
+session is still open (not expired by the app's injected clock, not ended by a
+sign-out, a new password or a new role) is decided by its row, on every request.
+Before sign-in, the login form's CSRF token is a second signed cookie (double submit).
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
 SESSION_COOKIE = "vipcare_session"
 LOGIN_COOKIE = "vipcare_login"
 LANG_COOKIE = "vipcare_lang"
-CLOCK_SKEW = timedelta(minutes=1)
-
-
-@dataclass(frozen=True)
-class SessionData:
-    manager_id: int
-    version: int
-    issued_at: datetime
-    csrf: str
 
 
 class SessionCodec:
@@ -39,25 +29,19 @@ class SessionCodec:
         self._session = URLSafeSerializer(secret, salt="vipcare.web.session")
         self._login = URLSafeSerializer(secret, salt="vipcare.web.login-csrf")
 
-    def issue(self, manager_id: int, version: int, at: datetime) -> tuple[str, SessionData]:
-        data = SessionData(manager_id, version, at, secrets.token_urlsafe(24))
-        token = self._session.dumps([manager_id, version, int(at.timestamp()), data.csrf])
-        return token, data
+    def cookie(self, token: str) -> str:
+        """The cookie value carrying a session's token."""
+        return self._session.dumps(token)
 
-    def read(self, cookie: str | None, now: datetime) -> tuple[SessionData | None, bool]:
-        """(session, expired): a valid session, or None and whether it had merely expired."""
+    def token(self, cookie: str | None) -> str | None:
+        """The session token in a cookie, or None when there is none or it is not ours."""
         if not cookie:
-            return None, False
+            return None
         try:
-            manager_id, version, issued, csrf = self._session.loads(cookie)
-            issued_at = datetime.fromtimestamp(int(issued), tz=now.tzinfo)
-        except (BadSignature, ValueError, TypeError, OverflowError):
-            return None, False
-        if issued_at > now + CLOCK_SKEW:
-            return None, False
-        if now - issued_at >= self.max_age:
-            return None, True
-        return SessionData(int(manager_id), int(version), issued_at, str(csrf)), False
+            token = self._session.loads(cookie)
+        except BadSignature:
+            return None
+        return token if isinstance(token, str) and token else None
 
     def login_token(self) -> tuple[str, str]:
         """(cookie value, form value) for the sign-in form."""

@@ -7,7 +7,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from crm.accounts import Account, LoginThrottled, authenticate
+from crm import staff_sessions
+from crm.accounts import LoginThrottled, authenticate, sign_out
 from vipcare.web.deps import (
     CsrfRejected,
     Viewer,
@@ -62,7 +63,12 @@ def _login_page(
 def login_form(
     request: Request, web: WebConfig = Depends(config), next: str = "/", notice: str = ""
 ) -> HTMLResponse:
-    known = {"expired": "session_expired", "signed_out": "signed_out"}
+    known = {
+        "expired": "session_expired",
+        "signed_out": "signed_out",
+        "password_changed": "session_ended_password",
+        "role_changed": "session_ended_role",
+    }
     return _login_page(request, web, notice=known.get(notice), next_path=next)
 
 
@@ -80,25 +86,27 @@ async def login(request: Request, web: WebConfig = Depends(config)) -> Response:
     client = request.client.host if request.client else "unknown"
     now = web.clock()
 
-    def check() -> Account | None:
+    def check() -> staff_sessions.NewSession | None:
         with web.write() as session:
-            return authenticate(session, login_id, password, client, now, web.login_limits)
+            account = authenticate(session, login_id, password, client, now, web.login_limits)
+            if account is None:
+                return None
+            return staff_sessions.start(session, account.manager_id, now, web.codec.max_age)
 
     try:  # argon2 takes a good fraction of a second: keep it off the event loop
-        account = await run_in_threadpool(check)
+        opened = await run_in_threadpool(check)
     except LoginThrottled as exc:
         minutes = max(1, (exc.retry_after + 59) // 60)
         page = _login_page(request, web, 429, ("login_throttled", minutes), login=login_id)
         page.headers["Retry-After"] = str(exc.retry_after)
         return page
-    if account is None:
+    if opened is None:
         return _login_page(request, web, 401, ("login_failed", 0), login=login_id)
-    token, _data = web.codec.issue(account.manager_id, account.session_version, now)
     target = next_path if next_path != "/login" else "/"
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
-        token,
+        web.codec.cookie(opened.token),
         max_age=expires_in(web.codec.max_age),
         httponly=True,
         samesite="lax",
@@ -110,7 +118,14 @@ async def login(request: Request, web: WebConfig = Depends(config)) -> Response:
 
 
 @router.post("/logout")
-def logout(form: FormData = Depends(checked_form)) -> RedirectResponse:
+def logout(
+    request: Request, form: FormData = Depends(checked_form), web: WebConfig = Depends(config)
+) -> RedirectResponse:
+    """Ends the session on the server: a copy of the cookie opens nothing afterwards."""
+    token = web.codec.token(request.cookies.get(SESSION_COOKIE))
+    if token is not None:
+        with web.write() as session:
+            sign_out(session, token, web.clock())
     response = RedirectResponse("/login?notice=signed_out", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

@@ -9,6 +9,7 @@ work calls.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -18,6 +19,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import FormData
 
 from crm import capacity, tasks
@@ -27,16 +29,18 @@ from crm.models import TASK_KINDS, TASK_OUTCOMES, TASK_STATUSES, Manager
 from crm.phones import mask
 from crm.timeline import customer_card, timeline
 from crm.worklist import (
+    TaskCursor,
     TaskFilter,
     TaskRow,
     customer_tasks,
-    iter_tasks,
     my_day,
     same_call,
+    task_batch,
     task_card,
     task_page,
 )
 from vipcare.calls import reschedule_call
+from vipcare.errors import describe_error
 from vipcare.web.csvout import csv_response
 from vipcare.web.deps import (
     PageNumber,
@@ -52,6 +56,7 @@ from vipcare.web.deps import (
 from vipcare.web.fmt import Formatter
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 NOTE_MAX = 2000
 
 
@@ -241,44 +246,79 @@ TASK_CSV_HEADER = (
 )
 
 
+EXPORT_BATCH = 1000
+
+
 @router.get("/tasks.csv")
 def tasks_csv(
     q: ListQuery = Depends(list_query),
     who: Viewer = Depends(viewer),
     web: WebConfig = Depends(config),
 ) -> StreamingResponse:
-    """Every task matching the list's filters (all pages), streamed in batches."""
+    """Every task matching the list's filters (all pages), streamed in batches.
+
+    Each batch is read in its own short transaction and the connection goes back to
+    the pool before a byte of it is sent: a download that stalls (a slow line, a
+    client that stopped reading) holds no connection, so it cannot starve the other
+    requests. The first batch is read before the answer starts, so a database that
+    is down gives the error page, not a broken file.
+    """
     flt = _filter(web, who, q)
     fmt = Formatter(who.locale, who.tz)
 
-    def rows() -> Iterator[list[Any]]:
+    def read(after: TaskCursor | None) -> tuple[list[TaskRow], TaskCursor | None]:
         with web.read() as session:
-            for r in iter_tasks(session, flt):
-                yield [
-                    r.id,
-                    r.scheduled_on,
-                    r.due_on,
-                    r.priority,
-                    r.kind,
-                    r.status,
-                    r.customer_ref,
-                    r.customer_name,
-                    r.phone if who.owns(r.manager_id) else mask(r.phone),
-                    r.tier,
-                    "|".join(r.clubs),
-                    r.plan_code or "",
-                    r.balance,
-                    r.last_contact_on or "",
-                    fmt.why(r),
-                    fmt.notice(r),
-                    r.outcome or "",
-                    r.satisfaction or "",
-                    r.note or "",
-                    fmt.iso(r.completed_at),
-                    r.manager_ref or "",
-                ]
+            return task_batch(session, flt, after, EXPORT_BATCH)
+
+    first = read(None)
+
+    def rows() -> Iterator[list[Any]]:
+        batch, after = first
+        while True:
+            for r in batch:
+                yield _csv_row(who, fmt, r)
+            if after is None:
+                return
+            last = after
+            try:
+                batch, after = read(last)
+            except SQLAlchemyError as exc:  # the answer has started: say so in the file
+                log.warning("/tasks.csv stopped after task %s: %s", last[2], describe_error(exc))
+                yield [fmt.t("export_interrupted")]
+                return
 
     return csv_response(f"tasks-{who.today.isoformat()}.csv", TASK_CSV_HEADER, rows())
+
+
+def _csv_row(who: Viewer, fmt: Formatter, r: TaskRow) -> list[Any]:
+    """One task as an export row. Access follows the customer's manager *now*: the whole
+    number goes only to them, and a call a manager worked for a customer since moved to
+    someone else stays in their history without that customer's current details."""
+    theirs = who.owns(r.customer_manager_id)
+    details = theirs or who.is_supervisor
+    return [
+        r.id,
+        r.scheduled_on,
+        r.due_on,
+        r.priority,
+        r.kind,
+        r.status,
+        r.customer_ref,
+        r.customer_name,
+        r.phone if theirs else mask(r.phone),
+        r.tier if details else "",
+        "|".join(r.clubs) if details else "",
+        (r.plan_code or "") if details else "",
+        r.balance if details else "",
+        (r.last_contact_on or "") if details else "",
+        fmt.why(r),
+        fmt.notice(r),
+        r.outcome or "",
+        r.satisfaction or "",
+        r.note or "",
+        fmt.iso(r.completed_at),
+        r.manager_ref or "",
+    ]
 
 
 # --- one task -----------------------------------------------------------------------------
@@ -322,7 +362,7 @@ def _task_page(
         status_code=status_code,
         task=row,
         can_work=who.owns(row.manager_id) and row.is_open,
-        whole_phone=who.owns(row.manager_id),
+        whole_phone=who.owns(row.customer_manager_id),
         outcomes=TASK_OUTCOMES,
         reached=tasks.REACHED,
         next_free=next_free,
