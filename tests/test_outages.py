@@ -28,7 +28,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from crm.db import make_engine
+from rules.live import load_live_rules
 from tests.conftest import IN_CI, PG_ADMIN_URL, _truncate_pg
 from tests.crm_twins import twin_database
 from tests.served_app import served
@@ -344,6 +345,9 @@ def test_a_lost_connection_is_one_line_for_a_command(pg_url: str, cheap_argon2: 
         "COLUMNS": "400",
     }
     cmd = [sys.executable, "-m", "vipcare", "tasks", "done", str(world.tasks["A"])]
+    # the shipped rules are already live (accepted and audited), as on any running site:
+    # the one write the command waits on is its own outcome's
+    load_live_rules(engine, ROOT / "rules", datetime.now(UTC))
     with audit_head_held(engine):
         proc = subprocess.Popen(
             [*cmd, "--outcome", "reached"],

@@ -579,6 +579,8 @@ def test_the_schedulers_prefect_runs_hold_no_database_password(
         r
         for r in read("flow_runs", {"flows": {"name": {"any_": ["daily-care"]}}})
         if r["parameters"].get("params", {}).get("as_of") == today
+        # this test's own scheduler (other tests of the session share the server)
+        and r["parameters"]["params"].get("rules_dir") == str(tmp_path / "rules")
     ]
     assert len(runs) == 1, runs  # the scheduler's run, its parameters read back
     ids = {"any_": [runs[0]["id"]]}

@@ -18,7 +18,7 @@ from vipcare.cli.common import (
     engine,
     fail,
     input_errors,
-    live_ruleset,
+    live_rules,
     now_utc,
     parse_date,
     resolve_manager,
@@ -413,8 +413,9 @@ def _texts_follow_manager(eng: Any) -> Any:
     from crm.audit import Actor
     from notifications.manager_change import follow_new_manager
 
-    # read before the import's transaction opens (SQLite has one writer at a time)
-    ruleset = live_ruleset(eng)
+    # read before the import's transaction opens (SQLite has one writer at a time), and
+    # read only: an import that is refused must write nothing, not even a rules record
+    ruleset = live_rules(eng, record=False).require()
 
     def follow(session: Session, customer_ids: list[int]) -> None:
         follow_new_manager(
