@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 from twilio.request_validator import RequestValidator
@@ -168,6 +168,27 @@ def test_auto_delivery_posts_signed_callbacks(
         )
     assert by_sid[ok] == [("sent", None), ("delivered", None)]
     assert by_sid[bad] == [("sent", None), ("undelivered", "30005")]
+
+
+def test_inbound_through_the_control_api_is_signed_as_twilio_signs(
+    receiver: tuple[str, list[tuple[str, dict[str, str], str]]], fake_twilio: FakeTwilio
+) -> None:
+    url, received = receiver
+    target = f"{url}/twilio/inbound?source=sms"
+    form = {"url": target, "from": "+8613912345678", "body": "退订 STOP &=%+"}
+    body = urlencode(form).encode()
+    with urllib.request.urlopen(f"{fake_twilio.base_url}/_fake/inbound", body, 5) as response:
+        assert json.loads(response.read())["status"] == 200
+    [(path, params, signature)] = received
+    assert path == "/twilio/inbound?source=sms"
+    assert (params["From"], params["Body"], params["To"]) == (
+        "+8613912345678",
+        "退订 STOP &=%+",
+        "+15005550006",
+    )
+    assert params["MessageSid"] == params["SmsSid"] and params["SmsStatus"] == "received"
+    assert RequestValidator(fake_twilio.auth_token).validate(target, params, signature)
+    assert not RequestValidator("another-token").validate(target, params, signature)
 
 
 def test_runs_standalone_as_a_module() -> None:
