@@ -193,7 +193,7 @@ def test_inbound_through_the_control_api_is_signed_as_twilio_signs(
 
 def test_runs_standalone_as_a_module() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "notifications.fake_twilio", "--port", "0"],
+        [sys.executable, "-m", "notifications.fake_twilio", "--port", "0", "--latency", "0.01"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -204,9 +204,15 @@ def test_runs_standalone_as_a_module() -> None:
         base = first.rsplit(" ", 1)[1].strip()
         fake = FakeTwilio(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)
         fake.host, fake.port = "127.0.0.1", int(base.rsplit(":", 1)[1])
+        assert http(f"{base}/_fake/latency") == (200, {"ok": True, "latency": 0.01})
         result = backend(fake).send(sms(1))
         status, messages = http(f"{base}/_fake/messages")
         assert status == 200 and [m["sid"] for m in messages] == [result.provider_message_id]
+        unsubscribed = {"to": "%2B8613912345678", "code": "21610"}
+        assert http(f"{base}/_fake/fail_number", unsubscribed)[0] == 200
+        with pytest.raises(PermanentSendError):
+            backend(fake).send(sms(2, to="+8613912345678"))
+        assert [r["status"] for r in http(f"{base}/_fake/requests")[1]] == [201, 400]
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
