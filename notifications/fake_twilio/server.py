@@ -621,7 +621,8 @@ class FakeTwilio:
         return format_datetime(self.clock().astimezone(UTC), usegmt=True)
 
     def may_block(self, request: Request) -> bool:
-        """Held responses and webhook-posting control actions are answered in a thread."""
+        """Held responses, the chaos and the control API (which may post to a webhook) are
+        answered in a thread; everything else on the event loop."""
         if request.target.startswith("/_fake/") or self.chaos is not None:
             return True  # chaos may hold an answer past the timeout, or post reports first
         with self._lock:
