@@ -191,3 +191,33 @@ def test_targets_are_judged_met_missed_or_not_measured() -> None:
         "preview per journey (slowest)": "missed",
         "dispatch through the Twilio adapter to the fake": "not measured",
     }
+
+
+def test_the_fake_alone_bench_stays_within_the_latency_bound() -> None:
+    """Each connection waits ``latency`` per answer, so no round beats connections / latency."""
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench.fake_bench", "--requests", "120", "--rounds", "2"),
+            *("--connections", "4,12", "--latency", "0.02", "--json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(proc.stdout)
+    assert [(f["connections"], f["round"]) for f in figures] == [(4, 1), (4, 2), (12, 1), (12, 2)]
+    for figure in figures:
+        assert 0 < figure["rate"] <= figure["ideal_rate"] == figure["connections"] / 0.02
+        assert figure["fake_cpu_us_per_request"] is not None
+    refused = subprocess.run(
+        [sys.executable, "-m", "bench.fake_bench", "--latency", "-1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 2 and "--latency must be" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 from twilio.request_validator import RequestValidator
@@ -21,6 +24,7 @@ from notifications.backends.twilio import TwilioSMSBackend
 from notifications.base import OutgoingMessage
 from notifications.errors import PermanentSendError
 from notifications.fake_twilio import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, FakeTwilio
+from notifications.fake_twilio.chaos import Chaos, ChaosRates
 
 pytest_plugins = ["plugins.fake_twilio"]
 
@@ -166,9 +170,30 @@ def test_auto_delivery_posts_signed_callbacks(
     assert by_sid[bad] == [("sent", None), ("undelivered", "30005")]
 
 
+def test_inbound_through_the_control_api_is_signed_as_twilio_signs(
+    receiver: tuple[str, list[tuple[str, dict[str, str], str]]], fake_twilio: FakeTwilio
+) -> None:
+    url, received = receiver
+    target = f"{url}/twilio/inbound?source=sms"
+    form = {"url": target, "from": "+8613912345678", "body": "退订 STOP &=%+"}
+    body = urlencode(form).encode()
+    with urllib.request.urlopen(f"{fake_twilio.base_url}/_fake/inbound", body, 5) as response:
+        assert json.loads(response.read())["status"] == 200
+    [(path, params, signature)] = received
+    assert path == "/twilio/inbound?source=sms"
+    assert (params["From"], params["Body"], params["To"]) == (
+        "+8613912345678",
+        "退订 STOP &=%+",
+        "+15005550006",
+    )
+    assert params["MessageSid"] == params["SmsSid"] and params["SmsStatus"] == "received"
+    assert RequestValidator(fake_twilio.auth_token).validate(target, params, signature)
+    assert not RequestValidator("another-token").validate(target, params, signature)
+
+
 def test_runs_standalone_as_a_module() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "notifications.fake_twilio", "--port", "0"],
+        [sys.executable, "-m", "notifications.fake_twilio", "--port", "0", "--latency", "0.01"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -179,9 +204,15 @@ def test_runs_standalone_as_a_module() -> None:
         base = first.rsplit(" ", 1)[1].strip()
         fake = FakeTwilio(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)
         fake.host, fake.port = "127.0.0.1", int(base.rsplit(":", 1)[1])
+        assert http(f"{base}/_fake/latency") == (200, {"ok": True, "latency": 0.01})
         result = backend(fake).send(sms(1))
         status, messages = http(f"{base}/_fake/messages")
         assert status == 200 and [m["sid"] for m in messages] == [result.provider_message_id]
+        unsubscribed = {"to": "%2B8613912345678", "code": "21610"}
+        assert http(f"{base}/_fake/fail_number", unsubscribed)[0] == 200
+        with pytest.raises(PermanentSendError):
+            backend(fake).send(sms(2, to="+8613912345678"))
+        assert [r["status"] for r in http(f"{base}/_fake/requests")[1]] == [201, 400]
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
@@ -222,41 +253,110 @@ def test_pipelined_keep_alive_requests_are_answered_in_order(fake_twilio: FakeTw
 
 
 def test_a_malformed_request_gets_400_and_the_connection_closes(fake_twilio: FakeTwilio) -> None:
-    answer = _raw_exchange(fake_twilio, b"NONSENSE\r\n\r\n")
-    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    answer = _raw_exchange(fake_twilio, b"NONSENSE\r\n\r\n")  # read until the fake closes
+    # No version could be read from the request line, so aiohttp answers in HTTP/1.0.
+    assert re.match(rb"HTTP/1\.[01] 400 Bad Request\r\n", answer), answer[:40]
     assert fake_twilio.requests == []
 
 
-def test_the_transport_can_answer_with_a_connection_reset() -> None:
+def _create_request(fake: FakeTwilio, to: str, *, close: bool = True) -> bytes:
+    import base64
+
+    token = base64.b64encode(f"{fake.account_sid}:{fake.auth_token}".encode()).decode()
+    path = f"/2010-04-01/Accounts/{fake.account_sid}/Messages.json"
+    form = f"To=%2B{to}&From=%2B15005550006&Body=hi".encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {token}\r\n"
+        f"Content-Length: {len(form)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n"
+    )
+    return head.encode() + form
+
+
+def _chaos(**rates: float) -> Chaos:
+    """Seeded chaos that injects only ``rates`` (every other rate 0)."""
+    quiet = {f.name: 0.0 for f in dataclasses.fields(ChaosRates)}
+    return Chaos(seed=1, rates=ChaosRates(**{**quiet, **rates}))
+
+
+@pytest.mark.parametrize(("kind", "created"), [("reset_before", 0), ("reset_after", 1)])
+def test_the_chaos_resets_the_connection_before_or_after_creating(
+    fake_twilio: FakeTwilio, kind: str, created: int
+) -> None:
+    fake_twilio.chaos = _chaos(**{kind: 1.0})
+    with pytest.raises(ConnectionResetError):  # a TCP RST, not an answer or a clean close
+        _raw_exchange(fake_twilio, _create_request(fake_twilio, "8613800000001"))
+    assert len(fake_twilio.messages) == created
+    assert fake_twilio.chaos.injected[kind] == 1
+    fake_twilio.chaos = None
+    answer = _raw_exchange(fake_twilio, _create_request(fake_twilio, "8613800000002"))
+    assert answer.startswith(b"HTTP/1.1 201 Created\r\n")
+
+
+def test_early_reports_reach_the_webhook_before_the_create_is_answered(
+    receiver: tuple[str, list[tuple[str, dict[str, str], str]]],
+) -> None:
+    url, received = receiver
+    with FakeTwilio() as fake:
+        fake.chaos = _chaos(early=1.0)
+        sid = backend(fake, public_url=url).send(sms(1)).provider_message_id
+        statuses = [params["MessageStatus"] for _p, params, _s in received]  # when answered
+    assert sorted(statuses) == ["delivered", "sent"]
+    assert {params["MessageSid"] for _p, params, _s in received} == {sid}
+    assert fake.chaos.injected["report_early"] == 2
+
+
+def test_latency_delays_every_answer_without_holding_the_others() -> None:
     import socket
 
-    from notifications.fake_twilio.transport import RESET, HttpServer, Reply, Request
+    clients, latency = 200, 0.5
+    with FakeTwilio(latency=latency) as fake:
+        connections = [socket.create_connection((fake.host, fake.port)) for _ in range(clients)]
+        try:
+            started = time.monotonic()
+            for n, conn in enumerate(connections):
+                conn.sendall(_create_request(fake, f"86138{n:08d}", close=False))
+            first = connections[0].recv(65536)
+            waited = time.monotonic() - started
+            # A fake that waited request by request would have seen one request by now.
+            assert len(fake.api_requests("POST")) == clients
+            assert waited >= latency
+            answers = [first] + [conn.recv(65536) for conn in connections[1:]]
+        finally:
+            for conn in connections:
+                conn.close()
+    assert all(a.startswith(b"HTTP/1.1 201 Created\r\n") for a in answers)
+    assert len(fake.messages) == clients
 
-    class Resetting:
-        def may_block(self, request: Request) -> bool:
-            return request.target == "/slow"
 
-        def serve(self, request: Request) -> Reply:
-            return (
-                RESET
-                if request.target.startswith("/reset") or request.target == "/slow"
-                else (Reply(200, b"ok", {}))
-            )
+def test_latency_is_set_through_the_control_api_and_refused_when_nonsense(
+    fake_twilio: FakeTwilio,
+) -> None:
+    base = f"{fake_twilio.base_url}/_fake"
+    assert http(f"{base}/latency", {"seconds": "0.25"}) == (200, {"ok": True, "latency": 0.25})
+    assert fake_twilio.latency == 0.25
+    assert http(f"{base}/latency") == (200, {"ok": True, "latency": 0.25})
+    status, body = http(f"{base}/latency", {"seconds": "-1"})
+    assert status == 400 and "latency must be a finite number of seconds >= 0" in body["error"]
+    assert http(f"{base}/latency", {"seconds": "soon"})[1] == {
+        "error": "/_fake/latency: seconds='soon' is not a number"
+    }
+    assert fake_twilio.latency == 0.25
+    with pytest.raises(ValueError, match="latency"):
+        FakeTwilio(latency=float("inf"))
 
-        def http_date(self) -> str:
-            return "Tue, 01 Dec 2026 00:00:00 GMT"
 
-    server = HttpServer(Resetting(), "127.0.0.1", 0)
-    port = server.start()
-    try:
-        for target in ("/reset", "/slow"):
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-                conn.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-                with pytest.raises(ConnectionResetError):
-                    while conn.recv(1024):
-                        pass
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-            conn.sendall(b"GET /fine HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            assert conn.recv(1024).startswith(b"HTTP/1.1 200 OK\r\n")
-    finally:
-        server.stop()
+def test_bad_control_requests_say_which_field_is_wrong(fake_twilio: FakeTwilio) -> None:
+    base = f"{fake_twilio.base_url}/_fake"
+    assert http(f"{base}/fail_number", {"code": "21614"}) == (
+        400,
+        {"error": "/_fake/fail_number: the field 'to' is required"},
+    )
+    status, body = http(f"{base}/fail_number", {"to": "+8613912345678", "code": "21614"})
+    assert status == 400 and "is not an E.164 number" in body["error"]  # '+' sent unquoted
+    assert http(f"{base}/fault", {"status": "five hundred"})[1] == {
+        "error": "/_fake/fault: status='five hundred' is not a whole number"
+    }
+    status, body = http(f"{base}/callback", {"sid": f"SM{'0' * 32}", "status": "sent"})
+    assert status == 404 and "no message or call" in body["error"]
+    assert http(f"{base}/nothing", {})[0] == 404
+    assert fake_twilio.api_requests() == []

@@ -1,7 +1,8 @@
 """Run the fake Twilio in the foreground: ``python -m notifications.fake_twilio --port 8099``.
 
 Point vipcare at it with ``VIPCARE_TWILIO_API_BASE=http://127.0.0.1:8099`` and the
-printed account SID and auth token. Drive faults through ``POST /_fake/<action>``.
+printed account SID and auth token. Drive faults through ``POST /_fake/<action>``;
+``--latency 0.1`` makes it answer like a provider 100 ms away.
 """
 
 from __future__ import annotations
@@ -25,14 +26,28 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="post signed 'sent' and 'delivered' callbacks for every accepted message",
     )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="delay every API answer this long, without holding the others (a distant provider)",
+    )
     args = parser.parse_args(argv)
-    fake = FakeTwilio(
-        account_sid=args.account_sid,
-        auth_token=args.auth_token,
-        host=args.host,
-        port=args.port,
-        auto_deliver=args.auto_deliver,
-    ).start()
+    try:
+        fake = FakeTwilio(
+            account_sid=args.account_sid,
+            auth_token=args.auth_token,
+            host=args.host,
+            port=args.port,
+            auto_deliver=args.auto_deliver,
+            latency=args.latency,
+        ).start()
+    except ValueError as exc:
+        parser.error(str(exc))
+    except OSError as exc:
+        sys.stderr.write(f"fake Twilio: {exc.strerror or exc}\n")
+        return 1
     # The token is a test double's, chosen by the caller: printing it is the point.
     sys.stdout.write(
         f"fake Twilio listening on {fake.base_url}\n"

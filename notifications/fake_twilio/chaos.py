@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from notifications.fake_twilio.server import API, CallbackResult, json_reply, twilio_error
-from notifications.fake_twilio.transport import RESET, Reply
+from notifications.fake_twilio.web import RESET, Reply
 
 if TYPE_CHECKING:
     from notifications.fake_twilio.server import FakeTwilio, RecordedRequest
@@ -140,7 +140,7 @@ class Chaos:
             return None
         kind = self._draw()
         if kind is None:
-            return None
+            return self._early(fake, method, path, query, form, recorded)
         self._count(kind)
         if kind in HTTP_FAULTS:
             status = int(kind[-3:])
@@ -157,6 +157,36 @@ class Chaos:
             return RESET
         self._released.wait(self.too_late_seconds)
         return json_reply(status, body, extra)  # the client stopped listening
+
+    def _early(
+        self,
+        fake: FakeTwilio,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        form: dict[str, list[str]],
+        recorded: RecordedRequest,
+    ) -> Reply | None:
+        """Maybe create the message and post its reports before answering the create."""
+        if method != "POST" or not path.endswith("/Messages.json"):
+            return None
+        with self._lock:
+            early = self._rng.random() < self.rates.early
+        if not early:
+            return None
+        status, body, extra = fake.handle(method, path, query, form)
+        recorded.status = status
+        if status == 201:
+            record = fake.message(body["sid"])
+            with self._lock:
+                self._reported.add(record["sid"])
+                reports = self._reports_for(record, may_be_late=False)
+                self.injected["report_early"] += len(reports)
+            results = [self._post(fake, r) for r in reports]
+            with self._lock:
+                self.answers.update(r.status for r in results)
+                self.injected["report_posted"] += len(results)
+        return json_reply(status, body, extra)
 
     def _draw(self) -> str | None:
         with self._lock:

@@ -4,8 +4,10 @@ It speaks ``/2010-04-01/Accounts/{Sid}/Messages.json``, ``Messages/{Sid}.json``,
 ``Calls.json`` and ``Calls/{Sid}.json`` with basic auth, answers in Twilio's JSON
 shapes (errors as ``{code, message, more_info, status}``), records every request,
 and can inject faults: queued HTTP errors (429 with ``Retry-After``, 500, 503),
-error codes per destination number, and slow responses held on an event. It can
-post **signed** status callbacks and inbound messages to a webhook URL.
+error codes per destination number, slow responses held on an event, and a
+latency on every answer (awaited, so a slow fake still serves hundreds of
+requests at once). It can post **signed** status callbacks and inbound messages
+to a webhook URL. HTTP is ``aiohttp.web``'s (:mod:`notifications.fake_twilio.web`).
 
 The unmodified ``twilio.rest.Client`` talks to it once ``client.api.base_url``
 is set to :attr:`FakeTwilio.base_url`. A tiny unauthenticated control API under
@@ -14,7 +16,9 @@ is set to :attr:`FakeTwilio.base_url`. A tiny unauthenticated control API under
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import re
 import threading
 import urllib.error
@@ -30,7 +34,7 @@ from urllib.parse import unquote_plus, urlencode, urlsplit
 
 from twilio.request_validator import RequestValidator
 
-from notifications.fake_twilio.transport import HttpServer, Reply, Request
+from notifications.fake_twilio.web import Reply, Request, WebServer
 
 if TYPE_CHECKING:
     from notifications.fake_twilio.chaos import Chaos
@@ -138,6 +142,8 @@ class FakeTwilio:
     ``clock`` stamps ``date_created``; ``auto_deliver`` makes every accepted
     message post ``sent`` then ``delivered`` (or its undeliverable code) to its
     ``StatusCallback`` from a background thread, for end-to-end outside checks.
+    ``latency`` (seconds, also settable later) delays every API answer, as a
+    distant provider would; the request takes effect when it arrives.
     """
 
     def __init__(
@@ -148,6 +154,7 @@ class FakeTwilio:
         port: int = 0,
         clock: Callable[[], datetime] | None = None,
         auto_deliver: bool = False,
+        latency: float = 0.0,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
@@ -155,17 +162,18 @@ class FakeTwilio:
         self.port = port
         self.clock = clock or (lambda: datetime.now(UTC))
         self.auto_deliver = auto_deliver
+        self.latency = latency
         self.validator = RequestValidator(auth_token)
         self._lock = threading.RLock()
         self._state = _State()
-        self._server: HttpServer | None = None
+        self._server: WebServer | None = None
         self._workers: list[threading.Thread] = []
         self.chaos: Chaos | None = None
         """Random faults for the fault matrix (:mod:`notifications.fake_twilio.chaos`)."""
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> FakeTwilio:
-        self._server = HttpServer(self, self.host, self.port)
+        self._server = WebServer(self, self.host, self.port)
         self.port = self._server.start()
         return self
 
@@ -182,6 +190,17 @@ class FakeTwilio:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+    @property
+    def latency(self) -> float:
+        """Seconds every API answer waits (not the ``/_fake/`` control API's); 0: none."""
+        return self._latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"latency must be a finite number of seconds >= 0, not {seconds!r}")
+        self._latency = float(seconds)
 
     @property
     def base_url(self) -> str:
@@ -236,7 +255,8 @@ class FakeTwilio:
         return event
 
     def reset(self) -> None:
-        """Forget every message, request, fault and number rule."""
+        """Forget every message, request, fault and number rule (settings such as
+        ``latency`` and ``auto_deliver`` stay)."""
         with self._lock:
             for hold in self._state.holds:
                 hold.event.set()
@@ -595,34 +615,46 @@ class FakeTwilio:
         with self._lock:
             self._state.requests.append(request)
 
-    # -- serving (the transport calls these) -----------------------------------
+    # -- serving (the web server calls these) ----------------------------------
     def http_date(self) -> str:
         """The ``Date`` header follows the fake's clock, as Twilio's follows its own."""
         return format_datetime(self.clock().astimezone(UTC), usegmt=True)
 
     def may_block(self, request: Request) -> bool:
-        """Held responses and webhook-posting control actions are answered in a thread."""
+        """Held responses, the chaos and the control API (which may post to a webhook) are
+        answered in a thread; everything else on the event loop."""
         if request.target.startswith("/_fake/") or self.chaos is not None:
-            return True  # chaos may hold an answer past the client's timeout
+            return True  # chaos may hold an answer past the timeout, or post reports first
         with self._lock:
             return bool(self._state.holds)
 
     def serve(self, request: Request) -> Reply:
         """Answer one HTTP request: control API, authentication, holds, then :meth:`handle`."""
         parts = urlsplit(request.target)
-        query = _parse_qs(parts.query)
         form = _parse_qs(request.body.decode("utf-8", "replace"))
         if parts.path.startswith("/_fake/"):
             status, payload = self.control(
                 parts.path[len("/_fake/") :], {k: v[0] for k, v in form.items()}
             )
             return json_reply(status, payload, {})
+        reply = self._serve_api(request, parts.path, _parse_qs(parts.query), form)
+        latency = self._latency
+        return dataclasses.replace(reply, delay=reply.delay + latency) if latency else reply
+
+    def _serve_api(
+        self,
+        request: Request,
+        path: str,
+        query: dict[str, list[str]],
+        form: dict[str, list[str]],
+    ) -> Reply:
+        """An API request: recorded, authenticated, maybe faulted by the chaos or held."""
         headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
         method = request.method
         authorized = _authorized(
-            request.header("Authorization") or "", self.account_sid, self.auth_token
+            request.headers.get("Authorization", ""), self.account_sid, self.auth_token
         )
-        recorded = RecordedRequest(method, parts.path, query, form, headers, authorized)
+        recorded = RecordedRequest(method, path, query, form, headers, authorized)
         self._record(recorded)
         if not authorized:
             recorded.status = 401
@@ -631,20 +663,29 @@ class FakeTwilio:
             )
         chaos = self.chaos
         if chaos is not None:
-            injected = chaos.intercept(self, method, parts.path, query, form, recorded)
+            injected = chaos.intercept(self, method, path, query, form, recorded)
             if injected is not None:
                 return injected
-        hold = self._take_hold(method, parts.path)
+        hold = self._take_hold(method, path)
         if hold is not None and not hold.after_create:
             hold.event.wait(hold.max_wait)
-        status, body, extra = self.handle(method, parts.path, query, form)
+        status, body, extra = self.handle(method, path, query, form)
         recorded.status = status
         if hold is not None and hold.after_create:
             hold.event.wait(hold.max_wait)
         return json_reply(status, body, extra)
 
     def control(self, action: str, form: dict[str, str]) -> tuple[int, Any]:
-        """The ``/_fake/`` control API for outside processes."""
+        """The ``/_fake/`` control API for outside processes; bad input answers 400 and says why."""
+        fields = _Fields(form)
+        try:
+            return self._control(action, fields)
+        except _BadControl as exc:
+            return 400, {"error": f"/_fake/{action}: {exc}"}
+        except KeyError as exc:  # a callback for a sid the fake never saw
+            return 404, {"error": f"/_fake/{action}: {exc.args[0]}"}
+
+    def _control(self, action: str, fields: _Fields) -> tuple[int, Any]:
         if action == "requests":
             return 200, [
                 {k: v for k, v in r.__dict__.items() if k != "headers"} for r in self.requests
@@ -656,32 +697,94 @@ class FakeTwilio:
         if action == "reset":
             self.reset()
             return 200, {"ok": True}
+        if action == "latency":
+            if fields.has("seconds"):
+                try:
+                    self.latency = fields.number("seconds")
+                except ValueError as exc:
+                    raise _BadControl(str(exc)) from None
+            return 200, {"ok": True, "latency": self.latency}
         if action == "fail_number":
-            self.fail_number(form["to"], int(form["code"]), int(form.get("status", "400")))
+            self.fail_number(
+                fields.phone("to"), fields.integer("code"), fields.integer("status", 400)
+            )
             return 200, {"ok": True}
         if action == "undeliverable":
-            self.undeliverable(form["to"], int(form.get("code", "30003")))
+            self.undeliverable(fields.phone("to"), fields.integer("code", 30003))
             return 200, {"ok": True}
         if action == "fault":
-            retry_after = form.get("retry_after")
             self.queue_fault(
-                int(form["status"]),
-                count=int(form.get("count", "1")),
-                retry_after=float(retry_after) if retry_after else None,
-                path_contains=form.get("path_contains"),
-                method=form.get("method"),
+                fields.integer("status"),
+                count=fields.integer("count", 1),
+                retry_after=fields.number("retry_after") if fields.has("retry_after") else None,
+                path_contains=fields.optional("path_contains"),
+                method=fields.optional("method"),
+                code=fields.integer("code") if fields.has("code") else None,
             )
             return 200, {"ok": True}
         if action == "callback":
-            code = form.get("error_code")
             result = self.post_status_callback(
-                form["sid"], form["status"], int(code) if code else None, form.get("url")
+                fields.text("sid"),
+                fields.text("status"),
+                fields.integer("error_code") if fields.has("error_code") else None,
+                fields.optional("url"),
             )
             return 200, {"status": result.status, "body": result.body, "error": result.error}
         if action == "inbound":
-            result = self.post(*self.inbound_message(form["url"], form["from"], form["body"]))
+            inbound = self.inbound_message(
+                fields.text("url"), fields.text("from"), fields.text("body")
+            )
+            result = self.post(*inbound)
             return 200, {"status": result.status, "body": result.body, "error": result.error}
         return 404, {"error": f"unknown control action {action!r}"}
+
+
+class _BadControl(Exception):
+    """A control request's field is missing or malformed (answered 400)."""
+
+
+class _Fields:
+    """The form of a control request, read field by field with a clear error."""
+
+    def __init__(self, form: dict[str, str]) -> None:
+        self.form = form
+
+    def has(self, name: str) -> bool:
+        return bool(self.form.get(name))
+
+    def optional(self, name: str) -> str | None:
+        return self.form.get(name) or None
+
+    def text(self, name: str) -> str:
+        value = self.form.get(name)
+        if not value:
+            raise _BadControl(f"the field {name!r} is required")
+        return value
+
+    def phone(self, name: str) -> str:
+        value = self.text(name)
+        if not E164.match(value):
+            raise _BadControl(
+                f"{name}={value!r} is not an E.164 number such as +8613800000001"
+                " (a '+' in a form is sent as %2B: curl --data-urlencode)"
+            )
+        return value
+
+    def integer(self, name: str, default: int | None = None) -> int:
+        if default is not None and not self.has(name):
+            return default
+        value = self.text(name)
+        try:
+            return int(value)
+        except ValueError:
+            raise _BadControl(f"{name}={value!r} is not a whole number") from None
+
+    def number(self, name: str) -> float:
+        value = self.text(name)
+        try:
+            return float(value)
+        except ValueError:
+            raise _BadControl(f"{name}={value!r} is not a number") from None
 
 
 def _authorized(header: str, account_sid: str, auth_token: str) -> bool:
