@@ -90,7 +90,7 @@ def run_journey(
             return report
         journey.housekeeping(session, ctx, rule, report)
         _finish(session, dry_run)
-        planner = CapacityPlanner(session, ctx.as_of)
+        planner = CapacityPlanner(session, ctx.plan_from)
         for batch in decisions(session, ctx, journey, rule, report):
             apply_decisions(session, ctx, journey, rule, batch, report, planner)
             _finish(session, dry_run)
@@ -120,7 +120,7 @@ def _pass_done(session: Session, ctx: RunContext, rule: JourneyBase, period: str
 
 
 def _mark_pass(session: Session, ctx: RunContext, rule: JourneyBase, period: str) -> None:
-    row = {**_pass_key(ctx, rule, period), "run_id": ctx.run_id, "completed_at": ctx.at}
+    row = {**_pass_key(ctx, rule, period), "run_id": ctx.run_id, "completed_at": ctx.recorded_at}
     insert_ignoring_conflicts(session, JourneyPass, [row], returning="id")
 
 

@@ -165,7 +165,7 @@ class GraceCredit(Journey):
                 ),
             )
         )
-        planner = CapacityPlanner(session, ctx.as_of)
+        planner = CapacityPlanner(session, ctx.plan_from)
         for batch in iter_candidates(session, stmt, ctx):
             repaid, cancelled, due = [], [], []
             for c in batch:
