@@ -113,7 +113,8 @@ def test_good_files_import_then_reimport_updates_without_duplicates(engine, now)
         assert row is not None
         assert (row.actor_type, row.action, row.entity) == ("import", "import", "balances")
         details = json.loads(row.details)
-        assert details["file"] == "good_balances.csv" and details["updated"] == 3
+        assert details["file"] == "good_balances.csv"
+        assert (details["updated"], details["unchanged"]) == (0, 3)  # the re-import: a no-op
         assert len(details["sha256"]) == 64
 
 
