@@ -30,6 +30,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    literal,
     or_,
     select,
     type_coerce,
@@ -244,6 +245,26 @@ def _record_chunk(
         ],
     )
     outcome.applied += len(fresh)
+
+
+def adopt_bulk_loaded(session: Session) -> int:
+    """Give balances bulk-loaded with a feed time (the seed) their history row; returns how many.
+
+    Set-based: one INSERT … SELECT and one UPDATE over the customers whose
+    ``balance_as_of`` has no ``balance_received_at`` yet (received then, as_of then).
+    """
+    c = _CUSTOMERS.c
+    untracked = and_(c.balance_as_of.is_not(None), c.balance_received_at.is_(None))
+    added = session.execute(
+        _FACTS.insert().from_select(
+            ["customer_id", "as_of", "balance", "received_at", "source"],
+            select(c.id, c.balance_as_of, c.balance, c.balance_as_of, literal("seed")).where(
+                untracked
+            ),
+        )
+    ).rowcount  # type: ignore[attr-defined]
+    session.execute(update(_CUSTOMERS).where(untracked).values(balance_received_at=c.balance_as_of))
+    return int(added or 0)
 
 
 # -- reading a balance as it was known at an instant ---------------------------------------

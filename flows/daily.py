@@ -53,6 +53,11 @@ class DailyCareParams(BaseModel):
     at: datetime | None = Field(
         default=None, description="the instant to act as of; 09:00 operator time by default"
     )
+    now: datetime | None = Field(
+        default=None,
+        description="the real clock when the run was started (a late day does only what can "
+        "still honestly happen then); None: the day runs at its own instant",
+    )
     database_url: str
     rules_dir: str
     operator_tz: str = "Asia/Shanghai"
@@ -134,6 +139,7 @@ def _context(params: DailyCareParams, run_id: str, shard: int, count: int) -> Ru
         operator_tz=tz,
         batch_size=params.batch_size,
         shard=(shard, count),
+        now=params.now,
     )
 
 

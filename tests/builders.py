@@ -177,6 +177,11 @@ class Crm:
         from notifications.dispatcher import dispatch
 
         store = MockStore()
+        ticks = [0]  # monotonic ns that move only when the rate limiter sleeps
+
+        def sleep(seconds: float) -> None:
+            ticks[0] += max(0, round(seconds * 1e9))
+
         summary = dispatch(
             self.engine,
             NotificationConfig(send_rate_per_second=1000),
@@ -184,8 +189,8 @@ class Crm:
             at,
             lead_time=self.ruleset.precall_lead_time,
             backends={"sms": MockSMSBackend(store=store), "voice": MockVoiceBackend(store=store)},
-            sleep=lambda _s: None,
-            clock=lambda: 0,
+            sleep=sleep,
+            clock=lambda: ticks[0],
         )
         return summary, store
 

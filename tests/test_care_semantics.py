@@ -120,6 +120,7 @@ def test_suspension_cancels_open_calls_and_withdraws_unsent_marketing(crm):
         last_contact_on=MONDAY - timedelta(days=100),
     )
     crm.run(MONDAY)  # grace advance + a callback
+    crm.dispatch(utc(2026, 11, 23, 2))  # the grace notice goes out at 10:00
     crm.run(date(2026, 11, 26), "birthday")  # a greeting queued for Thursday evening
     crm.run(date(2026, 11, 27))  # deadline 26th passed without a top-up: suspended
     assert crm.get("SUSP").status == "suspended"
@@ -187,6 +188,7 @@ def test_no_manager_is_planned_beyond_capacity_whatever_the_kind_of_call(crm):
     for i in range(4):
         crm.customer(f"C{i}", tier="diamond", manager_id=m, last_contact_on=date(2026, 10, 1))
     crm.run(MONDAY)
+    crm.dispatch(utc(2026, 11, 23, 2))  # the grace notices go out at 10:00
     crm.run(date(2026, 11, 27))  # five grace follow-ups, three birthdays, callbacks already planned
     load = Counter(
         (t.scheduled_on, t.customer_id)
@@ -201,9 +203,11 @@ def test_no_manager_is_planned_beyond_capacity_whatever_the_kind_of_call(crm):
 # --- grace: an advance, repaid only by a real top-up ---------------------------------------------
 
 
-def _feed(crm: Crm, ref: str, balance: str, day: str, at_hour: int = 12) -> None:
+def _feed(crm: Crm, ref: str, balance: str, day: str, at_hour: int = 0) -> None:
     path = crm_tmp_csv(f"customer_id,balance,as_of\n{ref},{balance},{day}\n")
-    at = utc(int(day[:4]), int(day[5:7]), int(day[8:10]), at_hour)
+    # the file as of the end of ``day`` arrives the next morning (08:00 Shanghai), before
+    # that day's run
+    at = utc(int(day[:4]), int(day[5:7]), int(day[8:10]), at_hour) + timedelta(days=1)
     import_csv(crm.engine, "balances", path, Actor("import", "billing"), at, "Asia/Shanghai")
 
 
@@ -211,6 +215,7 @@ def test_the_advance_clearing_a_small_debt_is_not_a_repayment(crm):
     """-3.00 plus the 10.00 advance is 7.00, but the customer paid nothing: suspended."""
     crm.customer("SMALLDEBT", tier="gold", balance=Decimal("-3.00"))
     crm.run(MONDAY, "grace_credit")
+    crm.dispatch(utc(2026, 11, 23, 2))  # the grace notice goes out at 10:00
     assert crm.get("SMALLDEBT").balance == Decimal("7.00")
     _feed(crm, "SMALLDEBT", "7.00", "2026-11-25")  # billing shows the advance, no top-up
     crm.run(date(2026, 11, 25), "grace_credit")

@@ -23,6 +23,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from crm.audit import Actor
+from crm.balances import BalanceAt
 from crm.models import Customer, Manager
 from rules.loader import RuleSet
 from rules.models import ContactPolicy, JourneyBase
@@ -59,6 +60,11 @@ class RunContext:
     @property
     def actor(self) -> Actor:
         return Actor("flow", self.run_id)
+
+    @property
+    def balance_at(self) -> BalanceAt:
+        """Customers' balances as known at the day's instant (the feed and the ledger)."""
+        return BalanceAt(self.at)
 
     @property
     def recorded_at(self) -> datetime:

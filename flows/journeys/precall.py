@@ -107,7 +107,9 @@ class PrecallNotice(Journey):
                 )
             ).all()
             suppressed = {r.id: r.status_reason or "suppressed" for r in rows}
-        tasks.ready_without_notice(session, suppressed, ctx.recorded_at, ctx.actor, status_word="suppressed")
+        tasks.ready_without_notice(
+            session, suppressed, ctx.recorded_at, ctx.actor, status_word="suppressed"
+        )
         return []
 
     def housekeeping(

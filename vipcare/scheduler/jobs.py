@@ -275,7 +275,12 @@ def run_care_days(rt: Runtime) -> None:
 
         def work(outcome: Outcome, day: date = day, at: datetime = at) -> None:
             result = operations.run_care_day(
-                rt.settings, day, at, shards=rt.settings.care_shards, announce=log.info
+                rt.settings,
+                day,
+                at,
+                shards=rt.settings.care_shards,
+                now=rt.clock(),
+                announce=log.info,
             )
             outcome.details.update(run_id=result.get("run_id"), journeys=result["journeys"])
 
