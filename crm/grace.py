@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -24,6 +25,11 @@ from crm.errors import InvalidTransition
 from crm.models import GracePeriod
 
 OPEN = "open"
+MIN_TOPUP_WINDOW = timedelta(hours=24)
+"""How long before its deadline ended a grace's notice must have reached the customer for
+the line to be suspended at the deadline: the customer had a real chance to top up."""
+ACCEPTED = ("sent", "delivered", "undelivered")
+"""Statuses of a notice the provider took (the outbox's own list, kept in step)."""
 TRANSITIONS: Mapping[str, frozenset[str]] = {
     OPEN: frozenset({"repaid", "suspended", "expired", "cancelled"}),
     "repaid": frozenset(),
@@ -83,3 +89,32 @@ def close(session: Session, grace_ids: Sequence[int], status: str, on: date) -> 
             ).scalars()
         )
     return closed
+
+
+def deadline_end(deadline: date, timezone: str) -> datetime:
+    """The first instant after the deadline day in the customer's zone (aware UTC)."""
+    return datetime.combine(deadline + timedelta(days=1), time(0), tzinfo=ZoneInfo(timezone))
+
+
+def notice_told(
+    *,
+    status: str,
+    channel: str,
+    sent_at: datetime | None,
+    sms_opt_out: bool,
+    do_not_call: bool,
+    deadline: date,
+    timezone: str,
+) -> bool:
+    """Did this grace notice give the customer a real chance to top up before the deadline?
+
+    Yes when the provider took it at least :data:`MIN_TOPUP_WINDOW` before the
+    deadline ended, or when the customer chose no texts on its channel (it was
+    suppressed for their opt-out). A notice that expired, failed or still waits
+    told them nothing: the line is not suspended on it.
+    """
+    if status == "suppressed":
+        return sms_opt_out if channel == "sms" else do_not_call
+    if status not in ACCEPTED or sent_at is None:
+        return False
+    return sent_at <= deadline_end(deadline, timezone) - MIN_TOPUP_WINDOW

@@ -28,7 +28,7 @@ from sqlalchemy import Engine, Table, delete, exists, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from crm import audit, balances, consent, tasks
+from crm import audit, balances, consent, invariants, tasks
 from crm.csvio import Cells, Issues, RowIssue, quoted, read_rows
 from crm.db import transaction
 from crm.errors import CrmError
@@ -146,6 +146,8 @@ class ImportReport:
     stale: list[StaleRow] = field(default_factory=list)
     stale_count: int = 0
     audit_seq: int = 0
+    violations: int = 0
+    """Invariant violations the check after the import found (``vipcare status`` lists them)."""
 
 
 @dataclass
@@ -242,6 +244,9 @@ def import_csv(
                 f"({type(exc.orig).__name__}: {_first_line(exc.orig)}); "
                 "nothing was imported"
             ) from exc
+    # The money invariants of the customers this import touched (crm.invariants).
+    checked = invariants.record_check(engine, "import", at, since=at, owner=str(actor))
+    report.violations = len(checked.violations)
     return report
 
 

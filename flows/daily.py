@@ -38,8 +38,8 @@ from sqlalchemy import Engine
 
 from crm import runs
 from crm.db import is_sqlite, make_engine
-from flows.journeys.context import RunContext, care_day_instant
-from flows.journeys.day import HYGIENE, run_hygiene
+from flows.journeys.context import LATE_AFTER, RunContext, care_day_instant
+from flows.journeys.day import HYGIENE, check_day, run_hygiene
 from flows.journeys.engine import run_journey
 from flows.journeys.intents import JourneyReport
 from flows.journeys.registry import journey_for, journeys_for
@@ -186,6 +186,21 @@ def hygiene_part(params: DailyCareParams, run_id: str) -> dict[str, Any]:
     return report
 
 
+@task(name="invariants", cache_policy=NO_CACHE)
+def invariants_task(params: DailyCareParams, run_id: str) -> dict[str, Any]:
+    """The money and state invariants of what the day touched (``vipcare status`` shows them)."""
+    return invariants_part(params, run_id)
+
+
+def invariants_part(params: DailyCareParams, run_id: str) -> dict[str, Any]:
+    result = check_day(_engine(params.database_url), _context(params, run_id, 0, 1), _owner())
+    return {
+        "customers": result.customers,
+        "violations": len(result.violations),
+        "first": str(result.violations[0]) if result.violations else None,
+    }
+
+
 @task(name="journey", cache_policy=NO_CACHE, task_run_name="{journey}[{shard}]")
 def journey_task(params: DailyCareParams, run_id: str, journey: str, shard: int) -> dict[str, Any]:
     report = run_part(params, run_id, journey, shard)
@@ -229,6 +244,7 @@ def daily_care(params: DailyCareParams) -> dict[str, Any]:
         else:  # SQLite has one writer: one shard after another
             parts = [journey_task(params, run_id, journey, s) for s in shards]
         reports.append(JourneyReport.merged(journey, parts))
+    checked = None if params.dry_run else invariants_task(params, run_id)
     artifact_id = create_markdown_artifact(
         key="daily-care-summary",
         markdown=summary_markdown(params, reports),
@@ -238,5 +254,9 @@ def daily_care(params: DailyCareParams) -> dict[str, Any]:
         "run_id": run_id,
         "as_of": params.as_of.isoformat(),
         "journeys": reports,
+        "invariants": checked,
+        "late": params.now is not None
+        and params.now - (params.at or care_day_instant(params.as_of, ZoneInfo(params.operator_tz)))
+        > LATE_AFTER,
         "artifact_id": str(artifact_id),
     }

@@ -38,6 +38,7 @@ from flows.daily import (
     DailyCareParams,
     flow_run_id,
     hygiene_part,
+    invariants_part,
     journeys_to_run,
     run_part,
     shard_count,
@@ -101,10 +102,12 @@ def _params(
     shards: int,
     journeys: list[str],
     run_id: str,
+    now: datetime | None = None,
 ) -> DailyCareParams:
     return DailyCareParams(
         as_of=as_of,
         at=at,
+        now=now,
         database_url=cfg.database_url,
         rules_dir=str(cfg.rules_dir),
         operator_tz=cfg.timezone,
@@ -117,10 +120,16 @@ def _params(
 
 @task(name="journey", cache_policy=NO_CACHE, task_run_name="{journey}[{shard}/{shards}]")
 def journey_part(
-    as_of: date, at: datetime, journey: str, shard: int, shards: int, run_id: str
+    as_of: date,
+    at: datetime,
+    journey: str,
+    shard: int,
+    shards: int,
+    run_id: str,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """One journey over one shard; its parameters hold no secret (settings are read here)."""
-    params = _params(worker_settings(), as_of, at, shards, [journey], run_id)
+    params = _params(worker_settings(), as_of, at, shards, [journey], run_id, now)
     return run_part(params, run_id, journey, shard)
 
 
@@ -183,14 +192,20 @@ def care_day(
     count = shards or cfg.care_shards
     run_id = flow_run_id() or f"care-{day}"
     engine = _engine(cfg)
-    params = _params(cfg, day, at, count, journeys or [], run_id)
+    now = _now()  # the real clock: a day run late does only what can still happen now
+    params = _params(cfg, day, at, count, journeys or [], run_id, now)
     reports: list[dict[str, Any]] = []
     ruleset = load_rules(cfg.rules_dir)
     with runs.recorded(engine, "care_day", CARE_DAY, _now, care_day=day, owner=_owner()) as rec:
         reports.append(hygiene_part(params, run_id))
         for sharded, group in _groups(ruleset, journeys_to_run(params), count):
             if sharded:
-                base = {"as_of": day.isoformat(), "at": at.isoformat(), "shards": count}
+                base = {
+                    "as_of": day.isoformat(),
+                    "at": at.isoformat(),
+                    "shards": count,
+                    "now": now.isoformat(),
+                }
                 fan_out(
                     f"{CARE_SHARD_FLOW}/care-shard",
                     [
@@ -203,10 +218,11 @@ def care_day(
                 for journey in group:
                     reports.append(
                         JourneyReport.merged(
-                            journey, [journey_part(day, at, journey, 0, 1, run_id)]
+                            journey, [journey_part(day, at, journey, 0, 1, run_id, now)]
                         )
                     )
-        rec.details.update(run_id=run_id, journeys=reports, shards=count)
+        checked = invariants_part(params, run_id)
+        rec.details.update(run_id=run_id, journeys=reports, shards=count, invariants=checked)
     days.mark_completed(engine, CARE_DAY, day, _now())
     get_run_logger().info("care day %s: %s", day, reports)
     return {"run_id": run_id, "as_of": day.isoformat(), "journeys": reports}
@@ -214,10 +230,16 @@ def care_day(
 
 @flow(name=CARE_SHARD_FLOW, log_prints=False)
 def care_shard(
-    as_of: date, at: datetime, shard: int, shards: int, journeys: list[str], run_id: str
+    as_of: date,
+    at: datetime,
+    shard: int,
+    shards: int,
+    journeys: list[str],
+    run_id: str,
+    now: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """One shard of the journeys, in run order (picked up by any worker)."""
-    return [journey_part(as_of, at, journey, shard, shards, run_id) for journey in journeys]
+    return [journey_part(as_of, at, journey, shard, shards, run_id, now) for journey in journeys]
 
 
 def _dispatch_here(cfg: Settings) -> dict[str, Any]:

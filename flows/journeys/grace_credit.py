@@ -48,7 +48,6 @@ from flows.journeys.context import (
     RunContext,
     customer_select,
     iter_candidates,
-    local_day_end,
 )
 from flows.journeys.intents import CreditIntent, Decision, JourneyReport
 from flows.journeys.predicates import no_open_grace, not_decided
@@ -56,13 +55,10 @@ from flows.journeys.protocol import Candidate, Journey, Predicate, Skip, TaskPla
 from flows.journeys.timeliness import TOO_LATE, cannot_arrive, told_on_the_day
 from flows.journeys.writer import apply_decisions
 from notifications.outbox import queue
-from notifications.outbox.states import ACCEPTED
 from rules.models import GraceCreditRule, JourneyBase
 
 DEADLINE_STAGE = "on_deadline"
-MIN_TOPUP_WINDOW = timedelta(hours=24)
-"""How long before the deadline ends the grace notice must have reached the customer for
-the line to be suspended at the deadline: the customer had a real chance to top up."""
+MIN_TOPUP_WINDOW = grace.MIN_TOPUP_WINDOW
 
 
 def month_key(ctx: RunContext) -> str:
@@ -415,8 +411,12 @@ class GraceCredit(Journey):
 
 def _told(c: CustomerRow, notice: Any, deadline: Any) -> bool:
     """The grace notice reached the customer in time to top up, or they chose no texts."""
-    if notice.status == "suppressed":
-        return bool(c.sms_opt_out if notice.channel == "sms" else c.do_not_call)
-    if notice.status not in ACCEPTED or notice.sent_at is None:
-        return False
-    return bool(notice.sent_at <= local_day_end(deadline, c.timezone) - MIN_TOPUP_WINDOW)
+    return grace.notice_told(
+        status=notice.status,
+        channel=notice.channel,
+        sent_at=notice.sent_at,
+        sms_opt_out=c.sms_opt_out,
+        do_not_call=c.do_not_call,
+        deadline=deadline,
+        timezone=c.timezone,
+    )
