@@ -162,7 +162,7 @@ def run_part(params: DailyCareParams, run_id: str, journey: str, shard: int) -> 
         owner=_owner(),
     ) as record:
         report = run_journey(engine, ctx, found).as_dict()
-        record.details.update(report, run_id=run_id)
+        record.details.update(report, run_id=run_id, late=ctx.late)
     return report
 
 
