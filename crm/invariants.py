@@ -300,8 +300,18 @@ def _chain_of(customer: Any, postings: list[Any], facts: list[Any]) -> list[Viol
     return out
 
 
+def _refs(session: Session, ids: Iterable[int]) -> dict[int, str]:
+    wanted = sorted(set(ids))
+    return dict(
+        session.execute(
+            select(Customer.id, Customer.external_id).where(Customer.id.in_(wanted))
+        ).all()
+    )
+
+
 def _duplicate_credits(session: Session, ids: Sequence[int] | None) -> list[Violation]:
-    sign = CreditLedger.amount > 0
+    """Two credits (or two reversals) of one decision: a grant and its reversal are a pair."""
+    sign = CreditLedger.amount >= 0
     rows = session.execute(
         select(
             CreditLedger.customer_id,
@@ -314,10 +324,11 @@ def _duplicate_credits(session: Session, ids: Sequence[int] | None) -> list[Viol
         .group_by(CreditLedger.customer_id, CreditLedger.journey, CreditLedger.occurrence, sign)
         .having(func.count() > 1)
     ).all()
+    refs = _refs(session, (r[0] for r in rows))
     return [
         Violation(
             "duplicate_credit",
-            f"customer #{cid}: {n} {'credits' if credit else 'reversals'} for "
+            f"{refs.get(cid, cid)}: {n} {'credits' if credit else 'reversals'} for "
             f"({journey}, {occurrence})",
             cid,
         )
@@ -332,8 +343,9 @@ def _two_open(session: Session, ids: Sequence[int] | None) -> list[Violation]:
         .group_by(GracePeriod.customer_id)
         .having(func.count() > 1)
     ).all()
+    refs = _refs(session, (r[0] for r in rows))
     return [
-        Violation("grace_two_open", f"customer #{cid}: {n} graces open at once", cid)
+        Violation("grace_two_open", f"{refs.get(cid, cid)}: {n} graces open at once", cid)
         for cid, n in rows
     ]
 
@@ -348,6 +360,8 @@ def _grace(session: Session, ids: Sequence[int] | None, limits: GraceLimits) -> 
             CreditLedger.amount,
             CreditLedger.balance_after,
             CreditLedger.occurrence,
+            CreditLedger.care_day,
+            CreditLedger.created_at,
             GracePeriod.amount.label("period_amount"),
         )
         .join(Customer, Customer.id == CreditLedger.customer_id)
@@ -364,9 +378,9 @@ def _grace(session: Session, ids: Sequence[int] | None, limits: GraceLimits) -> 
             CreditLedger.kind == "grace_advance",
         )
     ).all()
-    months: dict[tuple[int, str], int] = defaultdict(int)
-    for cid, ref, tier, amount, after, occurrence, period_amount in rows:
-        months[(cid, occurrence)] += 1
+    months: dict[tuple[int, str, str], int] = defaultdict(int)
+    for cid, ref, tier, amount, after, occurrence, care_day, created_at, period_amount in rows:
+        months[(cid, ref, (care_day or created_at.date()).strftime("%Y-%m"))] += 1
         if amount > limits.cap:
             out.append(Violation("grace_over_cap", f"{ref}: {amount} > cap {limits.cap}", cid))
         tier_amount = limits.amount_by_tier.get(tier)
@@ -390,11 +404,10 @@ def _grace(session: Session, ids: Sequence[int] | None, limits: GraceLimits) -> 
                     "grace_ineligible", f"{ref}: credit {occurrence} has no grace period", cid
                 )
             )
-    for (cid, occurrence), n in sorted(months.items()):
+    for (cid, ref, month), n in sorted(months.items()):
         if n > 1:
-            out.append(
-                Violation("grace_twice_in_month", f"customer #{cid}: {n} in {occurrence}", cid)
-            )
+            detail = f"{ref}: {n} grace advances in {month}"
+            out.append(Violation("grace_twice_in_month", detail, cid))
     return out
 
 
