@@ -42,7 +42,7 @@ from crm.db import make_engine
 from crm.models import AuditLog, OutboundMessage
 from notifications.backends.mock import MockStore
 from tests.conftest import PG_ADMIN_URL
-from tests.crash_driver import COMPLETE, DayPlan, child_main, warm
+from tests.crash_driver import COMPLETE, DayPlan, child_main, events_of, warm
 from tests.crash_driver import run as run_day
 from tests.crm_twins import snapshot, twin_database
 from tests.harness_day import INTERVAL, LAST, balances, plan, seed_day
@@ -80,52 +80,101 @@ def _phase(day: DayPlan) -> str:
     return "dispatch" if state.get("journeys") else "journeys"
 
 
-def _crash_until_complete(day: DayPlan, rng: random.Random) -> tuple[Counter[str], int]:
+def _left(day: DayPlan, accepts: int) -> dict[str, int]:
+    """Dispatch events certain to happen in the rest of the day (whatever killed it so far).
+
+    The day ends as the uninterrupted reference did, each message accepted exactly
+    once: the accepts still to come are the reference's less those the provider has.
+    Each of them is claimed first and written back after, at most ``chunk_size`` to a
+    claim and to a write-back, so at least this many claims and write-backs remain.
+    """
+    accepted = len({r.message_id for r in MockStore(day.store).records()})
+    left = max(0, accepts - accepted)
+    chunks = -(-left // day.chunk_size)
+    return {"accept": left, "claim": chunks, "flush": chunks}
+
+
+def _event(rng: random.Random, left: dict[str, int], kind: str | None = None) -> str:
+    """A dispatch kill point that is certain to come: ``kind:N`` within what is left."""
+    kinds = [k for k, low, _ in DISPATCH_KILLS if k != "timer" and left[k] >= low]
+    if kind is None or kind not in kinds:
+        kind = rng.choice(kinds)
+    low, high = next((lo, hi) for k, lo, hi in DISPATCH_KILLS if k == kind)
+    return f"{kind}:{rng.randint(low, min(high, left[kind]))}"
+
+
+def _crash_until_complete(
+    day: DayPlan, rng: random.Random, reference: dict[str, int]
+) -> tuple[Counter[str], int]:
     """Run children until the day is complete, killing the first :data:`KILLS`.
 
-    Returns the kills by kind and how many children ran.
+    Every kill point is chosen from the work that remains (``reference``: the events
+    an uninterrupted run of the same day saw), so a child given one always dies: by
+    its own hand at that event or, for a timer, by ours at a random instant if that
+    comes first. Returns the kills by kind and how many children ran.
     """
     ctx = _forkserver()
     kills: Counter[str] = Counter()
     log: list[str] = []
     in_journeys = 0
     for children in range(1, MAX_CHILDREN + 1):
-        spec = ""
-        kind = "none"
-        delay = 0.0
-        if sum(kills.values()) < KILLS:
-            phase = _phase(day)
+        spec, kind, delay, phase = "", "none", 0.0, _phase(day)
+        left = _left(day, reference.get("accept", 0))
+        if sum(kills.values()) < KILLS and left["claim"]:
             if phase == "journeys" and in_journeys >= KILLS // 2:
                 phase = "dispatch"  # half the kills at least for the dispatch and its provider
+            in_journeys += phase == "journeys"
             kinds = JOURNEY_KILLS if phase == "journeys" else DISPATCH_KILLS
             kind, low, high = rng.choice(kinds)
-            if not kills[kinds[0][0] if phase == "journeys" else "accept"]:
-                # every run has a mid-journey kill and one after a provider accept
-                kind, low, high = kinds[0] if phase == "journeys" else kinds[1]
-            in_journeys += phase == "journeys"
+            if phase == "journeys" and not kills["batch"] and reference.get("batch", 0) >= 2:
+                # every run has a mid-journey kill: the first child's journeys run as the
+                # reference's did, so a batch no later than the reference's last one comes
+                kind, low, high = "batch", 2, min(5, reference["batch"])
             if kind == "timer":
                 delay = rng.uniform(low, high) / 1000
-            else:
+            elif phase == "journeys":
                 spec = f"{kind}:{rng.randint(low, high)}"
-                if phase == "journeys":  # and if the journeys finish first, in the dispatch
-                    then, low, high = rng.choice(DISPATCH_KILLS[:-1])
-                    spec += f",{then}:{rng.randint(low, high)}"
+            # the dispatch point: the kill itself, or where the child dies if its journeys
+            # finish first or the timer has not fired by then
+            wanted = kind if phase == "dispatch" and kind != "timer" else None
+            if phase == "dispatch" and not kills["accept"]:
+                wanted = "accept"  # every run has a kill right after a provider accept
+            point = _event(rng, left, wanted)
+            spec = ",".join(p for p in (spec, point) if p)
+            if kind != "timer" and phase == "dispatch":
+                kind = point.split(":")[0]
         child = ctx.Process(target=child_main, args=(day, spec))
         child.start()
+        timed_out = False
         if kind == "timer":
             child.join(delay)  # a random instant, whatever the child is doing
             if child.is_alive():
                 os.kill(child.pid, signal.SIGKILL)
+                timed_out = True
         child.join(120)
         assert child.exitcode is not None, "a child hung"
         if child.exitcode == -signal.SIGKILL:
-            kills[kind] += 1
-            log.append(spec or f"timer:{round(delay * 1000)}ms")
+            if kind == "timer" and timed_out:
+                fired = "timer"
+                log.append(f"timer:{round(delay * 1000)}ms")
+            else:
+                fired = _killed_by(day, spec)
+                log.append(spec)
+            kills[fired] += 1
             continue
         assert child.exitcode == 0, f"child failed with exit code {child.exitcode}"
+        assert not spec, f"a child given the kill point {spec!r} completed the day"
         print("kills:", " ".join(log))
         return kills, children
     raise AssertionError(f"the day did not complete in {MAX_CHILDREN} children: {kills}")
+
+
+def _killed_by(day: DayPlan, spec: str) -> str:
+    """Which of a child's kill points fired: the journeys' own while they were unfinished."""
+    first = spec.split(",")[0].split(":")[0]
+    if first in ("batch", "batchw") and _phase(day) == "journeys":
+        return first
+    return spec.split(",")[-1].split(":")[0]
 
 
 def _detail(value: Any) -> Any:
@@ -187,15 +236,18 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_day(
         twin = make_engine(twin_url)
         try:
             seed_day(twin)
-            assert run_day(plan(twin_url, tmp_path / "reference"), ruleset=rules) == COMPLETE
+            reference = plan(twin_url, tmp_path / "reference")
+            assert run_day(reference, ruleset=rules) == COMPLETE
             want, want_audit, want_times = snapshot(twin), audit_content(twin), sent_times(twin)
         finally:
             twin.dispose()
+    events = events_of(reference)
+    assert events["accept"] == len({r.message_id for r in MockStore(reference.store).records()})
 
     seed_day(engine)
     openings = balances(engine)
     day = plan(db_url, tmp_path / "crashed")
-    kills, children = _crash_until_complete(day, random.Random(seed))
+    kills, children = _crash_until_complete(day, random.Random(seed), events)
     total = sum(kills.values())
 
     got, got_audit, got_times = snapshot(engine), audit_content(engine), sent_times(engine)
