@@ -302,18 +302,21 @@ class BalanceAt:
         posted_after = (
             select(func.coalesce(func.sum(after.amount), 0))
             .where(after.customer_id == c.id, after.created_at > at)
+            .correlate(Customer)
             .scalar_subquery()
         )
         fact = aliased(BalanceFactRow)
         known_as_of = (
             select(func.max(fact.as_of))
             .where(fact.customer_id == c.id, fact.as_of <= at, fact.received_at <= at)
+            .correlate(Customer)
             .scalar_subquery()
         )
         held = aliased(BalanceFactRow)
         held_balance = (
             select(held.balance)
             .where(held.customer_id == c.id, held.as_of == known_as_of)
+            .correlate(Customer)
             .scalar_subquery()
         )
         between = aliased(CreditLedger)
@@ -324,6 +327,7 @@ class BalanceAt:
                 between.created_at > known_as_of,
                 between.created_at <= at,
             )
+            .correlate(Customer)
             .scalar_subquery()
         )
         current_known = or_(
@@ -345,17 +349,6 @@ class BalanceAt:
             or_(compare(_CUSTOMERS.c.balance), Customer.id.in_(self.changed())),
             value.is_not(None),
             compare(value),
-        )
-
-    def fact_as_of(self) -> ColumnElement[datetime]:
-        """The ``as_of`` of the feed row the balance at ``at`` comes from (NULL: none)."""
-        fact = aliased(BalanceFactRow)
-        return (
-            select(func.max(fact.as_of))
-            .where(
-                fact.customer_id == Customer.id, fact.as_of <= self.at, fact.received_at <= self.at
-            )
-            .scalar_subquery()
         )
 
 
