@@ -320,13 +320,17 @@ def test_an_outage_with_late_repeated_and_out_of_order_feeds_catches_up_honestly
     first = DAY
     job_days.mark_completed(engine, CARE_DAY, first - timedelta(days=1), at(first, 0))
 
-    def a_day(day: Any, up_at: int | None) -> None:
-        """Files arrive before 08:00; the scheduler (if up) runs the care day at ``up_at``
-        (08:00 as scheduled, or when it comes back) and dispatches every hour until 21:00."""
+    def a_day(day: Any, up_at: int | None, until: int = 24) -> None:
+        """Files arrive before 08:00; the scheduler, when up, runs the care day at ``up_at``
+        (08:00 as scheduled, or when it comes back) and dispatches every hour after it,
+        around the clock (each customer's window, in any zone)."""
+        if up_at is not None and up_at <= 8:  # up since the evening before: the small hours
+            for hour in range(0, 8):
+                scheduler.dispatch(at(day, hour, 1))
         billing.deliver(at(day, 7, 59))
         if up_at is not None:
             scheduler.care(at(day, up_at, 0) + timedelta(seconds=30))
-            for hour in range(max(9, up_at), 22):
+            for hour in range(max(9, up_at), until):
                 scheduler.dispatch(at(day, hour, 1))
         billing.day_passes(day)
 
@@ -335,8 +339,9 @@ def test_an_outage_with_late_repeated_and_out_of_order_feeds_catches_up_honestly
         a_day(first + timedelta(days=n), None)
     back = first + timedelta(days=down + 1)
     a_day(back, 10)  # it comes back at 10:00 and catches up
-    for n in range(1, 5):
+    for n in range(1, 4):
         a_day(back + timedelta(days=n), 8)
+    a_day(back + timedelta(days=4), 8, until=22)
     last = at(back + timedelta(days=4), 21, 1)
 
     # The catch-up: the days within VIPCARE_CATCH_UP_DAYS ran, each late and said so; older
@@ -379,9 +384,10 @@ def test_an_outage_with_late_repeated_and_out_of_order_feeds_catches_up_honestly
         assert notice.status in ("sent", "delivered") and notice.sent_at <= end - MIN_TOPUP_WINDOW
         month = g.occurrence.split(":", 1)[1]
         assert ended[(g.customer_id, f"grace-deadline:{month}")] >= end
-    for g in graces:  # every grace's notice could still arrive when it was granted
+    for g in graces:  # a notice the outage kept from the customer never ends in a suspension
         notice = notices[(g.customer_id, g.occurrence)]
-        assert notice.status != "expired", (g.external_id, notice.status_reason)
+        if notice.status not in ("sent", "delivered"):
+            assert g.status != "suspended", (g.external_id, notice.status, notice.status_reason)
     statuses = Counter(g.status for g in graces)
     assert statuses["suspended"] and statuses["repaid"], statuses  # the scenario did both
 

@@ -315,6 +315,13 @@ def _invariants(engine: Engine, health: Health) -> None:
         )
 
 
+def _day(value: Any) -> date | None:
+    """A day kept in a run's JSON details (ISO text) as a date."""
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
 SKIP_COUNTS = ("skipped_too_late", "graces_held_not_told", "graces_topped_up_since")
 """What a late care day counts as not done (and why): ``vipcare status`` shows them."""
 OUTAGE_LOOKBACK = timedelta(days=30)
@@ -366,8 +373,8 @@ def _catch_up(engine: Engine, now: datetime, schedule: Schedule, health: Health)
     days_late = sorted({r.care_day for r in batch if r.care_day is not None})
     gaps: list[dict[str, Any]] = [
         {
-            "from": (r.details or {}).get("from"),
-            "to": (r.details or {}).get("to"),
+            "from": _day((r.details or {}).get("from")),
+            "to": _day((r.details or {}).get("to")),
             "at": r.started_at,
         }
         for r in not_run
