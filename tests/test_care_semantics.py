@@ -253,3 +253,14 @@ def test_the_grace_text_says_what_happens_to_the_line(crm):
         " to avoid suspension. Questions? Call 10086."
     )
     assert sms.valid_until == utc(2026, 11, 26, 16, 0)  # the end of the deadline, Shanghai
+
+
+def test_a_line_is_suspended_only_once_the_deadline_day_is_over_where_the_customer_lives(crm):
+    """Found by the outage scenario: New York's 26th ends 13 hours after Shanghai's."""
+    crm.customer("NYC", tier="gold", balance=Decimal("-15.00"), timezone="America/New_York")
+    crm.run(MONDAY, "grace_credit")  # deadline 2026-11-26
+    crm.dispatch(utc(2026, 11, 23, 15))  # 10:00 in New York: the notice goes out
+    crm.run(date(2026, 11, 27), "grace_credit", at=utc(2026, 11, 27, 0))  # 19:00 on the 26th there
+    assert crm.get("NYC").status == "active"
+    crm.run(date(2026, 11, 28), "grace_credit", at=utc(2026, 11, 28, 0))
+    assert crm.get("NYC").status == "suspended"

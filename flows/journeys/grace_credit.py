@@ -211,7 +211,9 @@ class GraceCredit(Journey):
                     cancelled.append(c)
                 elif own_money is not None and own_money >= r.trigger.threshold:
                     repaid.append(c)
-                elif c.extra["deadline"] < ctx.as_of:
+                elif c.extra["deadline"] < ctx.as_of and (
+                    grace.deadline_end(c.extra["deadline"], c.timezone) <= ctx.at
+                ):  # the deadline day is over where the customer lives (west: a day later)
                     due.append(c)
             self._close(session, ctx, rule, repaid, "repaid", "grace_repaid", report)
             self._withdraw_notices(
