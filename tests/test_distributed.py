@@ -19,7 +19,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -125,12 +125,21 @@ def databases() -> Iterator[tuple[str, str, str]]:
         seed.generate(engine, 800, seed=21, as_of=DAY - timedelta(days=1))
         with engine.begin() as conn:  # debts, so grace credits and suspensions happen
             conn.execute(text("UPDATE customers SET balance = -8000 WHERE id % 11 = 0"))
+            conn.execute(
+                text("UPDATE balance_facts SET balance = -8000 WHERE customer_id % 11 = 0")
+            )
         engine.dispose()
     yield urls[0], urls[1], urls[2]
     with admin.connect() as conn:
         for name in names:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+def _on_time() -> datetime:
+    """The real clock both runs are judged against: a minute after the day's instant."""
+    at = Schedule.from_settings(Settings(_env_file=None)).fire_instant(CARE_DAY, DAY)  # type: ignore[call-arg]
+    return at + timedelta(minutes=1)
 
 
 def _single_process_run(url: str) -> None:
@@ -143,6 +152,7 @@ def _single_process_run(url: str) -> None:
         rules_dir=str(RULES),
         run_id="single",
         batch_size=BATCH,  # the workers' VIPCARE_BATCH_SIZE: the same configuration
+        now=_on_time(),  # judged as the workers' run is: on time
     )
     for journey in journeys_to_run(params):
         run_part(params, "single", journey, 0)
@@ -245,7 +255,7 @@ def test_a_sharded_care_day_on_two_workers_ends_as_a_single_run(
         with temporary_settings(updates={PREFECT_API_URL: api}):
             care = run_deployment(
                 "vipcare-care-day/care-day",
-                parameters={"as_of": DAY.isoformat()},
+                parameters={"as_of": DAY.isoformat(), "now": _on_time().isoformat()},
                 timeout=300,
                 poll_interval=1,
             )

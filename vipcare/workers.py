@@ -184,15 +184,22 @@ def _reports(engine: Engine, run_id: str, journeys: list[str]) -> list[dict[str,
 
 @flow(name=CARE_DAY_FLOW, log_prints=False)
 def care_day(
-    as_of: date | None = None, shards: int | None = None, journeys: list[str] | None = None
+    as_of: date | None = None,
+    shards: int | None = None,
+    journeys: list[str] | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The care day on workers: hygiene here, then the journeys in parallel shards."""
+    """The care day on workers: hygiene here, then the journeys in parallel shards.
+
+    ``now`` is the real clock the day is judged against (a day run late does only what
+    can still honestly happen then); the worker's own clock when not given.
+    """
     cfg = worker_settings()
     day, at = _care_instant(cfg, as_of)
     count = shards or cfg.care_shards
     run_id = flow_run_id() or f"care-{day}"
     engine = _engine(cfg)
-    now = _now()  # the real clock: a day run late does only what can still happen now
+    now = now or _now()  # the real clock: a day run late does only what can still happen now
     params = _params(cfg, day, at, count, journeys or [], run_id, now)
     reports: list[dict[str, Any]] = []
     ruleset = load_rules(cfg.rules_dir)

@@ -34,13 +34,13 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import or_, select, type_coerce
+from sqlalchemy import func, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from crm import audit, grace, ledger
 from crm.audit import AuditEntry
 from crm.capacity import CapacityPlanner
-from crm.models import Customer, GracePeriod, OutboundMessage
+from crm.models import CreditLedger, Customer, GracePeriod, OutboundMessage
 from crm.types import Money
 from flows.journeys.actions import interpret, when_columns
 from flows.journeys.context import (
@@ -179,6 +179,26 @@ class GraceCredit(Journey):
         r = self._rule(rule)
         actions = r.deadline_action_list
         known = ctx.balance_at.value
+        # vipcare's own credits since the grant (the advance, a perk): not the customer's money
+        ours = (
+            select(func.coalesce(func.sum(CreditLedger.amount), 0))
+            .where(
+                CreditLedger.customer_id == Customer.id,
+                CreditLedger.created_at >= GracePeriod.granted_at,
+                CreditLedger.created_at <= ctx.at,
+            )
+            .scalar_subquery()
+        )
+        own = type_coerce(known - type_coerce(ours, Money(2)), Money(2))
+        ours_by_now = (
+            select(func.coalesce(func.sum(CreditLedger.amount), 0))
+            .where(
+                CreditLedger.customer_id == Customer.id,
+                CreditLedger.created_at >= GracePeriod.granted_at,
+            )
+            .scalar_subquery()
+        )
+        own_now = type_coerce(Customer.balance - type_coerce(ours_by_now, Money(2)), Money(2))
         stmt = (
             customer_select(
                 GracePeriod.id.label("grace_id"),
@@ -187,6 +207,8 @@ class GraceCredit(Journey):
                 GracePeriod.granted_at.label("granted_at"),
                 GracePeriod.deadline.label("deadline"),
                 known.label("balance_at"),
+                own.label("own_money"),
+                own_now.label("own_money_now"),
                 *when_columns(actions, ctx.as_of, prefix="dl", balance_at=ctx.balance_at),
             )
             .join(GracePeriod, GracePeriod.customer_id == Customer.id)
@@ -196,7 +218,7 @@ class GraceCredit(Journey):
                 # only the graces that close today, not every open grace every day
                 or_(
                     Customer.status != "active",
-                    type_coerce(known - GracePeriod.amount, Money(2)) >= r.trigger.threshold,
+                    own >= r.trigger.threshold,
                     GracePeriod.deadline < ctx.as_of,
                 ),
             )
@@ -205,8 +227,7 @@ class GraceCredit(Journey):
         for batch in iter_candidates(session, stmt, ctx):
             repaid, cancelled, due = [], [], []
             for c in batch:
-                known_balance = c.extra["balance_at"]
-                own_money = None if known_balance is None else known_balance - c.extra["advance"]
+                own_money = c.extra["own_money"]
                 if c.status != "active":
                     cancelled.append(c)
                 elif own_money is not None and own_money >= r.trigger.threshold:
@@ -266,7 +287,7 @@ class GraceCredit(Journey):
             by_grace.setdefault((n.customer_id, n.occurrence), []).append(n)
         out: list[CustomerRow] = []
         for c in rows:
-            if ctx.now is not None and c.balance - c.extra["advance"] >= rule.trigger.threshold:
+            if ctx.now is not None and c.extra["own_money_now"] >= rule.trigger.threshold:
                 report.counts["graces_topped_up_since"] += 1
                 continue
             sent = by_grace.get((c.id, c.extra["grace_occurrence"]))
