@@ -26,14 +26,17 @@ from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
     Connection,
+    Select,
     and_,
     bindparam,
     case,
+    false,
     func,
     literal,
     or_,
     select,
     type_coerce,
+    union,
     update,
 )
 from sqlalchemy.orm import Session, aliased
@@ -286,13 +289,15 @@ class BalanceAt:
 
     at: datetime
 
+    def _changed_parts(self) -> list[Select[Any]]:
+        return [
+            select(_LEDGER.c.customer_id).where(_LEDGER.c.created_at > self.at),
+            select(_CUSTOMERS.c.id).where(_CUSTOMERS.c.balance_received_at > self.at),
+        ]
+
     def changed(self) -> CompoundSelect[Any]:
         """Customers whose balance at ``at`` may differ from ``customers.balance``."""
-        return (
-            select(_LEDGER.c.customer_id)
-            .where(_LEDGER.c.created_at > self.at)
-            .union(select(_CUSTOMERS.c.id).where(_CUSTOMERS.c.balance_received_at > self.at))
-        )
+        return union(*self._changed_parts())
 
     @property
     def value(self) -> ColumnElement[Decimal]:
@@ -343,12 +348,17 @@ class BalanceAt:
     def test(
         self, compare: Callable[[ColumnElement[Decimal]], ColumnElement[bool]]
     ) -> ColumnElement[bool]:
-        """``compare(balance at at)``, two-valued (an unknown balance never matches)."""
+        """``compare(balance at at)``, two-valued (an unknown balance never matches).
+
+        The candidates are those whose current balance matches (the index on
+        ``customers.balance`` finds them) and those :meth:`changed` since ``at``; only
+        they pay for the history.
+        """
         value = self.value
+        current = select(_CUSTOMERS.c.id).where(compare(_CUSTOMERS.c.balance))
         return and_(
-            or_(compare(_CUSTOMERS.c.balance), Customer.id.in_(self.changed())),
-            value.is_not(None),
-            compare(value),
+            Customer.id.in_(union(current, *self._changed_parts())),
+            func.coalesce(compare(value), false()),  # unknown: false, also under a ``not``
         )
 
 

@@ -464,11 +464,21 @@ def ledger_list(
         return
     print_table(
         "credit ledger",
-        ["id", "created_at", "customer_id", "kind", "amount", "balance_after", "occurrence"],
+        [
+            "id",
+            "posted_at",
+            "care_day",
+            "customer_id",
+            "kind",
+            "amount",
+            "balance_after",
+            "occurrence",
+        ],
         (
             [
                 r["id"],
                 r["created_at"],
+                r["care_day"] or "",
                 r["customer_id"],
                 r["kind"],
                 r["amount"],

@@ -213,7 +213,11 @@ def _print_catch_up(c: dict[str, Any]) -> None:
         for code, n in sorted(counts.items())
     ]
     if rows:
-        print_table("not done by the late days (and why)", ["journey", "why", "customers"], rows)
+        print_table(
+            "not done by the late days (and why)",
+            ["journey", "why", "decisions (all late days)"],
+            rows,
+        )
     for gap in c["days_not_run"]:
         console.print(
             f"care days {gap['from']} to {gap['to']}: never run (older than the catch-up window)",
