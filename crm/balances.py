@@ -41,6 +41,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
+from crm import audit
+from crm.audit import Actor
 from crm.bulk import insert_many, table_of
 from crm.db import is_sqlite
 from crm.errors import CrmError
@@ -140,7 +142,10 @@ def conflicts(
 
 
 def record_balances(
-    session: Session, facts: Sequence[BalanceFact], received_at: datetime
+    session: Session,
+    facts: Sequence[BalanceFact],
+    received_at: datetime,
+    actor: Actor | None = None,
 ) -> BalanceOutcome:
     """Land feed rows received at ``received_at``, reconciled with the ledger, in bulk.
 
@@ -149,6 +154,9 @@ def record_balances(
     ``repeated`` (no-op); older than the stored latest is ``stale`` (skipped,
     counted); otherwise it is stored and becomes the balance, plus every posting
     vipcare made after its ``as_of``. One customer at most once per call.
+
+    ``actor`` (a feed other than a file import, which audits itself) gets one audit
+    row ``balances.recorded`` with the counts.
     """
     if received_at.tzinfo is None:
         raise ValueError("received_at must be timezone-aware")
@@ -159,6 +167,8 @@ def record_balances(
     outcome = BalanceOutcome()
     for chunk in _chunks(facts):
         _record_chunk(session, chunk, received_at, outcome)
+    if actor is not None:
+        audit.record(session, actor, received_at, "balances.recorded", outcome.as_dict())
     return outcome
 
 

@@ -82,3 +82,18 @@ def test_a_repeated_fact_is_a_no_op_and_a_contradicting_or_future_one_is_refused
         record_balances(s, [fact(cid, "1.00", utc(2062, 11, 20, 16))], utc(2026, 11, 21, 6))
     assert balances.future_reason(utc(2026, 11, 21), utc(2026, 11, 21)) is None
     assert crm.get("G").balance == Decimal("-10.00")
+
+
+def test_a_feed_other_than_a_file_is_audited_with_its_counts(engine: Engine) -> None:
+    from crm.audit import Actor
+    from crm.models import AuditLog
+
+    crm = Crm(engine)
+    cid = crm.customer("G", tier="gold", balance=Decimal("0.00"))
+    with transaction(engine) as s:
+        record_balances(
+            s, [fact(cid, "3.00", utc(2026, 11, 20, 16))], utc(2026, 11, 21), Actor("system", "api")
+        )
+    with transaction(engine) as s:
+        row = s.scalars(select(AuditLog).where(AuditLog.action == "balances.recorded")).one()
+    assert (row.actor_id, row.details) == ("api", '{"applied":1,"repeated":0,"stale":0}')
