@@ -117,12 +117,25 @@ class Crm:
             s.flush()
             return c.id
 
-    def usage(self, customer_id: int, months: list[date], voice: int, data: int, sms: int) -> None:
+    def usage(
+        self,
+        customer_id: int,
+        months: list[date],
+        voice: int,
+        data: int,
+        sms: int,
+        received_at: datetime | None = None,
+    ) -> None:
         with self.session() as s, s.begin():
             for m in months:
                 s.add(
                     MonthlyUsage(
-                        customer_id=customer_id, month=m, voice_minutes=voice, data_mb=data, sms=sms
+                        customer_id=customer_id,
+                        month=m,
+                        voice_minutes=voice,
+                        data_mb=data,
+                        sms=sms,
+                        received_at=received_at,
                     )
                 )
 

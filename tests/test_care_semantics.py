@@ -5,6 +5,7 @@ Each test is one defect a new user found (issue 8), written as what they would s
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from datetime import date, timedelta
 from decimal import Decimal
@@ -264,3 +265,22 @@ def test_a_line_is_suspended_only_once_the_deadline_day_is_over_where_the_custom
     assert crm.get("NYC").status == "active"
     crm.run(date(2026, 11, 28), "grace_credit", at=utc(2026, 11, 28, 0))
     assert crm.get("NYC").status == "suspended"
+
+
+def test_a_late_day_never_costs_a_plan_on_usage_that_arrived_after_its_instant(crm):
+    from flows.journeys.engine import run_journey
+    from flows.journeys.registry import journey_for
+
+    big = crm.plan("BIG", fee="198.00", voice=3000, data=40960)
+    crm.plan("SMALL", fee="58.00", voice=300, data=4096)
+    cid = crm.customer("P", tier="gold", plan_id=big)
+    crm.usage(
+        cid, months_before(MONDAY), voice=100, data=1000, sms=0, received_at=utc(2026, 11, 25)
+    )
+    late = dataclasses.replace(crm.context(MONDAY), now=utc(2026, 11, 25, 3))  # caught up later
+    report = run_journey(crm.engine, late, journey_for(crm.ruleset, "plan_fit")).as_dict()
+    assert (report["candidates"], report["decided"]) == (0, 0)  # not known then: no usage
+    assert crm.rows(CallTask) == []
+    crm.run(date(2026, 11, 25), "plan_fit")  # on time, after the figures came: it acts
+    (task,) = crm.rows(CallTask, customer_id=cid)
+    assert task.details["suggested_plan"] == "SMALL"

@@ -117,7 +117,9 @@ def run_journey(
         for batch in decisions(session, ctx, journey, rule, report):
             apply_decisions(session, ctx, journey, rule, batch, report, planner)
             _finish(session, dry_run)
-        if period is not None and not dry_run:
+        if period is not None and not dry_run and not ctx.late:
+            # a day run late may not have seen what a later day will (figures that arrived
+            # after its instant): only a day run on time closes the period's pass
             _mark_pass(session, ctx, rule, period)
             session.commit()
     if not dry_run and report.decided >= ANALYZE_AFTER:
