@@ -10,19 +10,19 @@ closed the line meanwhile). Every close is guarded by ``status = 'open'`` with
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from crm.bulk import insert_many, table_of
 from crm.errors import InvalidTransition
-from crm.models import GracePeriod
+from crm.models import GracePeriod, OutboundMessage
 
 OPEN = "open"
 MIN_TOPUP_WINDOW = timedelta(hours=24)
@@ -118,3 +118,34 @@ def notice_told(
     if status not in ACCEPTED or sent_at is None:
         return False
     return sent_at <= deadline_end(deadline, timezone) - MIN_TOPUP_WINDOW
+
+
+JOURNEY = "grace_credit"
+"""The journey whose messages are the grace notices (``occurrence`` = the grace's)."""
+
+
+def notices_of(
+    session: Session, graces: Iterable[tuple[int, str]]
+) -> dict[tuple[int, str], list[Any]]:
+    """The notices of each (customer, grace occurrence): channel, status and sent time."""
+    wanted = set(graces)
+    found: dict[tuple[int, str], list[Any]] = {}
+    customers = sorted({cid for cid, _ in wanted})
+    for start in range(0, len(customers), 1000):
+        rows = session.execute(
+            select(
+                OutboundMessage.customer_id,
+                OutboundMessage.occurrence,
+                OutboundMessage.channel,
+                OutboundMessage.status,
+                OutboundMessage.sent_at,
+            ).where(
+                OutboundMessage.journey == JOURNEY,
+                OutboundMessage.customer_id.in_(customers[start : start + 1000]),
+                OutboundMessage.occurrence.in_(sorted({occ for _, occ in wanted})),
+            )
+        )
+        for n in rows:
+            if (n.customer_id, n.occurrence) in wanted:
+                found.setdefault((n.customer_id, n.occurrence), []).append(n)
+    return found

@@ -47,7 +47,6 @@ from crm.models import (
     Customer,
     GracePeriod,
     JobRun,
-    OutboundMessage,
 )
 from crm.types import Money
 
@@ -442,22 +441,10 @@ def _suspensions(session: Session, ids: Sequence[int] | None) -> list[Violation]
     if not graces:
         return out
     cids = sorted({g.customer_id for g in graces})
-    notices: dict[tuple[int, str], list[Any]] = defaultdict(list)
+    notices = grace_owner.notices_of(session, ((g.customer_id, g.occurrence) for g in graces))
     ended: dict[tuple[int, str], datetime] = {}
     for start in range(0, len(cids), BATCH):
         chunk = cids[start : start + BATCH]
-        for n in session.execute(
-            select(
-                OutboundMessage.customer_id,
-                OutboundMessage.occurrence,
-                OutboundMessage.channel,
-                OutboundMessage.status,
-                OutboundMessage.sent_at,
-            ).where(
-                OutboundMessage.journey == "grace_credit", OutboundMessage.customer_id.in_(chunk)
-            )
-        ):
-            notices[(n.customer_id, n.occurrence)].append(n)
         for cid, occurrence, at in session.execute(
             select(
                 CreditLedger.customer_id, CreditLedger.occurrence, CreditLedger.created_at

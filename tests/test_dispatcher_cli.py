@@ -13,28 +13,16 @@ from test_dispatcher_support import add_customer, add_message, connect, seed_sim
 from typer.testing import CliRunner
 
 from notifications.backends.mock import MockStore
+from tests.cli_clock import Wall, set_cli_clock
 from vipcare.cli import app
 from vipcare.settings import get_settings
 
 
-class Wall:
-    """The CLI's wall clock (the system's edge), set by each test."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
 def wall(monkeypatch: pytest.MonkeyPatch) -> Wall:
-    import vipcare.cli as package
-
-    clock = Wall()
-    for module in vars(package).values():
-        if hasattr(module, "now_utc"):
-            monkeypatch.setattr(module, "now_utc", clock)
+    """The CLI's wall clock (the system's edge), set by each test."""
+    clock = Wall(datetime(2026, 11, 21, 2, 0, tzinfo=UTC))
+    set_cli_clock(monkeypatch, clock)
     return clock
 
 

@@ -21,6 +21,7 @@ from typer.testing import CliRunner, Result
 
 from crm.db import transaction
 from crm.models import AuditLog, CallTask, CreditLedger, GracePeriod, OutboundMessage
+from tests.cli_clock import Wall, set_cli_clock
 from vipcare.cli import app
 from vipcare.settings import get_settings
 
@@ -45,32 +46,24 @@ def local(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(SHANGHAI)).astimezone(UTC)
 
 
-class Wall:
-    """The command line's wall clock, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = local("2026-11-30T20:00")
-
-    def __call__(self) -> datetime:
-        return self.now
+class LocalWall(Wall):
+    """The command line's wall clock, moved by the test in operator-local time."""
 
     def at(self, text: str) -> None:
         self.now = local(text)
 
 
 @pytest.fixture
-def wall(monkeypatch: pytest.MonkeyPatch) -> Wall:
-    import vipcare.cli as package
-
-    clock = Wall()
-    for module in vars(package).values():
-        if hasattr(module, "now_utc"):
-            monkeypatch.setattr(module, "now_utc", clock)
+def wall(monkeypatch: pytest.MonkeyPatch) -> LocalWall:
+    clock = LocalWall(local("2026-11-30T20:00"))
+    set_cli_clock(monkeypatch, clock)
     return clock
 
 
 @pytest.fixture
-def vip(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wall: Wall) -> Iterator[Any]:
+def vip(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wall: LocalWall
+) -> Iterator[Any]:
     """``vip("run", "--date", ...)``: the CLI on the test database; returns the Result."""
     monkeypatch.setenv("VIPCARE_DATABASE_URL", db_url)
     monkeypatch.setenv("VIPCARE_TIMEZONE", SHANGHAI)
@@ -153,7 +146,7 @@ def status(vip: Any) -> dict[str, Any]:
 
 
 def test_a_repeated_or_late_balances_file_never_wipes_the_advance(
-    vip: Any, wall: Wall, tmp_path: Path, engine: Engine, prefect_harness: None
+    vip: Any, wall: LocalWall, tmp_path: Path, engine: Engine, prefect_harness: None
 ) -> None:
     """Before the fix: the re-import set C1002 back to -12.40 and the grace's close took the
     advance a second time (-22.40); the late file did the same to C1006."""
@@ -206,7 +199,7 @@ def test_a_repeated_or_late_balances_file_never_wipes_the_advance(
 
 
 def test_a_future_as_of_is_refused_and_a_real_top_up_then_repays(
-    vip: Any, wall: Wall, tmp_path: Path, prefect_harness: None
+    vip: Any, wall: LocalWall, tmp_path: Path, prefect_harness: None
 ) -> None:
     """Before the fix: 2062-11-20 was stored, froze the balance, the real top-up was "skipped
     stale" and the line was suspended anyway."""
@@ -236,7 +229,7 @@ def test_a_future_as_of_is_refused_and_a_real_top_up_then_repays(
 
 
 def test_a_run_older_than_the_catch_up_window_needs_force_and_credits_no_stale_birthday(
-    vip: Any, wall: Wall, tmp_path: Path, prefect_harness: None
+    vip: Any, wall: LocalWall, tmp_path: Path, prefect_harness: None
 ) -> None:
     """Before the fix: --date 2019, 2025 and 2026 each credited the diamond customer's 20.00
     birthday perk today, dated 2019 and 2025 in the ledger and the audit."""
@@ -260,7 +253,7 @@ def test_a_run_older_than_the_catch_up_window_needs_force_and_credits_no_stale_b
 
 def test_a_forced_back_dated_posting_is_stamped_with_the_real_time_and_its_care_day(
     vip: Any,
-    wall: Wall,
+    wall: LocalWall,
     tmp_path: Path,
     engine: Engine,
     monkeypatch: pytest.MonkeyPatch,
@@ -296,7 +289,7 @@ def test_a_forced_back_dated_posting_is_stamped_with_the_real_time_and_its_care_
 # -- 4 and 15: dispatch sends only in the real window, never ahead of time ---------------------
 
 
-def _queue_grace_notice(vip: Any, wall: Wall, tmp_path: Path) -> None:
+def _queue_grace_notice(vip: Any, wall: LocalWall, tmp_path: Path) -> None:
     """A grace notice, and a callback waiting for its pre-call notice, queued on 12-07."""
     wall.at("2026-12-07T07:00")
     crm(
@@ -310,7 +303,7 @@ def _queue_grace_notice(vip: Any, wall: Wall, tmp_path: Path) -> None:
 
 
 def test_a_past_at_never_sends_outside_the_real_window(
-    vip: Any, wall: Wall, tmp_path: Path, engine: Engine, prefect_harness: None
+    vip: Any, wall: LocalWall, tmp_path: Path, engine: Engine, prefect_harness: None
 ) -> None:
     """Before the fix: run at 22:12 with --at 10:00, it sent at once and recorded 10:00."""
     _queue_grace_notice(vip, wall, tmp_path)
@@ -332,7 +325,7 @@ def test_a_past_at_never_sends_outside_the_real_window(
 
 
 def test_a_future_at_is_refused_and_sends_nothing(
-    vip: Any, wall: Wall, tmp_path: Path, engine: Engine, prefect_harness: None
+    vip: Any, wall: LocalWall, tmp_path: Path, engine: Engine, prefect_harness: None
 ) -> None:
     """Before the fix: --at 2026-12-08T10:00 at 22:45 on 12-07 sent at once, recorded sent_at
     in the future and made calls ready early."""
@@ -352,7 +345,7 @@ def test_a_future_at_is_refused_and_sends_nothing(
 
 @pytest.mark.slow
 def test_a_catch_up_never_suspends_without_a_grace_the_customer_could_use(
-    vip: Any, wall: Wall, tmp_path: Path, engine: Engine, db_url: str, prefect_harness: None
+    vip: Any, wall: LocalWall, tmp_path: Path, engine: Engine, db_url: str, prefect_harness: None
 ) -> None:
     """Before the fix: the days 12-01..12-07 replayed against today's balances; every negative
     gold+ customer was granted "on 12-01" and suspended "on 12-05" within seconds, both texts

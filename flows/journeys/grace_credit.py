@@ -269,22 +269,7 @@ class GraceCredit(Journey):
         """
         if not rows:
             return []
-        notices = session.execute(
-            select(
-                OutboundMessage.customer_id,
-                OutboundMessage.occurrence,
-                OutboundMessage.channel,
-                OutboundMessage.status,
-                OutboundMessage.sent_at,
-            ).where(
-                OutboundMessage.journey == self.id,
-                OutboundMessage.customer_id.in_(sorted({c.id for c in rows})),
-                OutboundMessage.occurrence.in_(sorted({c.extra["grace_occurrence"] for c in rows})),
-            )
-        ).all()
-        by_grace: dict[tuple[int, str], list[Any]] = {}
-        for n in notices:
-            by_grace.setdefault((n.customer_id, n.occurrence), []).append(n)
+        by_grace = grace.notices_of(session, ((c.id, c.extra["grace_occurrence"]) for c in rows))
         out: list[CustomerRow] = []
         for c in rows:
             if ctx.now is not None and c.extra["own_money_now"] >= rule.trigger.threshold:
