@@ -189,6 +189,7 @@ def _balances(session: Session, ids: Sequence[int] | None) -> list[Violation]:
             Customer.balance,
             type_coerce(expected, Money(2)).label("expected"),
             BalanceFact.as_of,
+            BalanceFact.balance.label("fed"),
         )
         .join(
             BalanceFact,
@@ -198,12 +199,12 @@ def _balances(session: Session, ids: Sequence[int] | None) -> list[Violation]:
         )
         .where(_where(Customer.id, ids), Customer.balance != type_coerce(expected, Money(2)))
     ).all()
-    for cid, ref, balance, want, as_of in rows:
+    for cid, ref, balance, want, as_of, fed in rows:
         out.append(
             Violation(
                 "ledger_balance",
-                f"{ref}: balance {balance}, but the feed said {as_of:%Y-%m-%d %H:%M:%S}Z and "
-                f"vipcare's postings since make {want}",
+                f"{ref}: balance {balance}, but the feed's {fed} as of "
+                f"{as_of:%Y-%m-%d %H:%M:%S}Z plus vipcare's postings since make {want}",
                 cid,
             )
         )

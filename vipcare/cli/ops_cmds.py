@@ -191,6 +191,19 @@ def _print_health(h: dict[str, Any]) -> None:
     _print_catch_up(h["catch_up"])
 
 
+def _spans(days: list[Any]) -> str:
+    """``[12-01, 12-02, 12-03, 12-07]`` → ``12-01 to 12-03, 12-07``."""
+    from datetime import timedelta
+
+    spans: list[list[Any]] = []
+    for day in days:
+        if spans and day - spans[-1][-1] == timedelta(days=1):
+            spans[-1].append(day)
+        else:
+            spans.append([day])
+    return ", ".join(f"{s[0]} to {s[-1]}" if len(s) > 1 else f"{s[0]}" for s in spans)
+
+
 def _print_catch_up(c: dict[str, Any]) -> None:
     """What the last outage skipped: the days run late and what they did not do, and why."""
     if not (c.get("late_days") or c.get("days_not_run")):
@@ -198,8 +211,7 @@ def _print_catch_up(c: dict[str, Any]) -> None:
     days = c["late_days"]
     if days:
         console.print(
-            f"last catch-up: care days {days[0]} to {days[-1]} run late, at "
-            f"{_local(c['caught_up_at'])}",
+            f"last catch-up: care days {_spans(days)} run late, at {_local(c['caught_up_at'])}",
             highlight=False,
         )
     reasons = {
