@@ -24,17 +24,18 @@ from pathlib import Path
 from typing import IO, Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Engine, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Engine, Table, delete, exists, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InternalError, OperationalError
 from sqlalchemy.orm import Session
 
-from crm import audit, consent, tasks
+from crm import audit, balances, consent, invariants, tasks
 from crm.csvio import Cells, Issues, RowIssue, quoted, read_rows
 from crm.db import transaction
 from crm.errors import CrmError
 from crm.models import (
     CUSTOMER_STATUSES,
     TIERS,
+    CreditLedger,
     Customer,
     CustomerClub,
     Manager,
@@ -140,9 +141,13 @@ class ImportReport:
     rows: int = 0
     inserted: int = 0
     updated: int = 0
+    unchanged: int = 0
+    """Balance rows already received with the same value: a re-import changes nothing."""
     stale: list[StaleRow] = field(default_factory=list)
     stale_count: int = 0
     audit_seq: int = 0
+    violations: int = 0
+    """Invariant violations the check after the import found (``vipcare status`` lists them)."""
 
 
 @dataclass
@@ -236,6 +241,7 @@ def import_csv(
                         "rows": report.rows,
                         "inserted": report.inserted,
                         "updated": report.updated,
+                        "unchanged": report.unchanged,
                         "stale": report.stale_count,
                     },
                     entity=kind,
@@ -256,6 +262,9 @@ def import_csv(
                 f"({type(exc.orig).__name__}: {_first_line(exc.orig)}); "
                 "nothing was imported"
             ) from exc
+    # The money invariants of the customers this import touched (crm.invariants).
+    checked = invariants.record_check(engine, "import", at, since=at, owner=str(actor))
+    report.violations = len(checked.violations)
     return report
 
 
@@ -585,14 +594,16 @@ class _Customers(_Handler):
             *(table.c[name] for name in _CUSTOMER_KEEP),
             table.c.balance,
             table.c.balance_as_of,
+            table.c.status_since,
             table.c.sms_opt_out,
             table.c.do_not_call,
             table.c.last_contact_on,
+            exists().where(CreditLedger.customer_id == table.c.id).correlate(table).label("posted"),
         ).where(table.c.external_id.in_(refs))
         for row in session.execute(stmt.with_for_update()):
             stored[row.external_id] = row
         default_tz = getattr(ctx.tz, "key", None) or str(ctx.tz)
-        rows = [_merge_customer(r, stored.get(r[0]), default_tz) for r in chunk]
+        rows = [_merge_customer(r, stored.get(r[0]), default_tz, ctx.at) for r in chunk]
         _upsert(session, table, ["external_id"], rows)
         _apply_consent(session, chunk, stored, ctx)
         moves = {
@@ -619,7 +630,9 @@ class _Customers(_Handler):
         report.inserted += len(chunk) - len(stored)
 
 
-def _merge_customer(record: tuple[Any, ...], old: Any, default_tz: str) -> dict[str, Any]:
+def _merge_customer(
+    record: tuple[Any, ...], old: Any, default_tz: str, at: datetime
+) -> dict[str, Any]:
     """One upsert row: the file's values, with empty cells filled from the stored row."""
     (
         ref,
@@ -672,15 +685,20 @@ def _merge_customer(record: tuple[Any, ...], old: Any, default_tz: str) -> dict[
         # The customers file's balance has no time of its own: stored with an unknown as-of.
         row["balance"] = balance if balance is not None else Decimal("0.00")
         row["balance_as_of"] = None
+        row["status_since"] = None
         row["sms_opt_out"] = bool(sms_opt_out)
         row["do_not_call"] = bool(do_not_call)
         row["last_contact_on"] = last_contact_on
     else:
         for column, value in given.items():
             row[column] = value if value is not None else getattr(old, column)
-        # Once the balances feed has stamped a balance with its time, only that feed
-        # moves it; the customers file's untimed balance fills in until then.
-        if balance is not None and old.balance_as_of is None:
+        # A status change holds from the import: a day replayed from before it never
+        # acts on it (flows.journeys: the status must have held at the day's instant).
+        row["status_since"] = at if row["status"] != old.status else old.status_since
+        # The balance is the balances feed's (crm.balances, reconciled with the ledger):
+        # the customers file's untimed balance only fills in for a customer who has
+        # neither a fed balance nor a vipcare posting yet (old.posted).
+        if balance is not None and old.balance_as_of is None and not old.posted:
             row["balance"] = balance
         else:
             row["balance"] = old.balance
@@ -774,61 +792,112 @@ class _Usage(_CustomerRefs):
     ) -> None:
         ids = list({r[0] for r in chunk})
         months = list({r[3] for r in chunk})
-        stmt = select(MonthlyUsage.customer_id, MonthlyUsage.month).where(
-            MonthlyUsage.customer_id.in_(ids), MonthlyUsage.month.in_(months)
-        )
-        existing = {(cid, month) for cid, month in session.execute(stmt)}
+        stmt = select(
+            MonthlyUsage.customer_id,
+            MonthlyUsage.month,
+            MonthlyUsage.voice_minutes,
+            MonthlyUsage.data_mb,
+            MonthlyUsage.sms,
+        ).where(MonthlyUsage.customer_id.in_(ids), MonthlyUsage.month.in_(months))
+        existing = {(cid, month): (v, d, s) for cid, month, v, d, s in session.execute(stmt)}
+        # Figures arrive with the time they were received: a care day replayed from
+        # before it never costs a plan on them. The same figures again change nothing.
         rows = [
-            {"customer_id": cid, "month": month, "voice_minutes": v, "data_mb": d, "sms": s}
+            {
+                "customer_id": cid,
+                "month": month,
+                "voice_minutes": v,
+                "data_mb": d,
+                "sms": s,
+                "received_at": ctx.at,
+            }
             for cid, _line, _ref, month, v, d, s in chunk
+            if existing.get((cid, month)) != (v, d, s)
         ]
         _upsert(session, _USAGE, ["customer_id", "month"], rows)
         hits = sum(1 for r in chunk if (r[0], r[3]) in existing)
-        report.updated += hits
+        report.updated += sum(1 for r in rows if (r["customer_id"], r["month"]) in existing)
+        report.unchanged += len(chunk) - len(rows)
         report.inserted += len(chunk) - hits
 
 
 class _Balances(_CustomerRefs):
+    """The balances feed, landed through :func:`crm.balances.record_balances`.
+
+    A future ``as_of`` and a value that contradicts one already received for the
+    same instant are refused at their line and column; repeated rows change
+    nothing; rows older than the stored balance are skipped and counted.
+    """
+
     kind = "balances"
     key_label = "customer_id"
 
     def parse(self, cells: Cells, ctx: _Ctx) -> tuple[Any, ...] | None:
+        as_of = _as_of(cells, ctx.tz)
+        if as_of is not None and balances.future_reason(as_of, ctx.at) is not None:
+            raw = cells.raw("as_of")
+            meaning = (
+                f" (a date means the end of that day, {as_of.astimezone(ctx.tz):%H:%M:%S} "
+                f"{getattr(ctx.tz, 'key', ctx.tz)})"
+                if len(raw) == 10
+                else ""
+            )
+            cells.problem(
+                "as_of",
+                f"{quoted(raw)} is in the future{meaning}: the import runs at "
+                f"{ctx.at.astimezone(ctx.tz).isoformat(timespec='seconds')}; expected a time "
+                "that has come (a typo in the year?)",
+            )
         record = (
             cells.line,
             cells.ident("customer_id"),
             cells.money("balance"),
-            _as_of(cells, ctx.tz),
+            as_of,
         )
         return record if cells.ok else None
+
+    def resolve(
+        self, conn: Any, records: list[tuple[Any, ...]], ctx: _Ctx
+    ) -> list[tuple[Any, ...]]:
+        resolved = super().resolve(conn, records, ctx)
+        for fact, reason in balances.conflicts(conn, [_fact(r, ctx) for r in resolved]):
+            assert fact.line is not None
+            ctx.issues.add(fact.line, "balance", reason)
+        return resolved
 
     def write(
         self, session: Session, chunk: list[tuple[Any, ...]], ctx: _Ctx, report: ImportReport
     ) -> None:
-        table = _CUSTOMERS
-        ids = [r[0] for r in chunk]
-        stmt = select(table.c.id, table.c.balance_as_of).where(table.c.id.in_(ids))
-        stored = {cid: as_of for cid, as_of in session.execute(stmt.with_for_update())}
-        fresh = []
-        for cid, line, ref, balance, as_of in chunk:
-            old = stored.get(cid)
-            if old is not None and as_of < old:
-                report.stale_count += 1
-                if len(report.stale) < KEPT_STALE:
-                    report.stale.append(StaleRow(line, ref, as_of, old))
-                continue
-            fresh.append({"b_id": cid, "b_balance": balance, "b_as_of": as_of})
-        if fresh:
-            session.execute(
-                update(table)
-                .where(table.c.id == bindparam("b_id"))
-                .values(
-                    balance=bindparam("b_balance", type_=table.c.balance.type),
-                    balance_as_of=bindparam("b_as_of", type_=table.c.balance_as_of.type),
+        try:
+            outcome = balances.record_balances(session, [_fact(r, ctx) for r in chunk], ctx.at)
+        except balances.BalanceFactError as exc:  # changed since the check: all or nothing
+            raise CsvImportError(
+                f"{ctx.issues.file}: the stored balances changed while importing ({exc}); "
+                "nothing was imported, run the import again"
+            ) from exc
+        for stale in outcome.stale:
+            if len(report.stale) < KEPT_STALE:
+                fact = stale.fact
+                report.stale.append(
+                    StaleRow(
+                        fact.line or 0, fact.customer_ref or "", fact.as_of, stale.stored_as_of
+                    )
                 )
-                .execution_options(synchronize_session=False),
-                fresh,
-            )
-        report.updated += len(fresh)
+        report.stale_count += outcome.stale_count
+        report.updated += outcome.applied
+        report.unchanged += outcome.repeated
+
+
+def _fact(record: tuple[Any, ...], ctx: _Ctx) -> balances.BalanceFact:
+    cid, line, ref, balance, as_of = record
+    return balances.BalanceFact(
+        customer_id=cid,
+        balance=balance,
+        as_of=as_of,
+        source=f"{Path(str(ctx.issues.file)).name}:{line}",
+        customer_ref=ref,
+        line=line,
+    )
 
 
 def _as_of(cells: Cells, tz: tzinfo) -> datetime | None:

@@ -2,14 +2,16 @@
 
 Append-only: a grace advance, a birthday perk, a grace reversal are each a row
 with the balance after it, and each moves ``customers.balance`` in the same
-transaction.
+transaction. ``created_at`` is when a posting was really made: the balances feed
+is reconciled against it (:mod:`crm.balances`: a feed value as of T already holds
+the postings made before T, and vipcare adds those made after).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from crm.audit import AuditEntry
 from crm.bulk import insert_many, table_of
+from crm.db import is_sqlite
 from crm.models import CreditLedger, Customer
 from crm.types import Money
 
@@ -44,6 +47,7 @@ def list_entries(
             "occurrence": entry.occurrence,
             "rule_hash": entry.rule_hash,
             "created_at": entry.created_at,
+            "care_day": entry.care_day,
         }
         for entry, ref in session.execute(stmt)
     ]
@@ -64,15 +68,34 @@ class Posting:
 
 
 def post(
-    session: Session, postings: Sequence[Posting], balances: dict[int, Decimal], at: datetime
-) -> list[AuditEntry]:
-    """Append ledger rows and move the balances; returns the ``ledger.credit`` audit entries.
+    session: Session,
+    postings: Sequence[Posting],
+    at: datetime,
+    *,
+    care_day: date | None = None,
+) -> tuple[list[AuditEntry], dict[int, Decimal]]:
+    """Append ledger rows and move the balances; returns the audit entries and the balances after.
 
-    ``balances`` holds each customer's balance before the postings and is
-    updated in place (a decision's several postings chain). The caller appends
-    the audit entries in the same transaction. The unique key (journey,
+    ``at`` is when the postings are really made (the wall clock: a back-dated or
+    caught-up care day posts *today*), ``care_day`` the day that decided them; both
+    are stamped on every row and its ``ledger.credit`` audit entry. The balance after
+    each posting follows from the customer's stored balance (read under a row lock),
+    so the ledger chains with whatever the balances feed set meanwhile. The caller
+    appends the audit entries in the same transaction. The unique key (journey,
     customer, occurrence, kind) makes posting the same thing twice impossible.
     """
+    if not postings:
+        return [], {}
+    customers = table_of(Customer)
+    ids = sorted({p.customer_id for p in postings})
+    balances: dict[int, Decimal] = {}
+    for start in range(0, len(ids), 1000):
+        stmt = select(customers.c.id, customers.c.balance).where(
+            customers.c.id.in_(ids[start : start + 1000])
+        )
+        if not is_sqlite(session):
+            stmt = stmt.with_for_update()
+        balances.update(session.execute(stmt).tuples().all())
     rows: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     entries: list[AuditEntry] = []
@@ -89,13 +112,17 @@ def post(
                 "occurrence": p.occurrence,
                 "rule_hash": p.rule_hash,
                 "created_at": at,
+                "care_day": care_day,
             }
         )
         updates.append({"cid": p.customer_id, "amt": p.amount})
+        details: dict[str, Any] = {"amount": p.amount, "kind": p.kind, "balance_after": after}
+        if care_day is not None:
+            details["care_day"] = care_day
         entries.append(
             AuditEntry(
                 action="ledger.credit" if p.amount >= 0 else "ledger.reversal",
-                details={"amount": p.amount, "kind": p.kind, "balance_after": after},
+                details=details,
                 customer_id=p.customer_id,
                 customer_ref=p.customer_ref,
                 entity=f"occurrence:{p.journey}:{p.occurrence}",
@@ -103,14 +130,12 @@ def post(
                 rule_hash=p.rule_hash,
             )
         )
-    if rows:
-        insert_many(session, table_of(CreditLedger), rows)
-        customers = table_of(Customer)
-        session.execute(
-            update(customers)
-            .where(customers.c.id == bindparam("cid"))
-            .values(balance=customers.c.balance + bindparam("amt", type_=Money(2))),
-            updates,
-            execution_options={"synchronize_session": False},
-        )
-    return entries
+    insert_many(session, table_of(CreditLedger), rows)
+    session.execute(
+        update(customers)
+        .where(customers.c.id == bindparam("cid"))
+        .values(balance=customers.c.balance + bindparam("amt", type_=Money(2))),
+        updates,
+        execution_options={"synchronize_session": False},
+    )
+    return entries, balances

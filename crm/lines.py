@@ -52,7 +52,7 @@ def suspend(
         session.execute(
             update(Customer)
             .where(Customer.id.in_(sorted(by_id)), Customer.status == "active")
-            .values(status="suspended")
+            .values(status="suspended", status_since=at)
             .returning(Customer.id),
             execution_options={"synchronize_session": False},
         ).scalars()

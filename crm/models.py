@@ -164,9 +164,17 @@ class Customer(Base):
     plan_id: Mapped[int | None] = mapped_column(ForeignKey("plans.id"))
     manager_id: Mapped[int | None] = mapped_column(ForeignKey("managers.id"))
     balance: Mapped[Decimal] = mapped_column(Money(2), default=Decimal("0.00"))
-    balance_as_of: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    balance_as_of: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), doc="as_of of the balances feed row the balance derives from (NULL: untimed)"
+    )
+    balance_received_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), doc="when vipcare received that feed row (crm.balances)"
+    )
     credit_limit: Mapped[Decimal] = mapped_column(Money(2), default=Decimal("0.00"))
     status: Mapped[str] = mapped_column(String(16), default="active")
+    status_since: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), doc="when vipcare learned the current status (NULL: before it kept track)"
+    )
     sms_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
     do_not_call: Mapped[bool] = mapped_column(Boolean, default=False)
     joined_on: Mapped[date | None] = mapped_column(Date)
@@ -190,6 +198,7 @@ class Customer(Base):
         Index("ix_customers_balance", "balance"),
         Index("ix_customers_manager", "manager_id"),
         Index("ix_customers_plan", "plan_id"),
+        Index("ix_customers_balance_received", "balance_received_at"),
     )
 
     @property
@@ -223,10 +232,36 @@ class MonthlyUsage(Base):
     voice_minutes: Mapped[int] = mapped_column(Integer)
     data_mb: Mapped[int] = mapped_column(Integer)
     sms: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), doc="when these figures arrived (NULL: seeded, known since ever)"
+    )
 
     __table_args__ = (
         CheckConstraint("voice_minutes >= 0 AND data_mb >= 0 AND sms >= 0", name="non_negative"),
         Index("ix_monthly_usage_month", "month", "customer_id"),
+    )
+
+
+class BalanceFact(Base):
+    """One row of the balances feed: the balance billing held at ``as_of``, and when it came.
+
+    Owned by :mod:`crm.balances`. The history lets a care day read the balance
+    that was known at its own instant (``as_of <= T`` and ``received_at <= T``);
+    ``customers.balance`` is the derived current value.
+    """
+
+    __tablename__ = "balance_facts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    as_of: Mapped[datetime] = mapped_column(UTCDateTime())
+    balance: Mapped[Decimal] = mapped_column(Money(2))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    source: Mapped[str | None] = mapped_column(String(300), doc="file:line, or the feed's name")
+
+    __table_args__ = (
+        UniqueConstraint("customer_id", "as_of"),
+        Index("ix_balance_facts_received", "received_at"),
     )
 
 
@@ -398,11 +433,15 @@ class CreditLedger(Base):
     journey: Mapped[str] = mapped_column(String(32))
     occurrence: Mapped[str] = mapped_column(String(64))
     rule_hash: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), doc="when it was really posted (the wall clock, not the care day)"
+    )
+    care_day: Mapped[date | None] = mapped_column(Date, doc="the care day that decided it")
 
     __table_args__ = (
         UniqueConstraint("journey", "customer_id", "occurrence", "kind"),
         Index("ix_credit_ledger_customer", "customer_id", "created_at"),
+        Index("ix_credit_ledger_created", "created_at"),
     )
 
 

@@ -44,8 +44,8 @@ from sqlalchemy import Engine
 
 from crm import runs
 from crm.db import is_sqlite
-from flows.journeys.context import RunContext, care_day_instant
-from flows.journeys.day import HYGIENE, run_hygiene
+from flows.journeys.context import LATE_AFTER, RunContext, care_day_instant
+from flows.journeys.day import HYGIENE, check_day, run_hygiene
 from flows.journeys.engine import run_journey
 from flows.journeys.intents import JourneyReport
 from flows.journeys.registry import journey_for, journeys_for
@@ -59,6 +59,11 @@ class DailyCareParams(BaseModel):
     as_of: date
     at: datetime | None = Field(
         default=None, description="the instant to act as of; 09:00 operator time by default"
+    )
+    now: datetime | None = Field(
+        default=None,
+        description="the real clock when the run was started (a late day does only what can "
+        "still honestly happen then); None: the day runs at its own instant",
     )
     rules_dir: str
     operator_tz: str = "Asia/Shanghai"
@@ -170,6 +175,7 @@ def _context(
         operator_tz=tz,
         batch_size=params.batch_size,
         shard=(shard, count),
+        now=params.now,
     )
 
 
@@ -193,7 +199,7 @@ def run_part(
         owner=_owner(),
     ) as record:
         report = run_journey(engine, ctx, found).as_dict()
-        record.details.update(report, run_id=run_id)
+        record.details.update(report, run_id=run_id, late=ctx.late)
     return report
 
 
@@ -255,6 +261,21 @@ def rules_summary(engine: Engine, params: DailyCareParams) -> dict[str, Any]:
     }
 
 
+@task(name="invariants", cache_policy=NO_CACHE)
+def invariants_task(params: DailyCareParams, run_id: str) -> dict[str, Any]:
+    """The money and state invariants of what the day touched (``vipcare status`` shows them)."""
+    return invariants_part(_current_database(), params, run_id)
+
+
+def invariants_part(engine: Engine, params: DailyCareParams, run_id: str) -> dict[str, Any]:
+    result = check_day(engine, _context(engine, params, run_id, 0, 1), _owner())
+    return {
+        "customers": result.customers,
+        "violations": len(result.violations),
+        "first": str(result.violations[0]) if result.violations else None,
+    }
+
+
 @task(name="journey", cache_policy=NO_CACHE, task_run_name="{journey}[{shard}]")
 def journey_task(params: DailyCareParams, run_id: str, journey: str, shard: int) -> dict[str, Any]:
     report = run_part(_current_database(), params, run_id, journey, shard)
@@ -303,6 +324,7 @@ def daily_care(params: DailyCareParams) -> dict[str, Any]:
         else:  # SQLite has one writer: one shard after another
             parts = [journey_task(params, run_id, journey, s) for s in shards]
         reports.append(JourneyReport.merged(journey, parts))
+    checked = None if params.dry_run else invariants_task(params, run_id)
     artifact_id = create_markdown_artifact(
         key="daily-care-summary",
         markdown=summary_markdown(params, reports),
@@ -313,5 +335,9 @@ def daily_care(params: DailyCareParams) -> dict[str, Any]:
         "as_of": params.as_of.isoformat(),
         "journeys": reports,
         "rules": rules_summary(engine, params),
+        "invariants": checked,
+        "late": params.now is not None
+        and params.now - (params.at or care_day_instant(params.as_of, ZoneInfo(params.operator_tz)))
+        > LATE_AFTER,
         "artifact_id": str(artifact_id),
     }

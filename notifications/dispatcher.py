@@ -280,6 +280,7 @@ class _Run:
         self.status_callback_base = f"{base}{STATUS_PATH}" if base else None
         self.summary = DispatchSummary(started_at=at)
         self.progress: Callable[[DispatchSummary], None] | None = None
+        self.due_by: datetime | None = None
 
     def report(self) -> None:
         if self.progress is not None:
@@ -418,7 +419,7 @@ class _Run:
         """
         claim_at = self.now()
         with transaction(self.engine) as session:
-            due = outbox.claim_due(session, claim_at, limit)
+            due = outbox.claim_due(session, claim_at, limit, due_by=self.due_by)
             if not due:
                 return 0, []
             history = outbox.accepted_counts(
@@ -681,8 +682,13 @@ def dispatch(
     progress: Callable[[DispatchSummary], None] | None = None,
     owner: process.Owner | None = None,
     owner_dead: Callable[[str], bool] = process.is_dead,
+    due_by: datetime | None = None,
 ) -> DispatchSummary:
     """Send what is due at ``at``; see the module docstring for the steps.
+
+    ``due_by`` sends only messages scheduled by then (an operator draining what was
+    due at an earlier time); every judgement (send window, caps, validity) and every
+    stamp still use the run's own instants, ``at`` onwards.
 
     ``settings`` is the typed notification config (built at the edge),
     ``policy`` the contact policy. ``backends`` maps channel → backend (default:
@@ -727,6 +733,7 @@ def dispatch(
             reconcile_grace=reconcile_grace,
             should_stop=should_stop,
             progress=progress,
+            due_by=due_by,
         )
     finally:
         if own_owner:
@@ -741,9 +748,11 @@ def _dispatch_run(
     reconcile_grace: timedelta,
     should_stop: Callable[[], bool] | None,
     progress: Callable[[DispatchSummary], None] | None,
+    due_by: datetime | None = None,
 ) -> DispatchSummary:
     """The steps of one run (see the module docstring)."""
     run.progress = progress
+    run.due_by = due_by
     with (
         ThreadPoolExecutor(
             max_workers=run.settings.dispatch_concurrency, thread_name_prefix="dispatch"

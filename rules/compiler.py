@@ -15,37 +15,46 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, false, not_, or_, select, true
 
+from crm.balances import BalanceAt
 from crm.models import TIERS, Customer, CustomerClub, Manager, Plan
 from rules.conditions import All, AnyOf, Compare, Condition, Not
 from rules.dates import DERIVED, cutoff_for
 from rules.errors import RulesError
 
 
-def compile_condition(cond: Condition, as_of: date) -> ColumnElement[bool]:
-    """``cond`` as a WHERE clause over ``customers``, evaluated as of the local date ``as_of``."""
+def compile_condition(
+    cond: Condition, as_of: date, *, balance_at: BalanceAt | None = None
+) -> ColumnElement[bool]:
+    """``cond`` as a WHERE clause over ``customers``, evaluated as of the local date ``as_of``.
+
+    ``balance_at`` reads ``balance`` as it was known at a care day's instant
+    (:class:`crm.balances.BalanceAt`); without it, the current balance.
+    """
     if isinstance(as_of, datetime) or not isinstance(as_of, date):
         raise TypeError("as_of must be a calendar date (the operator's local date), not a datetime")
-    return _compile(cond, as_of)
+    return _compile(cond, as_of, balance_at)
 
 
-def audience_filter(rule: Any, as_of: date) -> ColumnElement[bool]:
+def audience_filter(
+    rule: Any, as_of: date, *, balance_at: BalanceAt | None = None
+) -> ColumnElement[bool]:
     """The journey's audience as a WHERE clause."""
-    return compile_condition(rule.audience, as_of)
+    return compile_condition(rule.audience, as_of, balance_at=balance_at)
 
 
-def _compile(cond: Condition, as_of: date) -> ColumnElement[bool]:
+def _compile(cond: Condition, as_of: date, balance_at: BalanceAt | None) -> ColumnElement[bool]:
     if isinstance(cond, All):
         if not cond.items:
             return true()
-        return and_(*(_compile(c, as_of) for c in cond.items))
+        return and_(*(_compile(c, as_of, balance_at) for c in cond.items))
     if isinstance(cond, AnyOf):
         if not cond.items:
             return false()
-        return or_(*(_compile(c, as_of) for c in cond.items))
+        return or_(*(_compile(c, as_of, balance_at) for c in cond.items))
     if isinstance(cond, Not):
-        return not_(_compile(cond.item, as_of))
+        return not_(_compile(cond.item, as_of, balance_at))
     if isinstance(cond, Compare):
-        return _leaf(cond, as_of)
+        return _leaf(cond, as_of, balance_at)
     raise RulesError(f"not a condition: {cond!r}")
 
 
@@ -76,8 +85,10 @@ def _compare(col: Any, op: str, value: Any) -> ColumnElement[bool]:
     raise RulesError(f"operator {op!r} cannot be compiled here")
 
 
-def _leaf(c: Compare, as_of: date) -> ColumnElement[bool]:
+def _leaf(c: Compare, as_of: date, balance_at: BalanceAt | None = None) -> ColumnElement[bool]:
     field, op, value = c.field, c.op, c.value
+    if field == "balance" and balance_at is not None:
+        return balance_at.test(lambda col: _compare(col, op, value))
     if field == "tier":
         ranks: Any = (
             tuple(TIERS.index(v) for v in value)

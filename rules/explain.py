@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, func, literal, select
 from sqlalchemy.orm import Session
 
+from crm.balances import BalanceAt
 from crm.models import Customer, CustomerClub, Manager, Plan
 from rules.compiler import compile_condition
 from rules.conditions import All, AnyOf, Compare, Condition, Not
@@ -56,8 +57,10 @@ def show_value(value: Any) -> str:
     return str(value)
 
 
-def field_value(name: str, dialect: str) -> ColumnElement[Any]:
+def field_value(name: str, dialect: str, balance_at: BalanceAt | None = None) -> ColumnElement[Any]:
     """The customer's value of a whitelisted field, as SQL (for showing, never for deciding)."""
+    if name == "balance" and balance_at is not None:
+        return balance_at.value
     if name in DERIVED:
         column: ColumnElement[Any] = getattr(Customer, DERIVED[name][0])
         return column
@@ -89,18 +92,31 @@ def _nodes(cond: Condition, out: list[Condition]) -> None:
         _nodes(cond.item, out)
 
 
-def explain(session: Session, cond: Condition, customer_id: int, as_of: date) -> Explanation:
-    """``cond`` for one customer (internal id): every node's truth and every field's value."""
+def explain(
+    session: Session,
+    cond: Condition,
+    customer_id: int,
+    as_of: date,
+    *,
+    balance_at: BalanceAt | None = None,
+) -> Explanation:
+    """``cond`` for one customer (internal id): every node's truth and every field's value.
+
+    ``balance_at``: the balance as known at a care day's instant (what a run reads).
+    """
     dialect = session.get_bind().dialect.name
     nodes: list[Condition] = []
     _nodes(cond, nodes)
     leaves = [n for n in nodes if isinstance(n, Compare)]
     fields = sorted({leaf.field for leaf in leaves})
     columns: list[Any] = [
-        case((compile_condition(n, as_of), literal(True)), else_=literal(False)).label(f"n{i}")
+        case(
+            (compile_condition(n, as_of, balance_at=balance_at), literal(True)),
+            else_=literal(False),
+        ).label(f"n{i}")
         for i, n in enumerate(nodes)
     ]
-    columns += [field_value(name, dialect).label(f"f_{name}") for name in fields]
+    columns += [field_value(name, dialect, balance_at).label(f"f_{name}") for name in fields]
     row = session.execute(select(*columns).where(Customer.id == customer_id)).one()._mapping
     truth = {id(n): bool(row[f"n{i}"]) for i, n in enumerate(nodes)}
     values = {name: row[f"f_{name}"] for name in fields}

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Engine, func, insert, inspect, select
 
-from crm import audit
+from crm import audit, balances
 from crm.db import transaction
 from crm.models import TIERS, Customer, Manager, Plan, PlanTier
 from seed.catalogue import PLANS, plans_for_tier
@@ -174,6 +174,7 @@ def generate(
         "club_rows": club_rows,
     }
     with transaction(engine) as session:
+        balances.adopt_bulk_loaded(session)
         seq = audit.record(session, SEED_ACTOR, at, "seed", summary_details, entity="customers")
     return SeedSummary(
         seed=seed,

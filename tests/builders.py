@@ -117,12 +117,25 @@ class Crm:
             s.flush()
             return c.id
 
-    def usage(self, customer_id: int, months: list[date], voice: int, data: int, sms: int) -> None:
+    def usage(
+        self,
+        customer_id: int,
+        months: list[date],
+        voice: int,
+        data: int,
+        sms: int,
+        received_at: datetime | None = None,
+    ) -> None:
         with self.session() as s, s.begin():
             for m in months:
                 s.add(
                     MonthlyUsage(
-                        customer_id=customer_id, month=m, voice_minutes=voice, data_mb=data, sms=sms
+                        customer_id=customer_id,
+                        month=m,
+                        voice_minutes=voice,
+                        data_mb=data,
+                        sms=sms,
+                        received_at=received_at,
                     )
                 )
 
@@ -177,6 +190,11 @@ class Crm:
         from notifications.dispatcher import dispatch
 
         store = MockStore()
+        ticks = [0]  # monotonic ns that move only when the rate limiter sleeps
+
+        def sleep(seconds: float) -> None:
+            ticks[0] += max(0, round(seconds * 1e9))
+
         summary = dispatch(
             self.engine,
             NotificationConfig(send_rate_per_second=1000),
@@ -184,8 +202,8 @@ class Crm:
             at,
             lead_time=self.ruleset.precall_lead_time,
             backends={"sms": MockSMSBackend(store=store), "voice": MockVoiceBackend(store=store)},
-            sleep=lambda _s: None,
-            clock=lambda: 0,
+            sleep=sleep,
+            clock=lambda: ticks[0],
         )
         return summary, store
 

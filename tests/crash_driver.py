@@ -227,10 +227,19 @@ def run(plan: DayPlan, kill: str = "", ruleset: RuleSet | None = None) -> str:
             )
             state["round"] += 1
             _write_progress(plan.progress, state)
+        # What this child saw (an uninterrupted reference run saw the whole day's events).
+        state["events"] = dict(counter.seen)
+        _write_progress(plan.progress, state)
         engine.dispose()
         return COMPLETE
     finally:
         undo()
+
+
+def events_of(plan: DayPlan) -> dict[str, int]:
+    """The hook events the last completed run of ``plan`` saw (per kind)."""
+    found: dict[str, int] = _read_progress(plan.progress).get("events", {})
+    return found
 
 
 def child_main(plan: DayPlan, kill: str) -> None:

@@ -29,8 +29,9 @@ LAST = ROUNDS[-1]
 def seed_day(engine: Engine, customers: int = 300, seed_value: int = 31) -> None:
     """The same CRM every time for the same arguments (so a twin can be compared)."""
     seed.generate(engine, customers, seed=seed_value, as_of=DAY - timedelta(days=1))
-    with engine.begin() as conn:
+    with engine.begin() as conn:  # every ninth customer's fed balance below zero
         conn.execute(text("UPDATE customers SET balance = -3000 WHERE id % 9 = 0"))
+        conn.execute(text("UPDATE balance_facts SET balance = -3000 WHERE customer_id % 9 = 0"))
 
 
 def balances(engine: Engine) -> dict[str, Decimal]:

@@ -4,18 +4,18 @@
 violation it finds, each named by the invariant it breaks, so a test can assert on
 the exact one. :func:`assert_invariants` fails with the whole list.
 
-The invariants:
+The money and state invariants are the product's own (:mod:`crm.invariants`, which
+vipcare checks after every import and care day): ``ledger_balance``, ``balance_fact``,
+``ledger_chain``, ``duplicate_credit``, ``grace_over_cap``, ``grace_ineligible``,
+``grace_twice_in_month``, ``grace_two_open`` and ``suspension_without_notice``. This
+harness adds what needs the whole database in memory:
 
-- ``duplicate_message`` / ``duplicate_credit`` / ``duplicate_task``: no customer has
-  two messages, credits or tasks for the same (journey, occurrence) — stricter than
-  the unique keys, which also name the template or kind;
-- ``ledger_balance``: each customer's balance is its opening balance plus its ledger
-  (or, without openings, the last ledger row's ``balance_after``) and every row's
-  ``balance_after`` follows from the row before; ``credit_unaudited`` /
-  ``audit_without_credit``: every credit has exactly its audit row and back;
-- ``grace_over_cap`` / ``grace_ineligible`` / ``grace_twice_in_month``: a grace
-  credit is at most the policy's cap and the tier's amount, to an eligible tier whose
-  balance was below the threshold, once per calendar month, with its grace period;
+- ``duplicate_message`` / ``duplicate_task``: no customer has two messages or tasks
+  for the same (journey, occurrence) — stricter than the unique keys, which also name
+  the template or kind;
+- ``ledger_balance`` for a balance without a feed time: its opening balance plus its
+  ledger; ``credit_unaudited`` / ``audit_without_credit``: every credit has exactly its
+  audit row and back;
 - ``message_to_opted_out``, ``message_outside_window``, ``message_over_cap``,
   ``message_after_valid_until``: nothing the provider accepted broke the contact policy;
 - ``message_stuck_sending``, ``message_due_not_final``, ``message_without_reason``:
@@ -28,7 +28,6 @@ The invariants:
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections import Counter, defaultdict
 from collections.abc import Mapping
@@ -41,6 +40,7 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session
 
 from crm import audit
+from crm import invariants as product
 from crm.models import (
     AuditLog,
     CallTask,
@@ -50,20 +50,16 @@ from crm.models import (
     JourneyOccurrence,
     OutboundMessage,
 )
+from flows.journeys.day import grace_limits
 from notifications.policy import category_cap, in_window, zone
 from rules import RuleSet
-from rules.models import GraceCreditRule
 
 INVARIANTS = (
+    *product.INVARIANTS,
     "duplicate_message",
-    "duplicate_credit",
     "duplicate_task",
-    "ledger_balance",
     "credit_unaudited",
     "audit_without_credit",
-    "grace_over_cap",
-    "grace_ineligible",
-    "grace_twice_in_month",
     "message_to_opted_out",
     "message_outside_window",
     "message_over_cap",
@@ -125,10 +121,10 @@ def check_invariants(
     with Session(engine) as session:
         data = _Data.load(session)
         chain = audit.verify(session)
-    out: list[Violation] = []
+        found = product.check(session, grace=grace_limits(ruleset))
+    out: list[Violation] = [Violation(v.invariant, v.detail) for v in found.violations]
     out += _duplicates(data)
     out += _ledger(data, opening_balances)
-    out += _grace(data, ruleset)
     out += _contact_policy(data, ruleset)
     out += _endings(data, now)
     out += _audit_matches(data)
@@ -186,7 +182,6 @@ def _duplicates(data: _Data) -> list[Violation]:
     out: list[Violation] = []
     groups: list[tuple[str, list[Any], str]] = [
         ("duplicate_message", data.messages, "template"),
-        ("duplicate_credit", data.ledger, "kind"),
         ("duplicate_task", data.tasks, "kind"),
     ]
     for name, table, what in groups:
@@ -206,29 +201,16 @@ def _duplicates(data: _Data) -> list[Violation]:
 
 
 def _ledger(data: _Data, openings: Mapping[str, Decimal] | None) -> list[Violation]:
+    """A balance without a feed time against its opening; every credit against its audit."""
     out: list[Violation] = []
     by_customer: dict[int, list[Any]] = defaultdict(list)
     for row in data.ledger:
         by_customer[row.customer_id].append(row)
-    for cid, rows in sorted(by_customer.items()):
-        for before, row in itertools.pairwise(rows):
-            if before.balance_after + row.amount != row.balance_after:
-                out.append(
-                    Violation(
-                        "ledger_balance",
-                        f"{data.ref(cid)}: ledger row {row.id} says {row.balance_after} "
-                        f"after {before.balance_after} + {row.amount}",
-                    )
-                )
     for cid, customer in sorted(data.customers.items()):
-        rows = by_customer.get(cid, [])
         ref = str(customer.external_id)
-        if openings is not None and ref in openings:
-            expected = openings[ref] + sum((r.amount for r in rows), Decimal("0"))
-        elif rows:
-            expected = rows[-1].balance_after
-        else:
-            continue
+        if openings is None or ref not in openings or customer.balance_as_of is not None:
+            continue  # a fed balance: the product's ledger_balance derives it from the feed
+        expected = openings[ref] + sum((r.amount for r in by_customer.get(cid, [])), Decimal("0"))
         if customer.balance != expected:
             out.append(
                 Violation(
@@ -255,51 +237,6 @@ def _ledger(data: _Data, openings: Mapping[str, Decimal] | None) -> list[Violati
                 "audit_without_credit", f"{data.ref(key[0] or 0)} {key[1:]}: {n} audit row(s)"
             )
         )
-    return out
-
-
-def _grace(data: _Data, ruleset: RuleSet) -> list[Violation]:
-    rule = ruleset.journeys.get("grace_credit")
-    if not isinstance(rule, GraceCreditRule):
-        return []
-    cap = ruleset.contact_policy.max_credit_for("grace_credit")
-    by_tier = {str(k): v for k, v in rule.trigger.amount_by_tier.items()}
-    periods = {(g.customer_id, g.occurrence): g for g in data.graces}
-    months: Counter[tuple[int, str]] = Counter()
-    out: list[Violation] = []
-    for row in data.ledger:
-        if row.journey != "grace_credit" or row.amount < 0:  # reversals are negative
-            continue
-        ref = data.ref(row.customer_id)
-        customer = data.customers[row.customer_id]
-        months[(row.customer_id, row.created_at.strftime("%Y-%m"))] += 1
-        if row.amount > cap:
-            out.append(Violation("grace_over_cap", f"{ref}: {row.amount} > cap {cap}"))
-        tier_amount = by_tier.get(customer.tier)
-        if tier_amount is None:
-            out.append(Violation("grace_ineligible", f"{ref}: tier {customer.tier} gets none"))
-        elif row.amount > tier_amount:
-            out.append(
-                Violation(
-                    "grace_over_cap", f"{ref}: {row.amount} > {tier_amount} for {customer.tier}"
-                )
-            )
-        if row.balance_after - row.amount >= rule.trigger.threshold:
-            out.append(
-                Violation(
-                    "grace_ineligible",
-                    f"{ref}: balance {row.balance_after - row.amount} was not below "
-                    f"{rule.trigger.threshold}",
-                )
-            )
-        period = periods.get((row.customer_id, row.occurrence))
-        if period is None or period.amount != row.amount:
-            out.append(
-                Violation("grace_ineligible", f"{ref}: credit {row.occurrence} has no grace period")
-            )
-    for (cid, month), n in sorted(months.items()):
-        if n > 1:
-            out.append(Violation("grace_twice_in_month", f"{data.ref(cid)}: {n} in {month}"))
     return out
 
 

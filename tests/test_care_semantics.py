@@ -5,6 +5,7 @@ Each test is one defect a new user found (issue 8), written as what they would s
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from datetime import date, timedelta
 from decimal import Decimal
@@ -120,6 +121,7 @@ def test_suspension_cancels_open_calls_and_withdraws_unsent_marketing(crm):
         last_contact_on=MONDAY - timedelta(days=100),
     )
     crm.run(MONDAY)  # grace advance + a callback
+    crm.dispatch(utc(2026, 11, 23, 2))  # the grace notice goes out at 10:00
     crm.run(date(2026, 11, 26), "birthday")  # a greeting queued for Thursday evening
     crm.run(date(2026, 11, 27))  # deadline 26th passed without a top-up: suspended
     assert crm.get("SUSP").status == "suspended"
@@ -187,6 +189,7 @@ def test_no_manager_is_planned_beyond_capacity_whatever_the_kind_of_call(crm):
     for i in range(4):
         crm.customer(f"C{i}", tier="diamond", manager_id=m, last_contact_on=date(2026, 10, 1))
     crm.run(MONDAY)
+    crm.dispatch(utc(2026, 11, 23, 2))  # the grace notices go out at 10:00
     crm.run(date(2026, 11, 27))  # five grace follow-ups, three birthdays, callbacks already planned
     load = Counter(
         (t.scheduled_on, t.customer_id)
@@ -201,9 +204,11 @@ def test_no_manager_is_planned_beyond_capacity_whatever_the_kind_of_call(crm):
 # --- grace: an advance, repaid only by a real top-up ---------------------------------------------
 
 
-def _feed(crm: Crm, ref: str, balance: str, day: str, at_hour: int = 12) -> None:
+def _feed(crm: Crm, ref: str, balance: str, day: str, at_hour: int = 0) -> None:
     path = crm_tmp_csv(f"customer_id,balance,as_of\n{ref},{balance},{day}\n")
-    at = utc(int(day[:4]), int(day[5:7]), int(day[8:10]), at_hour)
+    # the file as of the end of ``day`` arrives the next morning (08:00 Shanghai), before
+    # that day's run
+    at = utc(int(day[:4]), int(day[5:7]), int(day[8:10]), at_hour) + timedelta(days=1)
     import_csv(crm.engine, "balances", path, Actor("import", "billing"), at, "Asia/Shanghai")
 
 
@@ -211,6 +216,7 @@ def test_the_advance_clearing_a_small_debt_is_not_a_repayment(crm):
     """-3.00 plus the 10.00 advance is 7.00, but the customer paid nothing: suspended."""
     crm.customer("SMALLDEBT", tier="gold", balance=Decimal("-3.00"))
     crm.run(MONDAY, "grace_credit")
+    crm.dispatch(utc(2026, 11, 23, 2))  # the grace notice goes out at 10:00
     assert crm.get("SMALLDEBT").balance == Decimal("7.00")
     _feed(crm, "SMALLDEBT", "7.00", "2026-11-25")  # billing shows the advance, no top-up
     crm.run(date(2026, 11, 25), "grace_credit")
@@ -248,3 +254,33 @@ def test_the_grace_text_says_what_happens_to_the_line(crm):
         " to avoid suspension. Questions? Call 10086."
     )
     assert sms.valid_until == utc(2026, 11, 26, 16, 0)  # the end of the deadline, Shanghai
+
+
+def test_a_line_is_suspended_only_once_the_deadline_day_is_over_where_the_customer_lives(crm):
+    """Found by the outage scenario: New York's 26th ends 13 hours after Shanghai's."""
+    crm.customer("NYC", tier="gold", balance=Decimal("-15.00"), timezone="America/New_York")
+    crm.run(MONDAY, "grace_credit")  # deadline 2026-11-26
+    crm.dispatch(utc(2026, 11, 23, 15))  # 10:00 in New York: the notice goes out
+    crm.run(date(2026, 11, 27), "grace_credit", at=utc(2026, 11, 27, 0))  # 19:00 on the 26th there
+    assert crm.get("NYC").status == "active"
+    crm.run(date(2026, 11, 28), "grace_credit", at=utc(2026, 11, 28, 0))
+    assert crm.get("NYC").status == "suspended"
+
+
+def test_a_late_day_never_costs_a_plan_on_usage_that_arrived_after_its_instant(crm):
+    from flows.journeys.engine import run_journey
+    from flows.journeys.registry import journey_for
+
+    big = crm.plan("BIG", fee="198.00", voice=3000, data=40960)
+    crm.plan("SMALL", fee="58.00", voice=300, data=4096)
+    cid = crm.customer("P", tier="gold", plan_id=big)
+    crm.usage(
+        cid, months_before(MONDAY), voice=100, data=1000, sms=0, received_at=utc(2026, 11, 25)
+    )
+    late = dataclasses.replace(crm.context(MONDAY), now=utc(2026, 11, 25, 3))  # caught up later
+    report = run_journey(crm.engine, late, journey_for(crm.ruleset, "plan_fit")).as_dict()
+    assert (report["candidates"], report["decided"]) == (0, 0)  # not known then: no usage
+    assert crm.rows(CallTask) == []
+    crm.run(date(2026, 11, 25), "plan_fit")  # on time, after the figures came: it acts
+    (task,) = crm.rows(CallTask, customer_id=cid)
+    assert task.details["suggested_plan"] == "SMALL"

@@ -34,8 +34,9 @@ AT = "2026-11-23T08:00:00+08:00"
 
 def _seed(engine: Engine) -> None:
     seed.generate(engine, 400, seed=31, as_of=DAY - timedelta(days=1))
-    with engine.begin() as conn:
+    with engine.begin() as conn:  # every ninth customer's fed balance below zero
         conn.execute(text("UPDATE customers SET balance = -3000 WHERE id % 9 = 0"))
+        conn.execute(text("UPDATE balance_facts SET balance = -3000 WHERE customer_id % 9 = 0"))
 
 
 @pytest.mark.slow
@@ -52,7 +53,10 @@ def test_concurrent_daily_runs_leave_no_duplicate(
         "VIPCARE_DATABASE_URL": db_url,
         "PREFECT_API_URL": str(PREFECT_API_URL.value()),  # one shared Prefect API
     }
-    cmd = [sys.executable, "-m", "vipcare", "run", "--date", DAY.isoformat(), "--at", AT, "--json"]
+    cmd = [  # the command line with its clock a few minutes after the day's instant
+        *(sys.executable, "-m", "tests.clocked_cli", "2026-11-23T08:05:00+08:00"),
+        *("run", "--date", DAY.isoformat(), "--at", AT, "--json"),
+    ]
     procs = [
         subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(runs)

@@ -101,12 +101,19 @@ def test_vipcare_run_cli_with_prefect(tmp_path: Path, sqlite_template: Path):
     engine = make_engine(url)
     _populate(Crm(engine))
     engine.dispose()
-    env = {**os.environ, "VIPCARE_DATABASE_URL": url, "PREFECT_HOME": str(tmp_path / "prefect")}
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {
+        **os.environ,
+        "VIPCARE_DATABASE_URL": url,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PYTHONPATH": root,
+    }
     env.pop("PREFECT_API_URL", None)
-    cmd = [
+    cmd = [  # the command line, its clock at 10:05 on the care day
         sys.executable,
         "-m",
-        "vipcare",
+        "tests.clocked_cli",
+        "2026-11-23T10:05:00+08:00",
         "run",
         "--date",
         AS_OF.isoformat(),

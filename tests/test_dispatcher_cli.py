@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,12 +13,23 @@ from test_dispatcher_support import add_customer, add_message, connect, seed_sim
 from typer.testing import CliRunner
 
 from notifications.backends.mock import MockStore
+from tests.cli_clock import Wall, set_cli_clock
 from vipcare.cli import app
 from vipcare.settings import get_settings
 
 
 @pytest.fixture
-def cli(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+def wall(monkeypatch: pytest.MonkeyPatch) -> Wall:
+    """The CLI's wall clock (the system's edge), set by each test."""
+    clock = Wall(datetime(2026, 11, 21, 2, 0, tzinfo=UTC))
+    set_cli_clock(monkeypatch, clock)
+    return clock
+
+
+@pytest.fixture
+def cli(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wall: Wall
+) -> Iterator[CliRunner]:
     monkeypatch.setenv("VIPCARE_DATABASE_URL", db_url)
     monkeypatch.setenv("VIPCARE_MOCK_STORE", str(tmp_path / "mock.jsonl"))
     monkeypatch.setenv("VIPCARE_SMS_BACKEND", "mock")
@@ -74,9 +85,10 @@ def test_dispatch_then_list(cli: CliRunner, engine: Engine, now: datetime, tmp_p
 
 
 def test_dispatch_text_summary_and_usage_errors(
-    cli: CliRunner, engine: Engine, now: datetime
+    cli: CliRunner, engine: Engine, now: datetime, wall: Wall
 ) -> None:
     seed_simple(engine, now, 1)
+    wall.now = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
     result = cli.invoke(app, ["dispatch", "--at", "2026-11-21T10:00:00"])  # naive: operator time
     assert result.exit_code == 0, result.output
     assert "dispatch summary" in result.stdout and "sent" in result.stdout

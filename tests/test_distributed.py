@@ -171,6 +171,9 @@ def databases() -> Iterator[tuple[str, str, str]]:
         seed.generate(engine, 800, seed=21, as_of=DAY - timedelta(days=1))
         with engine.begin() as conn:  # debts, so grace credits and suspensions happen
             conn.execute(text("UPDATE customers SET balance = -8000 WHERE id % 11 = 0"))
+            conn.execute(
+                text("UPDATE balance_facts SET balance = -8000 WHERE customer_id % 11 = 0")
+            )
         engine.dispose()
     yield urls[0], urls[1], urls[2]
     with admin.connect() as conn:
@@ -207,6 +210,12 @@ def _worker_folder(folder: Path, crm_url: str, mock_store: Path) -> Path:
     return folder
 
 
+def _on_time() -> datetime:
+    """The real clock both runs are judged against: a minute after the day's instant."""
+    at = Schedule.from_settings(Settings(_env_file=None)).fire_instant(CARE_DAY, DAY)  # type: ignore[call-arg]
+    return at + timedelta(minutes=1)
+
+
 def _single_process_run(url: str) -> None:
     """The same care day in this process, one shard, no Prefect: the reference."""
     at = Schedule.from_settings(Settings(_env_file=None)).fire_instant(CARE_DAY, DAY)  # type: ignore[call-arg]
@@ -216,6 +225,7 @@ def _single_process_run(url: str) -> None:
         rules_dir=str(RULES),
         run_id="single",
         batch_size=BATCH,  # the workers' VIPCARE_BATCH_SIZE: the same configuration
+        now=_on_time(),  # judged as the workers' run is: on time
     )
     engine = make_engine(url)
     try:
@@ -500,7 +510,7 @@ def test_deployments_fire_on_schedule_and_scale_out_on_two_workers_without_secre
         with temporary_settings(updates={PREFECT_API_URL: api}):
             care = run_deployment(
                 "vipcare-care-day/care-day",
-                parameters={"as_of": DAY.isoformat()},
+                parameters={"as_of": DAY.isoformat(), "now": _on_time().isoformat()},
                 timeout=300,
                 poll_interval=1,
             )

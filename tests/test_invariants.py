@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from crm import audit
 from crm.audit import SYSTEM, AuditEntry
-from crm.models import CallTask, CreditLedger, JourneyOccurrence, OutboundMessage
+from crm.models import CallTask, CreditLedger, GracePeriod, JourneyOccurrence, OutboundMessage
 from rules import RuleSet, load_rules
 from tests.crash_driver import RULES_DIR
 from tests.crash_driver import run as run_day
@@ -90,6 +90,37 @@ def _duplicate_credit(conn: Connection) -> str:
 def _balance_moved(conn: Connection) -> str:
     cid = _one(conn, "SELECT customer_id FROM credit_ledger LIMIT 1")[0]
     conn.execute(text(f"UPDATE customers SET balance = balance + 1 WHERE id = {cid}"))
+    return _ref(conn, cid)
+
+
+def _fact_lost(conn: Connection) -> str:
+    cid = _one(conn, "SELECT customer_id FROM credit_ledger LIMIT 1")[0]
+    conn.execute(text(f"DELETE FROM balance_facts WHERE customer_id = {cid}"))
+    return _ref(conn, cid)
+
+
+def _chain_broken(conn: Connection) -> str:
+    lid, cid = _one(conn, "SELECT id, customer_id FROM credit_ledger ORDER BY id LIMIT 1")
+    conn.execute(
+        text(f"UPDATE credit_ledger SET balance_after = balance_after + 1 WHERE id = {lid}")
+    )
+    return _ref(conn, cid)
+
+
+def _second_open_grace(conn: Connection) -> str:
+    row = _copy(conn, GracePeriod, "status = 'open'", occurrence="grace:2026-10")
+    return _ref(conn, row["customer_id"])
+
+
+def _suspended_untold(conn: Connection) -> str:
+    gid, cid = _one(conn, "SELECT id, customer_id FROM grace_periods WHERE status = 'open'")
+    conn.execute(text(f"UPDATE grace_periods SET status = 'suspended' WHERE id = {gid}"))
+    conn.execute(
+        text(
+            "UPDATE outbound_messages SET status = 'expired', sent_at = NULL "
+            f"WHERE journey = 'grace_credit' AND customer_id = {cid}"
+        )
+    )
     return _ref(conn, cid)
 
 
@@ -239,6 +270,10 @@ CORRUPTIONS = [
     Corruption("second task, same occurrence", "duplicate_task", _duplicate_task),
     Corruption("second credit, same occurrence", "duplicate_credit", _duplicate_credit),
     Corruption("balance moved outside the ledger", "ledger_balance", _balance_moved),
+    Corruption("balance without its feed row", "balance_fact", _fact_lost),
+    Corruption("balance_after off by one", "ledger_chain", _chain_broken),
+    Corruption("two graces open at once", "grace_two_open", _second_open_grace),
+    Corruption("suspended, never told", "suspension_without_notice", _suspended_untold),
     Corruption("credit without its audit row", "credit_unaudited", _credit_without_audit),
     Corruption("audit row without its credit", "audit_without_credit", _audit_without_credit),
     Corruption("grace above the tier's amount", "grace_over_cap", _grace_tier_lowered),

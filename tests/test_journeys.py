@@ -182,7 +182,7 @@ def test_top_up_closes_grace_as_repaid(crm):
         "balances",
         feed,
         Actor("import", "test"),
-        utc(2026, 11, 22, 12),
+        utc(2026, 11, 22, 23),  # 07:00 on the 23rd in Shanghai: the end of the 22nd has come
         "Asia/Shanghai",
     )
     crm.run(date(2026, 11, 23), "grace_credit")
@@ -194,6 +194,7 @@ def test_top_up_closes_grace_as_repaid(crm):
 def test_still_negative_at_deadline_suspends_and_creates_followup(crm):
     cid = crm.customer("G", tier="gold", balance=Decimal("-15.00"))
     crm.run(date(2026, 11, 21), "grace_credit")
+    crm.dispatch(utc(2026, 11, 21, 2))  # the grace notice reaches the customer at 10:00
     crm.run(date(2026, 11, 24), "grace_credit")  # the deadline day itself: still time to top up
     assert crm.get("G").status == "active"
     crm.run(date(2026, 11, 25), "grace_credit")  # the day after: suspended

@@ -182,11 +182,18 @@ def test_care_days_missed_while_down_run_in_order_each_as_its_own_date(
             .where(JourneyOccurrence.journey == "birthday")
             .order_by(JourneyOccurrence.as_of)
         ).all()
-    # Each day decided as itself, acting as of its own 08:00 (operator time).
+    # Each day decided as itself, acting as of its own 08:00 (operator time); the 22nd's
+    # greeting could no longer arrive on the 22nd (caught up on the 23rd), so that day sent
+    # nothing and said so, and the 23rd greeted its own birthday.
     assert [(g.as_of, g.decided_at) for g in greeted] == [
-        (date(2026, 11, 22), datetime(2026, 11, 22, 0, 0, tzinfo=UTC)),
         (date(2026, 11, 23), datetime(2026, 11, 23, 0, 0, tzinfo=UTC)),
     ]
+    birthday_runs = {
+        r.care_day: r.details for r in job_runs(engine, "journey") if r.name == "birthday"
+    }
+    assert birthday_runs[date(2026, 11, 22)]["skipped_too_late"] == 1
+    assert birthday_runs[date(2026, 11, 22)]["late"] is True
+    assert birthday_runs[date(2026, 11, 23)]["decided"] == 1
     assert days.last_completed(engine, CARE_DAY) == date(2026, 11, 23)
     journeys = {(r.name, r.care_day) for r in job_runs(engine, "journey")}
     assert ("birthday", date(2026, 11, 22)) in journeys and (

@@ -29,6 +29,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -178,8 +179,13 @@ def test_a_day_at_debug_logging_shows_no_secret_and_no_whole_phone(
     captured: Captured,
     prefect_harness: None,
 ) -> None:
+    import vipcare.cli as package
     from notifications.webhooks import create_app
 
+    wall = [datetime.fromisoformat(f"{AS_OF}T09:00:00+08:00")]  # the CLI's clock, moved below
+    for module in vars(package).values():
+        if hasattr(module, "now_utc"):
+            monkeypatch.setattr(module, "now_utc", lambda: wall[0])
     fake = FakeTwilio(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, auto_deliver=True)
     lazy = LazyApp()
     with fake, served(lazy, log_level="debug") as public_url:
@@ -216,6 +222,7 @@ def test_a_day_at_debug_logging_shows_no_secret_and_no_whole_phone(
         fake.undeliverable(queued[1], 30003)  # accepted, then undelivered
         fake.fail_number(queued[2], 20500, status=503)  # Twilio is down for it: retried later
         cli("dispatch", "--at", f"{AS_OF}T09:00:00", "--json")
+        wall[0] = datetime.fromisoformat(f"{AS_OF}T11:05:00+08:00")
         cli("dispatch", "--at", f"{AS_OF}T11:05:00")
         assert fake.join_callbacks(timeout=30)
         assert fake.messages, "nothing reached the fake Twilio"
@@ -257,6 +264,7 @@ def test_a_day_at_debug_logging_shows_no_secret_and_no_whole_phone(
         cli("dispatch", "--at", "tomorrow", expect=2)
         cli("tasks", "show", "999999", expect=1)
         monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN[::-1])
+        wall[0] = datetime.fromisoformat(f"{AS_OF}T19:00:00+08:00")
         cli("dispatch", "--at", f"{AS_OF}T19:00:00", expect=None)
         monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
 

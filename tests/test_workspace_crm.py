@@ -398,6 +398,7 @@ def test_a_grace_follow_up_card_carries_the_credit_and_its_deadline(world):
     m1 = world.crm.manager_id("M1")
     world.crm.customer("G", tier="diamond", balance=Decimal("-200.00"), manager_id=m1)
     world.crm.run(AS_OF, "grace_credit")
+    world.crm.dispatch(local(AS_OF, 10))  # the grace notice reaches the customer
     deadline = AS_OF + timedelta(days=3)
     suspended_on = deadline + timedelta(days=1)  # the day after the deadline
     world.crm.run(suspended_on, "grace_credit")

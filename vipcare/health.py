@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, func, select
 
-from crm import process, runs
+from crm import grace, invariants, process, runs
 from crm.db import transaction
-from crm.models import CallTask, JobRun, OutboundMessage, SchedulerJob
+from crm.models import CallTask, GracePeriod, JobRun, OutboundMessage, SchedulerJob
 from vipcare.scheduler import days, lease
 from vipcare.scheduler.schedule import CARE_DAY, DISPATCH, ESCALATION, Schedule
 
@@ -44,6 +44,8 @@ class Health:
     overdue_tasks: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=dict)
     rules: dict[str, Any] = field(default_factory=dict)
+    invariants: dict[str, Any] = field(default_factory=dict)
+    catch_up: dict[str, Any] = field(default_factory=dict)
     attention: list[str] = field(default_factory=list)
 
     @property
@@ -63,6 +65,8 @@ class Health:
             "overdue_tasks": self.overdue_tasks,
             "scheduler": self.scheduler,
             "rules": self.rules,
+            "invariants": self.invariants,
+            "catch_up": self.catch_up,
         }
 
 
@@ -298,4 +302,120 @@ def collect(
     if escalate_after_days is not None:
         _overdue(engine, now.astimezone(schedule.tz).date(), escalate_after_days, health)
     _scheduler(engine, now, health)
+    _invariants(engine, health)
+    _catch_up(engine, now, schedule, health)
     return health
+
+
+def _invariants(engine: Engine, health: Health) -> None:
+    """The newest money and state check (after an import, a care day, or ``audit verify``)."""
+    with transaction(engine) as session:
+        row = session.execute(
+            select(JobRun).where(JobRun.kind == invariants.KIND).order_by(JobRun.id.desc()).limit(1)
+        ).scalar()
+    if row is None:
+        health.invariants = {"checked": False}
+        return
+    details = row.details or {}
+    health.invariants = {
+        "checked": True,
+        "after": row.name,
+        "at": row.started_at,
+        "ok": row.status == runs.SUCCEEDED,
+        "customers": details.get("customers", 0),
+        "count": details.get("count", 0),
+        "by_invariant": details.get("by_invariant", {}),
+        "violations": details.get("violations", [])[:10],
+    }
+    if row.status != runs.SUCCEEDED:
+        kinds = ", ".join(f"{k} {v}" for k, v in details.get("by_invariant", {}).items())
+        first = (details.get("violations") or [""])[0]
+        health.attention.append(
+            f"{details.get('count', 0)} money/state invariant violation(s) found after the "
+            f"{row.name} ({kinds}): {first}; `vipcare audit verify` lists them all"
+        )
+
+
+def _day(value: Any) -> date | None:
+    """A day kept in a run's JSON details (ISO text) as a date."""
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
+SKIP_COUNTS = ("skipped_too_late", "graces_held_not_told", "graces_topped_up_since")
+"""What a late care day counts as not done (and why): ``vipcare status`` shows them."""
+OUTAGE_LOOKBACK = timedelta(days=30)
+
+
+def _catch_up(engine: Engine, now: datetime, schedule: Schedule, health: Health) -> None:
+    """What the last outage skipped: days never run, and what the late days did not do."""
+    since = now - OUTAGE_LOOKBACK
+    with transaction(engine) as session:
+        late_runs = [
+            r
+            for r in session.execute(
+                select(JobRun).where(JobRun.kind == "journey", JobRun.started_at >= since)
+            ).scalars()
+            if (r.details or {}).get("late")
+        ]
+        not_run = (
+            session.execute(
+                select(JobRun)
+                .where(
+                    JobRun.kind == "care_day",
+                    JobRun.status == runs.SKIPPED,
+                    JobRun.started_at >= since,
+                )
+                .order_by(JobRun.id)
+            )
+            .scalars()
+            .all()
+        )
+        today = now.astimezone(schedule.tz).date()
+        held = session.execute(
+            select(func.count(), func.min(GracePeriod.deadline)).where(
+                GracePeriod.status == grace.OPEN, GracePeriod.deadline < today - timedelta(days=1)
+            )
+        ).one()
+    skipped: dict[str, dict[str, int]] = {}
+    caught_up_at = max((r.started_at for r in late_runs), default=None)
+    batch = [
+        r for r in late_runs if caught_up_at and r.started_at >= caught_up_at - timedelta(days=1)
+    ]
+    for r in batch:
+        counts = skipped.setdefault(r.name, {})
+        for key in SKIP_COUNTS:
+            n = int((r.details or {}).get(key, 0))
+            if n:
+                counts[key.removeprefix("skipped_")] = (
+                    counts.get(key.removeprefix("skipped_"), 0) + n
+                )
+    days_late = sorted({r.care_day for r in batch if r.care_day is not None})
+    gaps: list[dict[str, Any]] = [
+        {
+            "from": _day((r.details or {}).get("from")),
+            "to": _day((r.details or {}).get("to")),
+            "at": r.started_at,
+        }
+        for r in not_run
+    ]
+    health.catch_up = {
+        "late_days": days_late,
+        "caught_up_at": caught_up_at,
+        "skipped": {k: v for k, v in sorted(skipped.items()) if v},
+        "days_not_run": gaps,
+        "graces_held": {"count": held[0], "oldest_deadline": held[1]},
+    }
+    if held[0]:
+        health.attention.append(
+            f"{held[0]} grace(s) past their deadline are held open (oldest deadline {held[1]}): "
+            "the customer was never told in time, so the line was not suspended; a top-up "
+            "repays them, or close the line through the customers import"
+        )
+    recent = [g for g in gaps if g["at"] is not None and g["at"] >= now - timedelta(days=7)]
+    for g in recent:
+        health.attention.append(
+            f"care days {g['from']} to {g['to']} were never run: the scheduler came back more "
+            f"than VIPCARE_CATCH_UP_DAYS={schedule.catch_up_days} days after them"
+        )

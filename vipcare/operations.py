@@ -78,11 +78,15 @@ def run_care_day(
     dry_run: bool = False,
     shards: int = 1,
     *,
+    now: datetime | None = None,
     run_id: str | None = None,
     announce: Callable[[str], None] | None = None,
     engine: Engine | None = None,
 ) -> dict[str, Any]:
     """Run the Prefect flow ``daily_care`` (imports Prefect only now: it is slow to import).
+
+    ``now`` is the real clock (the caller's edge reads it): a day run after its
+    instant decides on what was known then and does only what can still happen now.
 
     Uses the configured Prefect API, or one temporary server (``announce`` is
     told when one starts); inside the scheduler the process's warm one. The flow
@@ -103,6 +107,7 @@ def run_care_day(
         shards=shards,
         batch_size=settings.batch_size,
         run_id=run_id,
+        now=now,
     )
     # A failing flow is reported by the caller in one line; Prefect would print its traceback.
     for name in ("prefect.flow_runs", "prefect.task_runs"):

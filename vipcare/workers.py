@@ -43,6 +43,7 @@ from flows.daily import (
     DailyCareParams,
     flow_run_id,
     hygiene_part,
+    invariants_part,
     journeys_to_run,
     record_not_running,
     rules_of,
@@ -130,10 +131,12 @@ def _params(
     shards: int,
     journeys: list[str],
     run_id: str,
+    now: datetime | None = None,
 ) -> DailyCareParams:
     return DailyCareParams(
         as_of=as_of,
         at=at,
+        now=now,
         rules_dir=str(cfg.rules_dir),
         operator_tz=cfg.timezone,
         journeys=journeys,
@@ -145,11 +148,17 @@ def _params(
 
 @task(name="journey", cache_policy=NO_CACHE, task_run_name="{journey}[{shard}/{shards}]")
 def journey_part(
-    as_of: date, at: datetime, journey: str, shard: int, shards: int, run_id: str
+    as_of: date,
+    at: datetime,
+    journey: str,
+    shard: int,
+    shards: int,
+    run_id: str,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """One journey over one shard; its parameters hold no secret (settings are read here)."""
     cfg = worker_settings()
-    params = _params(cfg, as_of, at, shards, [journey], run_id)
+    params = _params(cfg, as_of, at, shards, [journey], run_id, now)
     return run_part(_engine(cfg), params, run_id, journey, shard)
 
 
@@ -204,15 +213,23 @@ def _reports(engine: Engine, run_id: str, journeys: list[str]) -> list[dict[str,
 
 @flow(name=CARE_DAY_FLOW, log_prints=False)
 def care_day(
-    as_of: date | None = None, shards: int | None = None, journeys: list[str] | None = None
+    as_of: date | None = None,
+    shards: int | None = None,
+    journeys: list[str] | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The care day on workers: hygiene here, then the journeys in parallel shards."""
+    """The care day on workers: hygiene here, then the journeys in parallel shards.
+
+    ``now`` is the real clock the day is judged against (a day run late does only what
+    can still honestly happen then); the worker's own clock when not given.
+    """
     cfg = worker_settings()
     day, at = _care_instant(cfg, as_of)
     count = shards or cfg.care_shards
     run_id = flow_run_id() or f"care-{day}"
     engine = _engine(cfg)
-    params = _params(cfg, day, at, count, journeys or [], run_id)
+    now = now or _now()  # the real clock: a day run late does only what can still happen now
+    params = _params(cfg, day, at, count, journeys or [], run_id, now)
     reports: list[dict[str, Any]] = []
     with runs.recorded(engine, "care_day", CARE_DAY, _now, care_day=day, owner=_owner()) as rec:
         # the live set: a refused file runs on its last good version
@@ -221,7 +238,12 @@ def care_day(
         record_not_running(engine, params, run_id)
         for sharded, group in _groups(ruleset, journeys_to_run(engine, params), count):
             if sharded:
-                base = {"as_of": day.isoformat(), "at": at.isoformat(), "shards": count}
+                base = {
+                    "as_of": day.isoformat(),
+                    "at": at.isoformat(),
+                    "shards": count,
+                    "now": now.isoformat(),
+                }
                 fan_out(
                     f"{CARE_SHARD_FLOW}/care-shard",
                     [
@@ -234,10 +256,11 @@ def care_day(
                 for journey in group:
                     reports.append(
                         JourneyReport.merged(
-                            journey, [journey_part(day, at, journey, 0, 1, run_id)]
+                            journey, [journey_part(day, at, journey, 0, 1, run_id, now)]
                         )
                     )
-        rec.details.update(run_id=run_id, journeys=reports, shards=count)
+        checked = invariants_part(engine, params, run_id)
+        rec.details.update(run_id=run_id, journeys=reports, shards=count, invariants=checked)
         summary = rules_summary(engine, params)
         if summary["refused"]:
             rec.details["rules"] = summary
@@ -248,10 +271,16 @@ def care_day(
 
 @flow(name=CARE_SHARD_FLOW, log_prints=False)
 def care_shard(
-    as_of: date, at: datetime, shard: int, shards: int, journeys: list[str], run_id: str
+    as_of: date,
+    at: datetime,
+    shard: int,
+    shards: int,
+    journeys: list[str],
+    run_id: str,
+    now: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """One shard of the journeys, in run order (picked up by any worker)."""
-    return [journey_part(as_of, at, journey, shard, shards, run_id) for journey in journeys]
+    return [journey_part(as_of, at, journey, shard, shards, run_id, now) for journey in journeys]
 
 
 def _dispatch_here(cfg: Settings) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import case, literal
 
+from crm.balances import BalanceAt
 from flows.journeys.context import CustomerRow, RunContext, local_day_end, local_day_start
 from flows.journeys.intents import (
     CreditIntent,
@@ -43,12 +44,18 @@ from rules.models import (
 _MESSAGE_ACTIONS = (SendSms, SendVoice)
 
 
-def when_columns(actions: Sequence[Action], as_of: date, prefix: str = "act") -> list[Any]:
+def when_columns(
+    actions: Sequence[Action],
+    as_of: date,
+    prefix: str = "act",
+    *,
+    balance_at: BalanceAt | None = None,
+) -> list[Any]:
     """One labelled boolean column per action that has a ``when``: evaluated in SQL, per row."""
     cols = []
     for index, action in enumerate(actions):
         if action.when is not None:
-            cond = compile_condition(action.when, as_of)
+            cond = compile_condition(action.when, as_of, balance_at=balance_at)
             cols.append(
                 case((cond, literal(True)), else_=literal(False)).label(f"{prefix}_{index}")
             )

@@ -140,7 +140,7 @@ class Callback(Journey):
         report.counts["tasks_escalated"] += tasks.escalate_overdue(
             session,
             limit,
-            ctx.at,
+            ctx.recorded_at,
             ctx.actor,
             rule_id=rule.rule_id,
             rule_hash=rule.content_hash,

@@ -1,9 +1,12 @@
 """What a journey may depend on: the run context (time injected) and its candidate rows.
 
 A journey never reads the clock: ``RunContext.at`` is the instant it acts as
-of and ``as_of`` the operator's care day. Candidates are read set-based, a
-keyset-paginated batch at a time, restricted to the run's shard (and, for
-``explain``, to one customer).
+of and ``as_of`` the operator's care day; ``now`` is the real clock when the
+run started (injected by the CLI or the scheduler), so that a day run late — a
+catch-up after an outage, a back-dated ``run --date`` — decides on the facts
+known at ``at`` but only does what can still honestly happen ``now``.
+Candidates are read set-based, a keyset-paginated batch at a time, restricted
+to the run's shard (and, for ``explain``, to one customer).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from crm.audit import Actor
+from crm.balances import BalanceAt
 from crm.models import Customer, Manager
 from rules.loader import RuleSet
 from rules.models import ContactPolicy, JourneyBase
@@ -38,10 +42,15 @@ class RunContext:
     shard: tuple[int, int] = (0, 1)
     only_customer: int | None = None
     """Restrict every candidate query to this customer (``explain``'s real decision)."""
+    now: datetime | None = None
+    """The real clock when the run started; None: the run happens at ``at`` (tests,
+    preview and explain ask what the day decides, not what can still be done)."""
 
     def __post_init__(self) -> None:
         if self.at.tzinfo is None:
             raise ValueError("RunContext.at must be timezone-aware")
+        if self.now is not None and self.now.tzinfo is None:
+            raise ValueError("RunContext.now must be timezone-aware")
         index, count = self.shard
         if count < 1 or not 0 <= index < count:
             raise ValueError(
@@ -53,6 +62,31 @@ class RunContext:
         return Actor("flow", self.run_id)
 
     @property
+    def balance_at(self) -> BalanceAt:
+        """Customers' balances as known at the day's instant (the feed and the ledger)."""
+        return BalanceAt(self.at)
+
+    @property
+    def recorded_at(self) -> datetime:
+        """When the run's writes really happen: ledger postings and audit rows carry it."""
+        return self.now if self.now is not None and self.now > self.at else self.at
+
+    @property
+    def late(self) -> bool:
+        """The day runs more than :data:`LATE_AFTER` after its own instant (a catch-up)."""
+        return self.now is not None and self.now - self.at > LATE_AFTER
+
+    @property
+    def real_day(self) -> date:
+        """The operator's calendar day at :attr:`recorded_at`."""
+        return self.recorded_at.astimezone(self.operator_tz).date()
+
+    @property
+    def plan_from(self) -> date:
+        """The first day a call may be planned on: never a day that has already passed."""
+        return max(self.as_of, self.real_day)
+
+    @property
     def policy(self) -> ContactPolicy:
         return self.ruleset.contact_policy
 
@@ -62,6 +96,10 @@ class RunContext:
 
     def rule(self, journey: str) -> JourneyBase:
         return self.ruleset.journey(journey)
+
+
+LATE_AFTER = timedelta(hours=1)
+"""A run that starts this long after its care day's instant is a late (catch-up) run."""
 
 
 def care_day_instant(as_of: date, operator_tz: ZoneInfo, at: time = time(9, 0)) -> datetime:

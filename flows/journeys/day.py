@@ -10,12 +10,15 @@ from collections.abc import Sequence
 
 from sqlalchemy import Engine
 
+from crm import invariants
 from crm.db import session_factory
 from flows.journeys.context import RunContext
 from flows.journeys.engine import run_journey
 from flows.journeys.hygiene import withdraw_unwanted_care
 from flows.journeys.intents import JourneyReport
 from flows.journeys.registry import journeys_for
+from rules import RuleSet
+from rules.models import GraceCreditRule
 
 HYGIENE = "hygiene"
 
@@ -44,4 +47,31 @@ def run_day(
         if only and journey.id not in only:
             continue
         reports.append(run_journey(engine, ctx, journey, dry_run))
+    if not dry_run:
+        check_day(engine, ctx)
     return reports
+
+
+def grace_limits(ruleset: RuleSet) -> invariants.GraceLimits | None:
+    """What a grace advance may be, from the operator's policy and the grace rule."""
+    rule = ruleset.journeys.get("grace_credit")
+    if not isinstance(rule, GraceCreditRule):
+        return None
+    return invariants.GraceLimits(
+        cap=ruleset.contact_policy.max_credit_for("grace_credit"),
+        amount_by_tier={str(t): a for t, a in rule.trigger.amount_by_tier.items()},
+        threshold=rule.trigger.threshold,
+    )
+
+
+def check_day(engine: Engine, ctx: RunContext, owner: str | None = None) -> invariants.CheckResult:
+    """The money and state invariants of the customers the day touched, recorded for status."""
+    since = min(ctx.at, ctx.now) if ctx.now is not None else ctx.at
+    return invariants.record_check(
+        engine,
+        "care_day",
+        ctx.recorded_at,
+        since=since,
+        grace=grace_limits(ctx.ruleset),
+        owner=owner or ctx.run_id,
+    )

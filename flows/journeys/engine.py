@@ -10,17 +10,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, select
+from sqlalchemy import ColumnElement, Engine, or_, select
 from sqlalchemy.orm import Session
 
 from crm.bulk import insert_ignoring_conflicts
 from crm.capacity import CapacityPlanner
 from crm.db import refresh_statistics, session_factory
-from crm.models import JourneyPass
+from crm.models import Customer, JourneyPass
 from flows.journeys.actions import interpret, when_columns
 from flows.journeys.context import RunContext, customer_select, iter_candidates
 from flows.journeys.intents import Decision, JourneyReport
 from flows.journeys.protocol import Candidate, Journey, Predicate, Skip
+from flows.journeys.timeliness import TOO_LATE, cannot_arrive
 from flows.journeys.writer import apply_decisions
 from rules.compiler import compile_condition
 from rules.models import JourneyBase
@@ -34,9 +35,21 @@ def all_predicates(
 ) -> list[Predicate]:
     """The audience, then the journey's own checks: what a candidate must pass in SQL."""
     audience = Predicate(
-        f"in the audience ({rule.audience.text()})", compile_condition(rule.audience, ctx.as_of)
+        f"in the audience ({rule.audience.text()})",
+        compile_condition(rule.audience, ctx.as_of, balance_at=ctx.balance_at),
     )
-    return [audience, *journey.predicates(session, ctx, rule)]
+    found = [audience, *journey.predicates(session, ctx, rule)]
+    if ctx.now is not None:
+        # A status learned after the day's instant was not known then: the day leaves
+        # that customer alone (a later day acts on it).
+        found.append(
+            Predicate(
+                "the line's status held at the day's instant",
+                or_(Customer.status_since.is_(None), Customer.status_since <= ctx.at),
+                Customer.status_since,
+            )
+        )
+    return found
 
 
 def candidate_batches(
@@ -44,7 +57,10 @@ def candidate_batches(
 ) -> Iterator[list[Any]]:
     """Candidate rows (``CustomerRow``), a batch at a time, group by group."""
     tests = [p.test for p in all_predicates(session, ctx, journey, rule)]
-    base = customer_select(*journey.columns(ctx, rule), *when_columns(rule.action_list, ctx.as_of))
+    base = customer_select(
+        *journey.columns(ctx, rule),
+        *when_columns(rule.action_list, ctx.as_of, balance_at=ctx.balance_at),
+    )
     groups: list[ColumnElement[bool] | None] = [*journey.groups(ctx, rule)] or [None]
     for group in groups:
         stmt = base.where(*tests) if group is None else base.where(*tests, group)
@@ -71,7 +87,14 @@ def decisions(
                     skips.append(found)
                 continue
             assert isinstance(found, Candidate)
-            out.append(interpret(ctx, journey, rule, actions, found))
+            decision = interpret(ctx, journey, rule, actions, found)
+            late = cannot_arrive(ctx, decision)
+            if late is not None:  # a late run never sends what can no longer arrive
+                report.counts[f"skipped_{TOO_LATE}"] += 1
+                if skips is not None:
+                    skips.append(Skip(found.customer, TOO_LATE, late))
+                continue
+            out.append(decision)
         yield out
 
 
@@ -90,11 +113,13 @@ def run_journey(
             return report
         journey.housekeeping(session, ctx, rule, report)
         _finish(session, dry_run)
-        planner = CapacityPlanner(session, ctx.as_of)
+        planner = CapacityPlanner(session, ctx.plan_from)
         for batch in decisions(session, ctx, journey, rule, report):
             apply_decisions(session, ctx, journey, rule, batch, report, planner)
             _finish(session, dry_run)
-        if period is not None and not dry_run:
+        if period is not None and not dry_run and not ctx.late:
+            # a day run late may not have seen what a later day will (figures that arrived
+            # after its instant): only a day run on time closes the period's pass
             _mark_pass(session, ctx, rule, period)
             session.commit()
     if not dry_run and report.decided >= ANALYZE_AFTER:
@@ -120,7 +145,7 @@ def _pass_done(session: Session, ctx: RunContext, rule: JourneyBase, period: str
 
 
 def _mark_pass(session: Session, ctx: RunContext, rule: JourneyBase, period: str) -> None:
-    row = {**_pass_key(ctx, rule, period), "run_id": ctx.run_id, "completed_at": ctx.at}
+    row = {**_pass_key(ctx, rule, period), "run_id": ctx.run_id, "completed_at": ctx.recorded_at}
     insert_ignoring_conflicts(session, JourneyPass, [row], returning="id")
 
 

@@ -110,7 +110,9 @@ def explain(
             )
             report = JourneyReport(journey.id)
             journey.housekeeping(session, ctx, rule, report)  # as a run would, rolled back
-            audience = audience_explain.explain(session, rule.audience, customer_id, as_of)
+            audience = audience_explain.explain(
+                session, rule.audience, customer_id, as_of, balance_at=ctx.balance_at
+            )
             checks = _checks(session, ctx, journey_id, customer_id)
             skips: list[Skip] = []
             made = [

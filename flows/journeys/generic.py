@@ -68,7 +68,7 @@ class Generic(Journey):
         if t.condition is not None:
             return Predicate(
                 f"the trigger holds ({t.condition.text()})",
-                compile_condition(t.condition, ctx.as_of),
+                compile_condition(t.condition, ctx.as_of, balance_at=ctx.balance_at),
                 Customer.points,
                 lambda v: f"points {v}",
             )

@@ -58,7 +58,7 @@ def withdraw_care(
     cancelled = tasks.cancel_open(
         session,
         customers,
-        ctx.at,
+        ctx.recorded_at,
         ctx.actor,
         reason=why,
         note=NOTES[why],
@@ -71,7 +71,7 @@ def withdraw_care(
         queue.withdraw(
             session,
             notices - still_needed,
-            ctx.at,
+            ctx.recorded_at,
             ctx.actor,
             f"{why}: the call it announced was cancelled",
         )
@@ -80,7 +80,7 @@ def withdraw_care(
         withdrawn = queue.withdraw_for_customers(
             session,
             customers,
-            ctx.at,
+            ctx.recorded_at,
             ctx.actor,
             f"{why}: {NOTES[why]}",
             categories=("marketing",) if why == "suspended" else None,

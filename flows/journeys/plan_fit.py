@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, case, false, func, literal, select, type_coerce
+from sqlalchemy import BigInteger, and_, case, false, func, literal, or_, select, true, type_coerce
 from sqlalchemy.orm import Session
 
 from crm.models import Customer, MonthlyUsage, Plan, PlanTier
@@ -182,12 +182,20 @@ NO_PLAN = 10**15
 """Stands in for the cost of a plan the customer may not take (min() must not see NULL)."""
 
 
+def known_usage(known_at: datetime | None) -> Any:
+    """Usage figures that had arrived by ``known_at`` (seeded ones: known since ever)."""
+    if known_at is None:
+        return true()
+    return or_(MonthlyUsage.received_at.is_(None), MonthlyUsage.received_at <= known_at)
+
+
 def could_save_enough(
     plans: list[PlanCost],
     months: list[date],
     min_share: Decimal,
     min_amount: Decimal,
     dialect: str,
+    known_at: datetime | None = None,
 ) -> Any:
     """The plan-fit test in SQL, set-based: one correlated subquery per customer.
 
@@ -240,7 +248,12 @@ def could_save_enough(
                 (func.count() - len(months)) * 10_000,
             )
         )
-        .where(m.customer_id == Customer.id, m.month.in_(months), Plan.id == Customer.plan_id)
+        .where(
+            m.customer_id == Customer.id,
+            m.month.in_(months),
+            Plan.id == Customer.plan_id,
+            known_usage(known_at),
+        )
         .correlate(Customer)
         .scalar_subquery()
     )
@@ -288,10 +301,15 @@ class PlanFit(Journey):
                     trigger.min_saving_share,
                     trigger.min_saving_amount,
                     session.get_bind().dialect.name,
+                    ctx.at,
                 ),
                 select(func.count())
                 .select_from(MonthlyUsage)
-                .where(MonthlyUsage.customer_id == Customer.id, MonthlyUsage.month.in_(months))
+                .where(
+                    MonthlyUsage.customer_id == Customer.id,
+                    MonthlyUsage.month.in_(months),
+                    known_usage(ctx.at),
+                )
                 .scalar_subquery(),
                 lambda v: f"{v} month(s) of usage",
             ),
@@ -319,6 +337,7 @@ class PlanFit(Journey):
             .where(
                 MonthlyUsage.customer_id.in_([c.id for c in batch]),
                 MonthlyUsage.month.in_(months),
+                known_usage(ctx.at),  # figures received after the day's instant were not known
             )
             .order_by(MonthlyUsage.customer_id, MonthlyUsage.month)
         ):

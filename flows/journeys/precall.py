@@ -107,7 +107,9 @@ class PrecallNotice(Journey):
                 )
             ).all()
             suppressed = {r.id: r.status_reason or "suppressed" for r in rows}
-        tasks.ready_without_notice(session, suppressed, ctx.at, ctx.actor, status_word="suppressed")
+        tasks.ready_without_notice(
+            session, suppressed, ctx.recorded_at, ctx.actor, status_word="suppressed"
+        )
         return []
 
     def housekeeping(
@@ -169,10 +171,10 @@ def join_todays_notice(session: Session, ctx: RunContext, rule: JourneyBase) -> 
         if n.status in (QUEUED, SENDING):
             joined += tasks.link_notice(session, ids, n.id)
         elif n.status in ACCEPTED:
-            ready_at = (n.sent_at or ctx.at) + lead
+            ready_at = (n.sent_at or ctx.recorded_at) + lead
             joined += tasks.link_notice(session, ids, n.id, ready_at=ready_at)
         else:
             joined += tasks.link_notice(session, ids, n.id)
             never[n.id] = f"{n.status} ({n.status_reason or 'no reason given'})"
-    tasks.ready_without_notice(session, never, ctx.at, ctx.actor, status_word="ended")
+    tasks.ready_without_notice(session, never, ctx.recorded_at, ctx.actor, status_word="ended")
     return joined

@@ -99,7 +99,7 @@ def run_preview(
         outer = conn.begin()
         session = Session(bind=conn, join_transaction_mode="create_savepoint")
         try:
-            audience = compile_condition(rule.audience, as_of)
+            audience = compile_condition(rule.audience, as_of, balance_at=ctx.balance_at)
             count = session.scalar(
                 scoped(select(func.count()).select_from(Customer).where(audience), ctx)
             )

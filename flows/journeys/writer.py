@@ -89,7 +89,7 @@ def apply_decisions(
         )
         for i in won_at
     ]
-    audit.append(session, ctx.actor, ctx.at, entries)
+    audit.append(session, ctx.actor, ctx.recorded_at, entries)
     return won
 
 
@@ -115,10 +115,9 @@ def _post_credits(
         for d in won
         for credit in d.credits
     ]
-    balances = {d.customer.id: d.customer.balance for d in won}
-    entries = ledger.post(session, postings, balances, ctx.at)
+    entries, balances = ledger.post(session, postings, ctx.recorded_at, care_day=ctx.as_of)
     for d in won:
-        d.customer.balance = balances[d.customer.id]
+        d.customer.balance = balances.get(d.customer.id, d.customer.balance)
     report.counts["credits"] += len(postings)
     return entries
 
@@ -147,7 +146,7 @@ def _suspend(
             )
             for d in wanted
         ],
-        ctx.at,
+        ctx.recorded_at,
         ctx.actor,
         reason or "suspended by the journey",
     )
@@ -182,7 +181,8 @@ def _write_messages(
             rule_hash = hashes.get(id(m.rule))
             if rule_hash is None:
                 rule_hash = hashes[id(m.rule)] = m.rule.content_hash
-            start = ctx.at if m.not_before is None else max(ctx.at, m.not_before)
+            now = ctx.recorded_at
+            start = now if m.not_before is None else max(now, m.not_before)
             row = queue.new_row(
                 queue.NewMessage(
                     customer_id=c.id,
@@ -201,7 +201,7 @@ def _write_messages(
                     sms_opt_out=c.sms_opt_out,
                     do_not_call=c.do_not_call,
                 ),
-                ctx.at,
+                ctx.recorded_at,
             )
             rows.append(row)
             owners.append(d)
@@ -259,7 +259,7 @@ def _write_tasks(
                 "details": audit.canonical(t.details),
                 "attempt": t.attempt,
                 "rule_hash": rule_hash,
-                "created_at": ctx.at,
+                "created_at": ctx.recorded_at,
                 "status": tasks.AWAITING_NOTICE,
                 "no_notice": False,
                 "ready_at": None,
@@ -271,7 +271,7 @@ def _write_tasks(
             elif precall is None:
                 reason = "the pre-call notice journey is off"
             if reason is not None:
-                row.update(status=tasks.READY, no_notice=True, ready_at=ctx.at)
+                row.update(status=tasks.READY, no_notice=True, ready_at=ctx.recorded_at)
                 row["details"] = audit.canonical({**t.details, "no_notice_reason": reason})
                 report.counts["tasks_no_notice"] += 1
             rows.append(row)

@@ -24,11 +24,14 @@ from notifications.outbox.rows import (
 from notifications.outbox.states import ACCEPTED, QUEUED, SENDING, SUPPRESSED
 
 
-def claim_due(session: Session, at: datetime, limit: int) -> list[DueMessage]:
+def claim_due(
+    session: Session, at: datetime, limit: int, *, due_by: datetime | None = None
+) -> list[DueMessage]:
     """Select up to ``limit`` due queued messages and lock them for this transaction.
 
     Due means ``status='queued' AND scheduled_for <= at AND (next_attempt_at IS
-    NULL OR next_attempt_at <= at)``, oldest first. On PostgreSQL the rows are
+    NULL OR next_attempt_at <= at)``, oldest first; ``due_by`` (never after ``at``)
+    takes only those scheduled by then. On PostgreSQL the rows are
     taken ``FOR UPDATE SKIP LOCKED`` (a second dispatcher gets other rows, never
     waits); SQLite has no row locks but vipcare opens every transaction with
     ``BEGIN IMMEDIATE``, so the whole claim transaction is serialised. The
@@ -41,7 +44,7 @@ def claim_due(session: Session, at: datetime, limit: int) -> list[DueMessage]:
         select(*MESSAGE_COLUMNS)
         .where(
             MESSAGES.c.status == QUEUED,
-            MESSAGES.c.scheduled_for <= at,
+            MESSAGES.c.scheduled_for <= (at if due_by is None else min(at, due_by)),
             (MESSAGES.c.next_attempt_at.is_(None)) | (MESSAGES.c.next_attempt_at <= at),
         )
         .order_by(MESSAGES.c.scheduled_for, MESSAGES.c.id)

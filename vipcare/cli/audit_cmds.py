@@ -6,8 +6,8 @@ import json
 
 import typer
 
-from vipcare.cli.common import engine, fail, input_errors
-from vipcare.console import console, print_json, print_table
+from vipcare.cli.common import engine, fail, input_errors, now_utc, settings
+from vipcare.console import console, err_console, print_json, print_table
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 
@@ -68,12 +68,34 @@ def list_(
 @audit_app.command("verify")
 @input_errors
 def verify() -> None:
-    """Recompute the hash chain; exit 1 naming the first altered or missing row."""
-    from crm import audit
-    from crm.db import transaction
+    """Recompute the hash chain and check the money and state invariants of every customer.
 
-    with transaction(engine()) as session:
+    Exit 1 naming the first altered or missing row, or listing the invariant
+    violations (they also show in `vipcare status` until fixed).
+    """
+    from crm import audit, invariants
+    from crm.db import transaction
+    from flows.journeys.day import grace_limits
+    from rules import load_rules
+
+    eng = engine()
+    with transaction(eng) as session:
         result = audit.verify(session)
     if not result.ok:
         fail(f"audit chain broken at row {result.first_bad_seq}: {result.problem}")
     console.print(f"[green]audit chain intact[/]: {result.rows_checked} rows verified")
+    limits = grace_limits(load_rules(settings().rules_dir))
+    checked = invariants.record_check(
+        eng, "audit verify", now_utc(), since=None, grace=limits, owner="cli:audit verify"
+    )
+    if checked.violations:
+        for v in checked.violations[:50]:
+            err_console.print(f"  {v}", highlight=False, soft_wrap=True)
+        more = len(checked.violations) - 50
+        fail(
+            f"{len(checked.violations)} money/state invariant violation(s) among "
+            f"{checked.customers} customers" + (f" ({more} more not listed)" if more > 0 else "")
+        )
+    console.print(
+        f"[green]money and state invariants hold[/]: {checked.customers} customers checked"
+    )

@@ -50,6 +50,11 @@ def run(
     ),
     journey: list[str] = typer.Option([], "--journey", help="Only this journey (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Decide and count, write nothing."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Run a day older than the catch-up window (VIPCARE_CATCH_UP_DAYS) anyway.",
+    ),
     shards: int = typer.Option(1, "--shards", min=1, max=64, help="Split customers into N shards."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
     show_progress: bool | None = typer.Option(
@@ -62,6 +67,9 @@ def run(
 
     Sending is the dispatcher's job (``vipcare dispatch``, or ``vipcare scheduler``
     every few minutes), so each customer's send window is served in their own zone.
+    A past day decides on what was known at its instant and does only what can
+    still honestly happen now (docs/journeys.md); one older than the catch-up
+    window needs --force, and its postings carry today's time and the care day.
     """
     import uuid
 
@@ -78,16 +86,26 @@ def run(
             from rich.markup import escape
 
             fail(f"--journey {name} cannot run: {escape(refusal.describe())}")
-    today = today_local()
+    now = now_utc()
+    today = now.astimezone(settings().tz).date()
     if as_of is None:
         as_of = instant.astimezone(settings().tz).date() if instant else today
-        instant = instant or now_utc()
-    future = as_of > today or (instant is not None and instant > now_utc())
+        instant = instant or now
+    future = as_of > today or (instant is not None and instant > now)
     if future and not dry_run:
         when = f"--date {as_of}" if as_of > today else f"--at {at}"
         fail(
             f"{when} is in the future (today is {today} in {settings().timezone}); a care day "
             "runs once it has begun. Add --dry-run to see what it would decide"
+        )
+    window = max(1, settings().catch_up_days)  # the scheduler's: today and the days before it
+    age = (today - as_of).days
+    if age >= window and not force and not dry_run:
+        fail(
+            f"--date {as_of} is {age} days ago, older than the catch-up window "
+            f"(VIPCARE_CATCH_UP_DAYS={window}); a day that old acts on the facts known then "
+            "and posts today. Add --force to run it anyway, or --dry-run to see what it "
+            "would decide"
         )
     from vipcare.operations import run_care_day
 
@@ -103,6 +121,7 @@ def run(
                 journey,
                 dry_run,
                 shards,
+                now=now,
                 run_id=run_id,
                 announce=_announce,
             )
@@ -458,11 +477,21 @@ def ledger_list(
         return
     print_table(
         "credit ledger",
-        ["id", "created_at", "customer_id", "kind", "amount", "balance_after", "occurrence"],
+        [
+            "id",
+            "posted_at",
+            "care_day",
+            "customer_id",
+            "kind",
+            "amount",
+            "balance_after",
+            "occurrence",
+        ],
         (
             [
                 r["id"],
                 r["created_at"],
+                r["care_day"] or "",
                 r["customer_id"],
                 r["kind"],
                 r["amount"],

@@ -194,6 +194,7 @@ def import_(
     console.print(
         f"[green]imported[/] {escape(report.file)} as {report.kind}: {report.rows} rows, "
         f"{report.inserted} new, {report.updated} updated"
+        + (f", {report.unchanged} unchanged" if report.unchanged else "")
         + (f", {report.stale_count} stale skipped" if report.stale_count else ""),
         highlight=False,
         soft_wrap=True,
@@ -210,6 +211,12 @@ def import_(
         )
     if report.stale_count > 50:
         console.print(f"... and {report.stale_count - 50} more stale rows", highlight=False)
+    if report.violations:
+        err_console.print(
+            f"[yellow]warning:[/] the check after the import found {report.violations} "
+            "money/state invariant violation(s); `vipcare status` shows them",
+            highlight=False,
+        )
 
 
 @customers_app.command("list")

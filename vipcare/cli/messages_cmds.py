@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 
 import typer
@@ -19,6 +20,8 @@ from vipcare.cli.common import (
 from vipcare.console import console, err_console, print_json, print_table
 
 messages_app = typer.Typer(help="The outbox: SMS and voice notices.", no_args_is_help=True)
+AT_TOLERANCE = timedelta(minutes=1)
+"""``dispatch --at`` this little ahead of the clock is taken as now (a clock a little behind)."""
 
 
 class Status(StrEnum):
@@ -41,7 +44,10 @@ def register(app: typer.Typer) -> None:
 @input_errors
 def dispatch(
     at: str | None = typer.Option(
-        None, "--at", help="Dispatch as of this ISO time (naive = operator time zone); default now."
+        None,
+        "--at",
+        help="Send only what was due by this ISO time (naive = operator time zone); never a "
+        "future time. Sending itself always happens now, in each customer's real window.",
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Claim at most this many rows."),
     reconcile_all: bool = typer.Option(
@@ -60,7 +66,9 @@ def dispatch(
     """Send what is due through the contact policy, the rate limit and the channel backend.
 
     Reconciles rows a crashed run left in 'sending' first; safe to run while
-    another dispatcher runs. Messages past their validity end 'expired'.
+    another dispatcher runs. Messages past their validity end 'expired'. The send
+    window, the caps and the validity are judged on the real clock, and each
+    message is recorded sent when it really was: --at only narrows what is taken.
     """
     from contextlib import nullcontext
     from typing import Any
@@ -71,7 +79,15 @@ def dispatch(
     from vipcare.operations import dispatch_due
 
     eng = engine()
-    when = parse_instant(at) or now_utc()
+    now = now_utc()
+    due_by = parse_instant(at)
+    if due_by is not None and due_by > now + AT_TOLERANCE:
+        fail(
+            f"--at {at} is in the future (now is "
+            f"{now.astimezone(settings().tz).isoformat(timespec='seconds')} in "
+            f"{settings().timezone}); dispatch sends now and never ahead of time: run it then"
+        )
+    when = now
     ruleset = live_ruleset(eng)  # a refused edit is warned about; its last good version runs
     progress_on = err_console.is_terminal if show_progress is None else show_progress
     display: Any = nullcontext()
@@ -79,7 +95,7 @@ def dispatch(
         from vipcare.progress import DispatchProgress
 
         with transaction(eng) as session:
-            display = DispatchProgress(err_console, count_due(session, when))
+            display = DispatchProgress(err_console, count_due(session, min(when, due_by or when)))
     with display:
         summary = dispatch_due(
             settings(),
@@ -91,6 +107,7 @@ def dispatch(
             actor=Actor("cli", "dispatch"),
             wall_clock=now_utc,
             progress=display if progress_on else None,
+            due_by=due_by if due_by is not None and due_by < when else None,
         )
     data = summary.as_dict()
     if as_json:
@@ -98,7 +115,10 @@ def dispatch(
         if summary.halted:
             fail(f"dispatch stopped early: {summary.halted}")
         return
-    console.print(f"[bold]dispatch[/] as of {when.isoformat().replace('+00:00', 'Z')}")
+    console.print(
+        f"[bold]dispatch[/] at {when.isoformat().replace('+00:00', 'Z')}"
+        + (f", due by {due_by.isoformat().replace('+00:00', 'Z')}" if due_by else "")
+    )
     rows = [
         (key, data[key])
         for key in (

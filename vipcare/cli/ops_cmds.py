@@ -184,6 +184,63 @@ def _print_health(h: dict[str, Any]) -> None:
             f"overdue call tasks (planned before {o['planned_before']}): {o['count']}",
             highlight=False,
         )
+    inv = h["invariants"]
+    if inv.get("checked"):
+        verdict = "hold" if inv["ok"] else f"[red]{inv['count']} violation(s)[/]"
+        console.print(
+            f"money and state invariants: {verdict} (after the {inv['after']} at "
+            f"{_local(inv['at'])}, {inv['customers']} customer(s) checked)",
+            highlight=False,
+        )
+        for line in inv["violations"]:
+            console.print(f"  [red]•[/] {line}", highlight=False)
+    _print_catch_up(h["catch_up"])
+
+
+def _spans(days: list[Any]) -> str:
+    """``[12-01, 12-02, 12-03, 12-07]`` → ``12-01 to 12-03, 12-07``."""
+    from datetime import timedelta
+
+    spans: list[list[Any]] = []
+    for day in days:
+        if spans and day - spans[-1][-1] == timedelta(days=1):
+            spans[-1].append(day)
+        else:
+            spans.append([day])
+    return ", ".join(f"{s[0]} to {s[-1]}" if len(s) > 1 else f"{s[0]}" for s in spans)
+
+
+def _print_catch_up(c: dict[str, Any]) -> None:
+    """What the last outage skipped: the days run late and what they did not do, and why."""
+    if not (c.get("late_days") or c.get("days_not_run")):
+        return
+    days = c["late_days"]
+    if days:
+        console.print(
+            f"last catch-up: care days {_spans(days)} run late, at {_local(c['caught_up_at'])}",
+            highlight=False,
+        )
+    reasons = {
+        "too_late": "its text could no longer arrive in time",
+        "graces_held_not_told": "grace held: its notice never reached the customer in time",
+        "graces_topped_up_since": "grace left for a later day: a top-up arrived since",
+    }
+    rows = [
+        [journey, reasons.get(code, code), n]
+        for journey, counts in c["skipped"].items()
+        for code, n in sorted(counts.items())
+    ]
+    if rows:
+        print_table(
+            "not done by the late days (and why)",
+            ["journey", "why", "decisions (all late days)"],
+            rows,
+        )
+    for gap in c["days_not_run"]:
+        console.print(
+            f"care days {gap['from']} to {gap['to']}: never run (older than the catch-up window)",
+            highlight=False,
+        )
 
 
 STATE_WORDS = {

@@ -268,6 +268,7 @@ def run_care_days(rt: Runtime) -> None:
                 day,
                 at,
                 shards=rt.settings.care_shards,
+                now=rt.clock(),
                 announce=log.info,
                 engine=rt.engine,
             )
