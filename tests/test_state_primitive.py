@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -93,10 +94,7 @@ def test_reasons_name_the_refusal() -> None:
     assert MACHINE.reason("open", "repaid") is None
     assert MACHINE.reason("repaid", "suspended") == "the customer topped up; nothing to suspend"
     assert MACHINE.reason("expired", "open") == "expired is final; a grace never leaves it"
-    assert (
-        MACHINE.reason("open", "open") == "from open, a grace can only go to cancelled, "
-        "expired, repaid, suspended"
-    )
+    assert MACHINE.reason("open", "open") == "a grace is already open"
     assert "unknown status 'paid'" in (MACHINE.reason("open", "paid") or "")
     assert MACHINE.terminal == {Grace.REPAID, Grace.SUSPENDED, Grace.EXPIRED, Grace.CANCELLED}
     assert MACHINE.open == (Grace.OPEN,)
@@ -132,15 +130,15 @@ def test_move_changes_only_legal_rows_and_audits_exactly_them(engine: Engine) ->
         )
     assert [m.id for m in second] == ids[2:]
     with session_factory(engine)() as s:
-        status = dict(s.execute(select(GracePeriod.id, GracePeriod.status)).all())  # type: ignore[arg-type]
+        status: dict[int, str] = dict(
+            s.execute(select(GracePeriod.id, GracePeriod.status)).tuples().all()
+        )
     assert status == {**{i: "repaid" for i in ids[:2]}, **{i: "expired" for i in ids[2:]}}
     rows = _audit(engine)
     assert [(r.action, r.entity) for r in rows] == [
         *(("grace.repaid", f"grace:{i}") for i in ids[:2]),
         *(("grace.expired", f"grace:{i}") for i in ids[2:]),
     ]
-    import json
-
     assert json.loads(rows[0].details) == {"from": "open", "reason": "topped up"}
     assert json.loads(rows[-1].details) == {"from": "open", "grace": ids[-1]}
     assert rows[0].customer_ref == "C0"
