@@ -503,7 +503,10 @@ def load_live_rules(
             except SQLAlchemyError as exc:
                 log.warning("could not record the rule files' changes (tried again later): %s", exc)
                 return live
-        if not changes or record:
+        if not changes:
+            # Cached only under the state it was read from: after recording changes the
+            # next call reads the stored versions again (a key taken before the write
+            # would also match a database emptied since, and skip recording there).
             _CACHE[key] = live
             while len(_CACHE) > _CACHE_SIZE:
                 _CACHE.popitem(last=False)

@@ -536,3 +536,29 @@ def test_a_missing_rules_folder_keeps_the_whole_last_good_set(
     live = load_live_rules(engine, empty, now)  # a folder without contact_policy.yaml
     assert sorted(live.require().journeys) == sorted(first.journeys)
     assert "missing contact_policy.yaml" in live.attention()[0]
+
+
+def test_a_database_emptied_since_the_last_read_gets_the_rule_files_recorded_again(
+    engine: Engine,
+) -> None:
+    """The process's cache never stands in for a record the database no longer has.
+
+    Found in the suite: a cache entry keyed on the state before the write also matched
+    the database after it was emptied, so a later process found no rule files and wrote
+    (and waited for) the acceptance itself.
+    """
+    from sqlalchemy import delete
+
+    from crm.db import transaction
+    from crm.models import RuleFile
+    from rules.live import load_live_rules
+
+    at = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+    load_live_rules(engine, ROOT / "rules", at)
+    with transaction(engine) as s:
+        assert s.scalar(select(func.count()).select_from(RuleFile))
+        s.execute(delete(RuleFile))
+    load_live_rules(engine, ROOT / "rules", at)
+    with transaction(engine) as s:
+        stored = s.scalar(select(func.count()).select_from(RuleFile))
+    assert stored == len(list((ROOT / "rules").glob("*.yaml")))
