@@ -292,17 +292,6 @@ class ActorType(StrEnum):
 
 
 @unique
-class BuiltinJourney(StrEnum):
-    """The journeys vipcare ships code for; marketing ops may declare more in YAML."""
-
-    BIRTHDAY = "birthday"
-    PLAN_FIT = "plan_fit"
-    GRACE_CREDIT = "grace_credit"
-    PRECALL_NOTICE = "precall_notice"
-    CALLBACK = "callback"
-
-
-@unique
 class AuditAction(StrEnum):
     """Every fixed audit action. Two families carry a name: ``journey.<journey id>``
     (one per decision) and ``grace.<GraceStatus>``."""
