@@ -99,9 +99,7 @@ def rich_world(engine: Any, tmp_path: Path) -> World:
 
 
 def _client(world: World, login: str, locale: str) -> TestClient:
-    c = TestClient(
-        world.app(), base_url="http://testserver", headers={"accept-language": locale}
-    )
+    c = TestClient(world.app(), base_url="http://testserver", headers={"accept-language": locale})
     assert sign_in(c, login).status_code == 303
     return c
 
@@ -215,7 +213,8 @@ def test_the_raw_codes_the_issue_found_are_labelled(world):
 def test_the_helper_catches_what_it_is_for():
     """The check itself: each kind of slip is reported, a clean page is not."""
     zh = '<html lang="zh-CN"><body><p>状态：expired</p><p>不发短信（customer opted out of SMS）</p>'
-    zh += '<p lang="en">English</p><blockquote class="sms">Dear Fay, hello there friend</blockquote>'
+    zh += '<p lang="en">English</p>'
+    zh += '<blockquote class="sms">Dear Fay, hello there friend</blockquote>'
     problems = language_problems(zh, "zh-CN")
     assert any("'expired'" in p for p in problems)
     assert any("English on a Chinese page" in p for p in problems)

@@ -110,5 +110,6 @@ def language_problems(html: str, locale: str, allowed: Iterable[str] = ()) -> li
         else:
             raw = [w for w in WORD.findall(rest) if w in known_codes]
             problems += [f"raw code {w!r}: {text!r}" for w in raw]
-            problems += [f"English on a Chinese page: {text!r}" for _ in ENGLISH_PHRASE.findall(rest)]
+            if ENGLISH_PHRASE.search(rest):
+                problems.append(f"English on a Chinese page: {text!r}")
     return list(dict.fromkeys(problems))
