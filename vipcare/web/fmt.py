@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -55,6 +55,44 @@ def _decimal_pattern(places: int) -> NumberPattern:
     return parse_pattern("#,##0" + ("." + "0" * places if places else ""))
 
 
+# Babel formats each distinct value once per process: a page repeats the same days, times,
+# amounts and shares many times, and the cached text is all a page needs.
+@lru_cache(maxsize=8192)
+def _money(locale: str, amount: Decimal) -> str:
+    return MONEY.apply(amount, babel_locale(locale))
+
+
+@lru_cache(maxsize=8192)
+def _time(locale: str, tz: ZoneInfo, value: datetime) -> str:
+    return format_datetime(value, TIME, tzinfo=tz, locale=babel_locale(locale))
+
+
+@lru_cache(maxsize=4096)
+def _label(locale: str, enum: type[StrEnum], value: str) -> str:
+    try:
+        member = enum(value)
+    except ValueError:
+        return value
+    return translations(locale).gettext(labels.key(enum, member.value))
+
+
+@lru_cache(maxsize=4096)
+def _day(locale: str, value: date) -> str:
+    return format_date(value, DAY, locale=babel_locale(locale))
+
+
+@cache
+def _month(locale: str, month: int) -> str:
+    return format_date(date(2000, month, 1), "MMM", locale=babel_locale(locale))
+
+
+@lru_cache(maxsize=4096)
+def _percent(locale: str, whole: int) -> str:
+    """A whole percentage in the locale's percent format (a page shows hundreds of them)."""
+    cldr = babel_locale(locale)
+    return cldr.percent_formats[None].apply(Decimal(whole) / 100, cldr)
+
+
 class Formatter:
     """Bound to one viewer's language and time zone; templates call it as ``f``."""
 
@@ -75,7 +113,7 @@ class Formatter:
     def dt(self, value: datetime | None) -> str:
         if value is None:
             return ""
-        return format_datetime(self._aware(value), TIME, tzinfo=self.tz, locale=self._cldr)
+        return _time(self.locale, self.tz, self._aware(value))
 
     def iso(self, value: datetime | None) -> str:
         """Machine-readable local time, for ``<time datetime=...>`` and CSV."""
@@ -88,7 +126,7 @@ class Formatter:
             return ""
         if isinstance(value, str):
             return value
-        return format_date(value, DAY, locale=self._cldr)
+        return _day(self.locale, value)
 
     def iso_day(self, value: date | None) -> str:
         """A date as a form field holds it (``<input type="date">`` wants ISO 8601)."""
@@ -100,19 +138,18 @@ class Formatter:
 
     def month(self, value: date) -> str:
         """A chart's month: ``8月``, ``Aug``."""
-        return format_date(value, "MMM", locale=self._cldr)
+        return _month(self.locale, value.month)
 
     def money(self, value: Decimal | str | None) -> str:
         if value is None or value == "":
             return ""
-        return MONEY.apply(Decimal(str(value)), self._cldr)
+        return _money(self.locale, Decimal(str(value)))
 
     def pct(self, value: Decimal | float | None) -> str:
         """A share as a whole percentage: ``0.856`` → ``86%``."""
         if value is None:
             return "–"
-        pattern = self._cldr.percent_formats[None]
-        return pattern.apply(Decimal(str(value)), self._cldr)
+        return _percent(self.locale, int(f"{value * 100:.0f}"))  # half to even
 
     def num(self, value: Decimal | int | None) -> str:
         """A number with the digits it was computed to (an average of 4.50 stays 4.50)."""
@@ -129,11 +166,7 @@ class Formatter:
         (a future one, or a club the operator imported) is shown as stored."""
         if value is None or value == "":
             return ""
-        try:
-            member = enum(value)
-        except ValueError:
-            return str(value)
-        return self.t(labels.key(enum, member.value))
+        return _label(self.locale, enum, str(value))
 
     def _named(self, prefix: str, name: str | None) -> str:
         """A journey's or template's label; one a rule file added later shows its name."""
@@ -274,10 +307,11 @@ class Formatter:
             for u in task.usage
         ]
 
-    def usage_desc(self, task: TaskRow) -> str:
+    def usage_desc(self, points: list[tuple[str, tuple[float, float, float]]]) -> str:
+        """The usage chart's description for a screen reader (``usage_points``' numbers)."""
         parts = [
             self.t("usage_desc", month=label_, voice=self.pct(v), data=self.pct(d), sms=self.pct(s))
-            for label_, (v, d, s) in self.usage_points(task)
+            for label_, (v, d, s) in points
         ]
         return "; ".join(parts) if parts else self.t("usage_none")
 
