@@ -35,6 +35,7 @@ from crm import audit, grace, ledger
 from crm.audit import AuditEntry
 from crm.capacity import CapacityPlanner
 from crm.models import Customer, GracePeriod, OutboundMessage
+from crm.statuses import ReasonCode
 from crm.types import Money
 from flows.journeys.actions import interpret, when_columns
 from flows.journeys.context import CustomerRow, RunContext, customer_select, iter_candidates
@@ -254,7 +255,8 @@ class GraceCredit(Journey):
             [m.id for m in found if (m.customer_id, m.occurrence) in wanted],
             ctx.at,
             ctx.actor,
-            "cancelled: the line was suspended or closed, so the grace no longer holds",
+            f"{ReasonCode.CANCELLED}: the line was suspended or closed, "
+            "so the grace no longer holds",
         )
 
     def _deadline(
