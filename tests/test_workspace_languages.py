@@ -27,13 +27,10 @@ from notifications.backends.mock import MockSMSBackend, MockVoiceBackend
 from notifications.dispatcher import dispatch
 from rules import load_rules
 from tests.builders import RULES_DIR
-from tests.test_web_browser import ARTIFACTS, browser, open_page, serve
-from tests.test_web_browser import sign_in as browser_sign_in
 from tests.web_lang import language_problems, visible_texts
 from tests.web_support import AS_OF, NAMES, World, build_world, csrf_of, local, sign_in
 
 pytest_plugins = ["tests.web_support"]
-__all__ = ["browser"]  # the Chromium fixture, shared with the browser tests
 
 EXTRA = {
     "F": "Fay Points",
@@ -107,7 +104,7 @@ def _client(world: World, login: str, locale: str) -> TestClient:
     return c
 
 
-def _work_some_calls(world: World) -> None:
+def work_some_calls(world: World) -> None:
     """A reached call with a note, one not answered (a retry follows), one rescheduled,
     and a QA sample drawn and reviewed: every kind of timeline entry a manager makes."""
     m1 = _client(world, "M1", "en")
@@ -159,7 +156,7 @@ def _pages(world: World) -> tuple[list[str], list[str]]:
 @pytest.fixture
 def world(engine, cheap_argon2, tmp_path) -> World:
     built = rich_world(engine, tmp_path)
-    _work_some_calls(built)
+    work_some_calls(built)
     return built
 
 
@@ -229,30 +226,3 @@ def test_the_helper_catches_what_it_is_for():
     assert any("'awaiting_notice'" in p for p in problems)
     assert not any("中文" in p for p in problems)
     assert language_problems('<html lang="en"><p>Ready to call</p></html>', "en") == []
-
-
-@pytest.mark.parametrize("lang", ["zh-CN", "en"])
-def test_screenshots_of_the_team_and_a_timeline(browser, world, request, lang):
-    """In Chromium: the team page (the messages chart with its expired status and the
-    legend's colour keys) and a customer's timeline, a screenshot of each per language."""
-    database = request.node.callspec.params["db_url"]
-    folder = ARTIFACTS / "screenshots" / database
-    folder.mkdir(parents=True, exist_ok=True)
-    with serve(world.app()) as base:
-        boss = open_page(browser, base, lang)
-        browser_sign_in(boss, "S1")
-        boss.goto("/team")
-        legend = boss.locator("ul.legend li")
-        assert legend.count() >= 3 and boss.locator("ul.legend svg.swatch rect").count() >= 3
-        expired = "已过期" if lang == "zh-CN" else "expired"
-        assert any(t.startswith(expired) for t in legend.all_inner_texts())
-        assert language_problems(boss.content(), lang, DATA) == []
-        boss.screenshot(path=str(folder / f"team-{lang}.png"), full_page=True)
-        page = open_page(browser, base, lang)
-        browser_sign_in(page, "M1")
-        for ref in ("J", "H"):
-            page.goto(f"/customers/{ref}")
-            assert language_problems(page.content(), lang, DATA) == []
-        page.screenshot(path=str(folder / f"customer-{lang}.png"), full_page=True)
-        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 0

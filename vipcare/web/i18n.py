@@ -110,17 +110,6 @@ def translate(locale: str, key: str, **values: Any) -> str:
     return text.format(**values) if values else text
 
 
-def translator(locale: str) -> Any:
-    """``t(key, **values)`` for templates, bound to one language."""
-    found = translations(locale)
-
-    def t(key: str, **values: Any) -> str:
-        text = found.gettext(key)
-        return text.format(**values) if values else text
-
-    return t
-
-
 def accepted(header: str | None) -> list[str]:
     """The languages of an ``Accept-Language`` header, most wanted first (q=0 left out;
     a malformed entry is skipped, not fatal)."""
