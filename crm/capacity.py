@@ -19,8 +19,9 @@ from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
 from crm.models import CallTask, Manager
+from crm.statuses import TaskStatus
 
-OPEN_TASK_STATUSES: tuple[str, ...] = ("awaiting_notice", "ready")
+OPEN_TASK_STATUSES: tuple[str, ...] = (TaskStatus.AWAITING_NOTICE.value, TaskStatus.READY.value)
 """Tasks that still occupy a slot in a manager's day."""
 HORIZON_DAYS = 90
 """How far ahead :func:`next_day_with_room` looks before giving up."""

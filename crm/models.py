@@ -31,6 +31,24 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from crm.statuses import (
+    AccountRole,
+    Channel,
+    GraceStatus,
+    InboundAction,
+    InboundOutcome,
+    LineStatus,
+    MessageCategory,
+    MessageStatus,
+    QaCriterion,
+    RunStatus,
+    SessionEnd,
+    TaskKind,
+    TaskOutcome,
+    TaskStatus,
+    Tier,
+    values,
+)
 from crm.types import Money, UTCDateTime
 
 NAMING = {
@@ -41,33 +59,24 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-TIERS: tuple[str, ...] = ("silver", "gold", "platinum", "diamond")
+TIERS: tuple[str, ...] = values(Tier)
 """Tiers in ascending order; ``tier_rank`` is the index in this tuple."""
-CUSTOMER_STATUSES = ("active", "suspended", "closed")
-TASK_KINDS = ("callback", "plan_fit", "grace_followup", "birthday", "care")
+CUSTOMER_STATUSES: tuple[str, ...] = values(LineStatus)
+TASK_KINDS: tuple[str, ...] = values(TaskKind)
 """``care``: a call task of a journey marketing ops declared in YAML (its reason says why)."""
-TASK_STATUSES = ("awaiting_notice", "ready", "done", "cancelled")
-TASK_OUTCOMES = ("reached", "no_answer", "declined", "plan_changed", "wrong_number")
-MESSAGE_STATUSES = (
-    "queued",
-    "sending",
-    "sent",
-    "delivered",
-    "undelivered",
-    "failed",
-    "suppressed",
-    "expired",
-)
-MESSAGE_CHANNELS = ("sms", "voice")
-MESSAGE_CATEGORIES = ("service", "marketing")
-GRACE_STATUSES = ("open", "repaid", "suspended", "expired", "cancelled")
-INBOUND_ACTIONS = ("opt_out", "opt_in")
-INBOUND_OUTCOMES = ("applied", "unchanged", "superseded")
-ACCOUNT_ROLES = ("manager", "supervisor")
-SESSION_END_REASONS = ("signed_out", "password_changed", "role_changed")
+TASK_STATUSES: tuple[str, ...] = values(TaskStatus)
+TASK_OUTCOMES: tuple[str, ...] = values(TaskOutcome)
+MESSAGE_STATUSES: tuple[str, ...] = values(MessageStatus)
+MESSAGE_CHANNELS: tuple[str, ...] = values(Channel)
+MESSAGE_CATEGORIES: tuple[str, ...] = values(MessageCategory)
+GRACE_STATUSES: tuple[str, ...] = values(GraceStatus)
+INBOUND_ACTIONS: tuple[str, ...] = values(InboundAction)
+INBOUND_OUTCOMES: tuple[str, ...] = values(InboundOutcome)
+ACCOUNT_ROLES: tuple[str, ...] = values(AccountRole)
+SESSION_END_REASONS: tuple[str, ...] = values(SessionEnd)
 """Why a workspace session ended before it expired (``staff_sessions.end_reason``)."""
-QA_CRITERIA = ("accuracy", "courtesy", "proactive_offer")
-RUN_STATUSES = ("running", "succeeded", "failed", "skipped")
+QA_CRITERIA: tuple[str, ...] = values(QaCriterion)
+RUN_STATUSES: tuple[str, ...] = values(RunStatus)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:

@@ -24,11 +24,12 @@ from crm.bulk import table_of
 from crm.db import transaction
 from crm.jsonable import jsonable
 from crm.models import JobRun
+from crm.statuses import RunStatus
 
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-SKIPPED = "skipped"
+RUNNING = RunStatus.RUNNING.value
+SUCCEEDED = RunStatus.SUCCEEDED.value
+FAILED = RunStatus.FAILED.value
+SKIPPED = RunStatus.SKIPPED.value
 _RUNS = table_of(JobRun)
 
 

@@ -26,11 +26,12 @@ from crm.bulk import insert_many, table_of
 from crm.errors import CrmError, InvalidTransition, NotFound
 from crm.jsonable import jsonable
 from crm.models import TASK_OUTCOMES, CallTask, Customer, Manager
+from crm.statuses import TaskStatus
 
-AWAITING_NOTICE = "awaiting_notice"
-READY = "ready"
-DONE = "done"
-CANCELLED = "cancelled"
+AWAITING_NOTICE = TaskStatus.AWAITING_NOTICE.value
+READY = TaskStatus.READY.value
+DONE = TaskStatus.DONE.value
+CANCELLED = TaskStatus.CANCELLED.value
 OPEN: tuple[str, ...] = (AWAITING_NOTICE, READY)
 """Statuses of a task a manager may still have to call."""
 

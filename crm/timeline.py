@@ -33,6 +33,8 @@ class Entry:
     channel: str | None = None
     template: str | None = None
     reason: str | None = None
+    error_code: str | None = None
+    """The provider's error code of a message that failed or was not delivered."""
     journey: str | None = None
     """The journey an audit row is about (a customer may have several tasks open)."""
 
@@ -57,6 +59,7 @@ def timeline(
             channel=m.channel,
             template=m.template,
             reason=m.status_reason,
+            error_code=m.error_code,
         )
         for m in messages
     ]

@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
+from crm import statuses
 from crm.phones import InvalidPhone, mask, to_e164
 from notifications.errors import PermanentSendError, TransientSendError
 
 log = logging.getLogger(__name__)
 
 Channel = Literal["sms", "voice"]
-CHANNELS: tuple[str, ...] = ("sms", "voice")
+CHANNELS: tuple[str, ...] = statuses.values(statuses.Channel)
 STATUSES: tuple[str, ...] = ("queued", "sent", "delivered", "undelivered", "failed")
 """Normalised provider statuses, in the vocabulary of the outbox."""
 FINAL_STATUSES: frozenset[str] = frozenset({"delivered", "undelivered", "failed"})

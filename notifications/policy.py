@@ -32,6 +32,7 @@ from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from crm.statuses import ReasonCode
 from rules.models import CategoryCaps, ContactPolicy, SendWindow
 
 WEEK = timedelta(days=7)
@@ -178,9 +179,11 @@ class Recipient:
 def precheck(policy: ContactPolicy, r: Recipient, at: datetime, *, window: bool = True) -> Decision:
     """Everything but the caps: opt-out, do-not-call, wording, window."""
     if r.channel == "sms" and r.sms_opt_out:
-        return Decision("suppress", "customer opted out of SMS", "opt_out")
+        return Decision("suppress", "customer opted out of SMS", ReasonCode.OPT_OUT.value)
     if r.channel == "voice" and r.do_not_call:
-        return Decision("suppress", "customer is on the do-not-call list", "do_not_call")
+        return Decision(
+            "suppress", "customer is on the do-not-call list", ReasonCode.DO_NOT_CALL.value
+        )
     if (
         r.channel == "sms"
         and r.category == "marketing"
@@ -190,7 +193,7 @@ def precheck(policy: ContactPolicy, r: Recipient, at: datetime, *, window: bool 
         return Decision(
             "suppress",
             f"marketing text lacks the required unsubscribe wording {wording!r}",
-            "missing_unsubscribe",
+            ReasonCode.MISSING_UNSUBSCRIBE.value,
         )
     if window:
         until = schedule_in_window(at, r.timezone, policy.send_window)
@@ -201,7 +204,7 @@ def precheck(policy: ContactPolicy, r: Recipient, at: datetime, *, window: bool 
                 "defer",
                 f"{local:%H:%M} {r.timezone} is outside the send window "
                 f"{w.start:%H:%M}-{w.end:%H:%M}",
-                "outside_window",
+                ReasonCode.OUTSIDE_WINDOW.value,
                 until,
             )
     return SEND
@@ -246,14 +249,14 @@ class CapCounter:
                     "suppress",
                     f"daily cap reached: {day} {r.category} message(s) already on "
                     f"{local_day.isoformat()} (customer-local); the cap is {cap.per_day}",
-                    "cap_day",
+                    ReasonCode.CAP_DAY.value,
                 )
             if week >= cap.per_week:
                 return Decision(
                     "suppress",
                     f"weekly cap reached: {week} {r.category} message(s) in the last 7 days; "
                     f"the cap is {cap.per_week}",
-                    "cap_week",
+                    ReasonCode.CAP_WEEK.value,
                 )
         self.add(r.customer_id, r.category, at)
         return SEND

@@ -2,8 +2,9 @@
 
 The app runs in uvicorn in a thread on a free port, on the test database (SQLite and
 PostgreSQL), with an injected clock. Without chromium these tests are skipped loudly;
-with ``CI=true`` they fail instead. Screenshots of "My day" go to ``test-artifacts/``
-(override with ``VIPCARE_TEST_ARTIFACTS``).
+with ``CI=true`` they fail instead. Screenshots of "My day", the team page and a
+customer's timeline, in both languages, go to ``test-artifacts/`` (override with
+``VIPCARE_TEST_ARTIFACTS``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from crm.db import transaction
 from crm.models import AuditLog, CallTask, OutboundMessage, QaReview
 from crm.tasks import complete
 from tests.conftest import IN_CI
+from tests.test_workspace_languages import DATA, rich_world, work_some_calls
+from tests.web_lang import language_problems
 from tests.web_support import AS_OF, NAMES, PASSWORDS
 
 pytest_plugins = ["tests.web_support"]  # the world and cheap_argon2 fixtures
@@ -322,3 +325,34 @@ def test_a_waiting_task_cannot_be_completed_yet(browser, site, world):
     assert world.task("E").status == "awaiting_notice"
     with transaction(world.engine) as s:
         assert s.scalar(select(CallTask.outcome).where(CallTask.id == world.tasks["E"])) is None
+
+
+@pytest.mark.parametrize("lang", ["zh-CN", "en"])
+def test_screenshots_of_the_team_and_a_timeline(
+    browser, engine, cheap_argon2, tmp_path, request, lang
+):
+    """In Chromium: the team page (the messages chart with its expired status and the
+    legend's colour keys) and a customer's timeline, a screenshot of each per language."""
+    world = rich_world(engine, tmp_path)
+    work_some_calls(world)
+    database = request.node.callspec.params["db_url"]
+    folder = ARTIFACTS / "screenshots" / database
+    folder.mkdir(parents=True, exist_ok=True)
+    with serve(world.app()) as base:
+        boss = open_page(browser, base, lang)
+        sign_in(boss, "S1")
+        boss.goto("/team")
+        legend = boss.locator("ul.legend li")
+        assert legend.count() >= 3 and boss.locator("ul.legend svg.swatch rect").count() >= 3
+        expired = "已过期" if lang == "zh-CN" else "expired"
+        assert any(t.startswith(expired) for t in legend.all_inner_texts())
+        assert language_problems(boss.content(), lang, DATA) == []
+        boss.screenshot(path=str(folder / f"team-{lang}.png"), full_page=True)
+        page = open_page(browser, base, lang)
+        sign_in(page, "M1")
+        for ref in ("J", "H"):
+            page.goto(f"/customers/{ref}")
+            assert language_problems(page.content(), lang, DATA) == []
+        page.screenshot(path=str(folder / f"customer-{lang}.png"), full_page=True)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0

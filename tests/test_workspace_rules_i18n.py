@@ -1,9 +1,8 @@
-"""``rules/call_qa.yaml`` (loaded next to the contact policy, never as a journey) and the
-workspace's translation catalogue (every key in both languages, every key used exists)."""
+"""``rules/call_qa.yaml`` (loaded next to the contact policy, never as a journey) and how
+the workspace picks a reader's language (the catalogues: ``test_workspace_catalogue.py``)."""
 
 from __future__ import annotations
 
-import re
 import shutil
 from decimal import Decimal
 from pathlib import Path
@@ -12,11 +11,10 @@ import pytest
 
 from rules import load_rules
 from rules.errors import RulesValidationError
-from vipcare.web.i18n import LOCALES, MESSAGES, negotiate, pick_locale, translate
+from vipcare.web.i18n import accepted, negotiate, pick_locale
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "rules"
-WEB = ROOT / "vipcare" / "web"
 
 
 def rules_copy(tmp_path: Path) -> Path:
@@ -61,27 +59,6 @@ def test_a_bad_call_qa_file_is_reported_at_its_line(tmp_path, text, line, messag
         assert issue.suggestion and suggestion in issue.suggestion
 
 
-def test_every_message_has_both_languages_and_the_same_placeholders():
-    for key, texts in MESSAGES.items():
-        assert len(texts) == len(LOCALES) and all(t.strip() for t in texts), key
-        zh, en = (set(re.findall(r"{(\w+)}", t)) for t in texts)
-        assert zh == en, f"{key}: {zh} != {en}"
-
-
-def _keys_used() -> set[str]:
-    found: set[str] = set()
-    pattern = re.compile(r"""\bt\(\s*["']([a-z_.]+)["']""")
-    for path in [*WEB.rglob("*.html"), *WEB.rglob("*.py")]:
-        found |= set(pattern.findall(path.read_text(encoding="utf-8")))
-    return found
-
-
-def test_every_key_the_pages_use_is_in_the_catalogue():
-    used = _keys_used()
-    assert len(used) > 100
-    assert sorted(used - set(MESSAGES)) == []
-
-
 @pytest.mark.parametrize(
     ("header", "locale"),
     [
@@ -93,6 +70,11 @@ def test_every_key_the_pages_use_is_in_the_catalogue():
         ("en;q=0,zh-CN;q=0.1", "zh-CN"),
         ("fr, de", "zh-CN"),
         ("en;q=bogus", "zh-CN"),
+        ("zh-Hant-TW, en;q=0.5", "zh-CN"),  # Chinese serves a Traditional reader better
+        ("EN-us", "en"),
+        ("*", "zh-CN"),
+        ("fr;q=0.9, en;q=0.8, zh;q=0.7", "en"),
+        ("zh-CN;q=0.5, en", "en"),
     ],
 )
 def test_the_browser_language_is_negotiated(header, locale):
@@ -103,5 +85,9 @@ def test_the_saved_setting_wins_then_the_cookie_then_the_browser():
     assert pick_locale("en", "zh-CN", "zh-CN") == "en"
     assert pick_locale(None, "en", "zh-CN") == "en"
     assert pick_locale(None, "xx", "en") == "en"
-    assert translate("en", "showing_n_of_m", n=3, m=9) == "Showing 3 of 9"
-    assert translate("zh-CN", "showing_n_of_m", n=3, m=9) == "显示 3 / 共 9 条"
+    assert pick_locale(None, None, None) == "zh-CN"
+
+
+def test_the_header_is_read_in_order_of_preference():
+    assert accepted("de;q=0.2, en-GB, zh;q=0.9, fr;q=0") == ["en-GB", "zh", "de"]
+    assert accepted("en;q=x, zh") == ["zh"]

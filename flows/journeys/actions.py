@@ -141,6 +141,8 @@ def interpret(
             details = dict(plan.details)
             if action.reason is not None:
                 details["reason"] = text_for(action.reason, c.locale)
+                if not isinstance(action.reason, str):  # the workspace shows the reader's
+                    details["reason_text"] = dict(action.reason)
             d.tasks.append(
                 TaskIntent(
                     kind=action.kind,

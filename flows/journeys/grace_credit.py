@@ -41,6 +41,7 @@ from crm import audit, grace, ledger
 from crm.audit import AuditEntry
 from crm.capacity import CapacityPlanner
 from crm.models import CreditLedger, Customer, GracePeriod, OutboundMessage
+from crm.statuses import ReasonCode
 from crm.types import Money
 from flows.journeys.actions import interpret, when_columns
 from flows.journeys.context import (
@@ -238,14 +239,18 @@ class GraceCredit(Journey):
                     due.append(c)
             self._close(session, ctx, rule, repaid, "repaid", "grace_repaid", report)
             self._withdraw_notices(
-                session, ctx, repaid, "repaid: the customer topped up, so the grace has ended"
+                session,
+                ctx,
+                repaid,
+                f"{ReasonCode.REPAID}: the customer topped up, so the grace has ended",
             )
             self._close(session, ctx, rule, cancelled, "cancelled", "grace_cancelled", report)
             self._withdraw_notices(
                 session,
                 ctx,
                 cancelled,
-                "cancelled: the line was suspended or closed, so the grace no longer holds",
+                f"{ReasonCode.CANCELLED}: the line was suspended or closed, "
+                "so the grace no longer holds",
             )
             self._deadline(
                 session, ctx, r, self._may_end(session, ctx, r, due, report), planner, report

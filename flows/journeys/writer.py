@@ -20,6 +20,7 @@ from crm.audit import AuditEntry
 from crm.bulk import insert_ignoring_conflicts
 from crm.capacity import CapacityPlanner
 from crm.models import JourneyOccurrence
+from crm.statuses import ReasonCode
 from flows.journeys.context import RunContext
 from flows.journeys.hygiene import withdraw_care
 from flows.journeys.intents import Decision, JourneyReport
@@ -267,9 +268,9 @@ def _write_tasks(
             }
             reason = None
             if c.sms_opt_out:
-                reason = "customer opted out of SMS"
+                reason = f"{ReasonCode.OPT_OUT}: customer opted out of SMS"
             elif precall is None:
-                reason = "the pre-call notice journey is off"
+                reason = f"{ReasonCode.PRECALL_OFF}: the pre-call notice journey is off"
             if reason is not None:
                 row.update(status=tasks.READY, no_notice=True, ready_at=ctx.recorded_at)
                 row["details"] = audit.canonical({**t.details, "no_notice_reason": reason})

@@ -20,6 +20,7 @@ from crm import audit, tasks
 from crm.audit import Actor
 from crm.db import is_sqlite
 from crm.models import CallTask
+from crm.statuses import ReasonCode
 from notifications.outbox.rows import (
     MESSAGE_COLUMNS,
     MESSAGES,
@@ -30,9 +31,9 @@ from notifications.outbox.rows import (
 )
 from notifications.outbox.states import EXPIRED, QUEUED, check_transition
 
-PAST_VALIDITY = "valid_until"
-CALL_CLOSED = "call_closed"
-WINDOW_AFTER_VALIDITY = "window_after_validity"
+PAST_VALIDITY = ReasonCode.VALID_UNTIL.value
+CALL_CLOSED = ReasonCode.CALL_CLOSED.value
+WINDOW_AFTER_VALIDITY = ReasonCode.WINDOW_AFTER_VALIDITY.value
 
 
 def stamp(at: datetime) -> str:

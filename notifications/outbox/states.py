@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from crm.errors import InvalidTransition
+from crm.statuses import MessageStatus
 
-QUEUED = "queued"
-SENDING = "sending"
-SENT = "sent"
-DELIVERED = "delivered"
-UNDELIVERED = "undelivered"
-FAILED = "failed"
-SUPPRESSED = "suppressed"
-EXPIRED = "expired"
+QUEUED = MessageStatus.QUEUED.value
+SENDING = MessageStatus.SENDING.value
+SENT = MessageStatus.SENT.value
+DELIVERED = MessageStatus.DELIVERED.value
+UNDELIVERED = MessageStatus.UNDELIVERED.value
+FAILED = MessageStatus.FAILED.value
+SUPPRESSED = MessageStatus.SUPPRESSED.value
+EXPIRED = MessageStatus.EXPIRED.value
 """Not sent before its ``valid_until`` (a greeting after the birthday, a notice after its
 deadline): it will never be sent, and the reason says why. From ``queued`` (the
 dispatcher found it too late), ``sending`` (its time ran out between claim and

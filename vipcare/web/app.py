@@ -42,11 +42,19 @@ from vipcare.web.deps import (
     render,
     viewer,
 )
-from vipcare.web.i18n import MESSAGES
+from vipcare.web.i18n import N_, known
 from vipcare.web.routes import auth, prefs, team, work
 from vipcare.web.security import SESSION_COOKIE, SessionCodec
 
 STATIC = Path(__file__).resolve().parent / "static"
+OUTAGE_MESSAGES = {
+    "read_only": N_("db_read_only"),
+    "disk_full": N_("db_disk_full"),
+    "lost": N_("db_lost"),
+    "busy": N_("db_busy"),
+    "failed": N_("db_failed"),
+}
+"""What the 503 page says for each kind of outage (:func:`vipcare.errors.outage`)."""
 log = logging.getLogger(__name__)
 
 
@@ -122,21 +130,21 @@ def _error_pages(app: FastAPI) -> None:
 
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, exc: Forbidden) -> Response:
-        return _error(request, 403, "forbidden_title", "forbidden")
+        return _error(request, 403, N_("forbidden_title"), N_("forbidden"))
 
     @app.exception_handler(CsrfRejected)
     async def csrf(request: Request, exc: CsrfRejected) -> Response:
-        return _error(request, 403, "forbidden_title", "form_expired")
+        return _error(request, 403, N_("forbidden_title"), N_("form_expired"))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
-            return _error(request, 404, "not_found_title", "not_found")
+            return _error(request, 404, N_("not_found_title"), N_("not_found"))
         if exc.status_code == 403:
-            return _error(request, 403, "forbidden_title", str(exc.detail))
+            return _error(request, 403, N_("forbidden_title"), str(exc.detail))
         if exc.status_code == 405:
-            return _error(request, 405, "bad_request_title", "not_found")
-        return _error(request, exc.status_code, "bad_request_title", "bad_request")
+            return _error(request, 405, N_("bad_request_title"), N_("not_found"))
+        return _error(request, exc.status_code, N_("bad_request_title"), N_("bad_request"))
 
     @app.exception_handler(SQLAlchemyError)
     async def database_error(request: Request, exc: SQLAlchemyError) -> Response:
@@ -149,11 +157,13 @@ def _error_pages(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return render(request, "error.html", None, 500, title="error_title", message="error")
+        return render(
+            request, "error.html", None, 500, title=N_("error_title"), message=N_("error")
+        )
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
-        return _error(request, 400, "bad_request_title", "bad_request")
+        return _error(request, 400, N_("bad_request_title"), N_("bad_request"))
 
 
 def _unavailable(request: Request, exc: BaseException) -> HTMLResponse:
@@ -171,16 +181,15 @@ def _unavailable(request: Request, exc: BaseException) -> HTMLResponse:
             who = viewer(request, web)
         except (SignInRequired, SQLAlchemyError):
             who = None
-    page = render(
-        request, "error.html", who, 503, title="unavailable_title", message=f"db_{found.kind}"
-    )
+    message = OUTAGE_MESSAGES.get(found.kind, N_("db_failed"))
+    page = render(request, "error.html", who, 503, title=N_("unavailable_title"), message=message)
     page.headers["Retry-After"] = "60"
     return page
 
 
 def _error(request: Request, status: int, title: str, message: str) -> HTMLResponse:
-    if message not in MESSAGES:
-        message = "not_found"
+    if not known(message):
+        message = N_("not_found")
     try:
         who: Viewer | None = viewer(request, config(request))
     except (SignInRequired, SQLAlchemyError):  # the page still renders, in the browser's language

@@ -14,22 +14,40 @@ from decimal import Decimal
 
 from markupsafe import Markup, escape
 
+from crm.statuses import MessageStatus
+
 INK = "#1f2933"
 MUTED = "#52606d"
 GRID = "#d9e2ec"
 BAR = "#2f6fb2"
-STATUS_COLOURS = {
-    "delivered": "#1b7f4c",
-    "sent": "#2f6fb2",
-    "sending": "#7b61c4",
-    "queued": "#8a6d00",
-    "undelivered": "#c2410c",
-    "failed": "#b42318",
-    "suppressed": "#616e7c",
+STATUS_COLOURS: dict[MessageStatus, str] = {
+    MessageStatus.DELIVERED: "#1b7f4c",
+    MessageStatus.SENT: "#2f6fb2",
+    MessageStatus.SENDING: "#7b61c4",
+    MessageStatus.QUEUED: "#8a6d00",
+    MessageStatus.UNDELIVERED: "#c2410c",
+    MessageStatus.FAILED: "#b42318",
+    MessageStatus.SUPPRESSED: "#616e7c",
+    MessageStatus.EXPIRED: "#7c4a1e",
 }
+"""One colour per message status (the chart's bars and its legend); every status has one."""
 USAGE_COLOURS = ("#2f6fb2", "#1b7f4c", "#8a6d00")
 _ids = itertools.count(1)
 """Element ids of titles and descriptions: unique within the process, so within a page."""
+
+
+def status_colour(status: str) -> str:
+    return STATUS_COLOURS[MessageStatus(status)]
+
+
+def swatch(colour: str) -> Markup:
+    """A legend's colour key: an SVG square, so the colour comes from the same table as
+    the bars (the page's CSP allows no inline styles)."""
+    return Markup(
+        '<svg class="swatch" viewBox="0 0 10 10" aria-hidden="true" focusable="false" '
+        f'xmlns="http://www.w3.org/2000/svg"><rect width="10" height="10" rx="2" '
+        f'fill="{escape(colour)}"/></svg>'
+    )
 
 
 def _svg(width: int, height: int, title: str, desc: str, body: str, css_class: str) -> Markup:
@@ -71,7 +89,7 @@ def stacked_daily_bars(
     height: int = 200,
     colours: dict[str, str] | None = None,
 ) -> Markup:
-    colours = colours or STATUS_COLOURS
+    colours = colours or {str(k): v for k, v in STATUS_COLOURS.items()}
     left, right, top, bottom = 40, 8, 10, 24
     plot_w, plot_h = width - left - right, height - top - bottom
     totals = [sum(values[i] for values in series.values()) for i in range(len(days))]

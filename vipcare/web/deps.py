@@ -39,7 +39,7 @@ from rules import RuleSet
 from vipcare.settings import Settings
 from vipcare.web import charts
 from vipcare.web.fmt import Formatter
-from vipcare.web.i18n import pick_locale, translator
+from vipcare.web.i18n import pick_locale
 from vipcare.web.security import LANG_COOKIE, SESSION_COOKIE, SessionCodec, same_token
 
 TEMPLATES = FilePath(__file__).resolve().parent / "templates"
@@ -223,7 +223,7 @@ def render(
         request=request,
         who=who,
         locale=lang,
-        t=translator(lang),
+        t=fmt.t,
         f=fmt,
         tz_name=str(tz),
         csrf=who.csrf if who else "",

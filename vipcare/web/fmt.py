@@ -1,17 +1,96 @@
-"""How values read on a page: times in the viewer's zone, money, coded labels, and the
-one-line "why" of a call and its pre-call SMS, in the viewer's language."""
+"""How values read on a page, in the viewer's language and time zone: times, dates,
+money and numbers (through Babel's CLDR data), the labels of coded values, and the
+one-line "why" of a call and its pre-call SMS."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from enum import StrEnum
+from functools import cache, lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from babel.dates import format_date, format_datetime
+from babel.numbers import NumberPattern, parse_pattern
+
 from crm.phones import mask, readable
+from crm.statuses import (
+    GRACE_ACTION_PREFIX,
+    JOURNEY_ACTION_PREFIX,
+    AccountRole,
+    ActorType,
+    AuditAction,
+    Channel,
+    Club,
+    GraceStatus,
+    LineStatus,
+    MessageStatus,
+    NoticeState,
+    QaCriterion,
+    ReasonCode,
+    SignInNotice,
+    TaskKind,
+    TaskOutcome,
+    TaskStatus,
+    Tier,
+    reason_code,
+)
 from crm.timeline import Entry
 from crm.worklist import TaskRow
-from vipcare.web.i18n import MESSAGES, label, translate
+from vipcare.web import labels
+from vipcare.web.i18n import babel_locale, known, translations
+
+DAY = "yyyy-MM-dd"
+"""Dates in lists, cards and forms: compact, sortable and the same as the CSVs (and what a
+date input holds); headings use the locale's full date."""
+TIME = "yyyy-MM-dd HH:mm"
+MONEY = parse_pattern("#,##0.00")
+"""Yuan with two decimals; the ``¥`` is part of each sentence."""
+
+
+@cache
+def _decimal_pattern(places: int) -> NumberPattern:
+    return parse_pattern("#,##0" + ("." + "0" * places if places else ""))
+
+
+# Babel formats each distinct value once per process: a page repeats the same days, times,
+# amounts and shares many times, and the cached text is all a page needs.
+@lru_cache(maxsize=8192)
+def _money(locale: str, amount: Decimal) -> str:
+    return MONEY.apply(amount, babel_locale(locale))
+
+
+@lru_cache(maxsize=8192)
+def _time(locale: str, tz: ZoneInfo, value: datetime) -> str:
+    return format_datetime(value, TIME, tzinfo=tz, locale=babel_locale(locale))
+
+
+@lru_cache(maxsize=4096)
+def _label(locale: str, enum: type[StrEnum], value: str) -> str:
+    try:
+        member = enum(value)
+    except ValueError:
+        return value
+    return translations(locale).gettext(labels.key(enum, member.value))
+
+
+@lru_cache(maxsize=4096)
+def _day(locale: str, value: date) -> str:
+    return format_date(value, DAY, locale=babel_locale(locale))
+
+
+@cache
+def _month(locale: str, month: int) -> str:
+    return format_date(date(2000, month, 1), "MMM", locale=babel_locale(locale))
+
+
+@lru_cache(maxsize=4096)
+def _percent(locale: str, whole: int) -> str:
+    """A whole percentage in the locale's percent format (a page shows hundreds of them)."""
+    cldr = babel_locale(locale)
+    return cldr.percent_formats[None].apply(Decimal(whole) / 100, cldr)
 
 
 class Formatter:
@@ -20,81 +99,138 @@ class Formatter:
     def __init__(self, locale: str, tz: ZoneInfo) -> None:
         self.locale = locale
         self.tz = tz
+        self._text = translations(locale)
+        self._cldr = babel_locale(locale)
 
     def t(self, key: str, **values: Any) -> str:
-        return translate(self.locale, key, **values)
+        text = self._text.gettext(key)
+        return text.format(**values) if values else text
 
     # --- values --------------------------------------------------------------------------
+    def _aware(self, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
     def dt(self, value: datetime | None) -> str:
         if value is None:
             return ""
-        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return aware.astimezone(self.tz).strftime("%Y-%m-%d %H:%M")
+        return _time(self.locale, self.tz, self._aware(value))
 
     def iso(self, value: datetime | None) -> str:
         """Machine-readable local time, for ``<time datetime=...>`` and CSV."""
         if value is None:
             return ""
-        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return aware.astimezone(self.tz).isoformat(timespec="seconds")
+        return self._aware(value).astimezone(self.tz).isoformat(timespec="seconds")
 
     def day(self, value: date | str | None) -> str:
         if value is None:
             return ""
-        return value if isinstance(value, str) else value.isoformat()
+        if isinstance(value, str):
+            return value
+        return _day(self.locale, value)
 
-    def weekday(self, value: date) -> str:
-        return self.t(f"weekday_{value.weekday()}")
+    def iso_day(self, value: date | None) -> str:
+        """A date as a form field holds it (``<input type="date">`` wants ISO 8601)."""
+        return value.isoformat() if value is not None else ""
+
+    def long_day(self, value: date) -> str:
+        """A heading's date with its weekday (``2026年11月23日星期一``)."""
+        return format_date(value, "full", locale=self._cldr)
+
+    def month(self, value: date) -> str:
+        """A chart's month: ``8月``, ``Aug``."""
+        return _month(self.locale, value.month)
 
     def money(self, value: Decimal | str | None) -> str:
         if value is None or value == "":
             return ""
-        amount = Decimal(str(value))
-        return f"{amount:,.2f}"
+        return _money(self.locale, Decimal(str(value)))
 
-    def pct(self, value: Decimal | None) -> str:
-        return "–" if value is None else f"{value * 100:.0f}%"
+    def pct(self, value: Decimal | float | None) -> str:
+        """A share as a whole percentage: ``0.856`` → ``86%``."""
+        if value is None:
+            return "–"
+        return _percent(self.locale, int(f"{value * 100:.0f}"))  # half to even
 
-    def num(self, value: Decimal | None) -> str:
-        return "–" if value is None else str(value)
+    def num(self, value: Decimal | int | None) -> str:
+        """A number with the digits it was computed to (an average of 4.50 stays 4.50)."""
+        if value is None:
+            return "–"
+        number = Decimal(value)
+        exponent = number.as_tuple().exponent
+        places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+        return _decimal_pattern(places).apply(number, self._cldr)
 
     # --- coded values --------------------------------------------------------------------
+    def label(self, enum: type[StrEnum], value: str | None) -> str:
+        """``value``'s label in the viewer's language; a value this version does not know
+        (a future one, or a club the operator imported) is shown as stored."""
+        if value is None or value == "":
+            return ""
+        return _label(self.locale, enum, str(value))
+
+    def _named(self, prefix: str, name: str | None) -> str:
+        """A journey's or template's label; one a rule file added later shows its name."""
+        if not name:
+            return ""
+        return self.t(prefix + name) if known(prefix + name) else name
+
     def tier(self, value: str | None) -> str:
-        return label(self.locale, "tier", value)
+        return self.label(Tier, value)
 
     def kind(self, value: str | None) -> str:
-        return label(self.locale, "kind", value)
+        return self.label(TaskKind, value)
 
     def outcome(self, value: str | None) -> str:
-        return label(self.locale, "outcome", value)
+        return self.label(TaskOutcome, value)
 
     def status(self, value: str | None) -> str:
-        return label(self.locale, "status", value)
+        return self.label(TaskStatus, value)
 
     def msg_status(self, value: str | None) -> str:
-        return label(self.locale, "msg_status", value)
+        return self.label(MessageStatus, value)
 
     def journey(self, value: str | None) -> str:
-        return label(self.locale, "journey", value)
+        return self._named(labels.JOURNEY_PREFIX, value)
+
+    def template(self, value: str | None) -> str:
+        return self._named(labels.TEMPLATE_PREFIX, value)
 
     def club(self, value: str) -> str:
-        return label(self.locale, "club", value)
+        return self.label(Club, value)
 
     def clubs(self, values: list[str]) -> str:
         sep = "、" if self.locale == "zh-CN" else ", "
         return sep.join(self.club(c) for c in values) if values else self.t("no_clubs")
 
     def customer_status(self, value: str) -> str:
-        return label(self.locale, "customer_status", value)
+        return self.label(LineStatus, value)
 
     def criterion(self, value: str) -> str:
-        return label(self.locale, "criterion", value)
+        return self.label(QaCriterion, value)
 
     def grace_status(self, value: str) -> str:
-        return label(self.locale, "grace", value)
+        return self.label(GraceStatus, value)
 
     def role(self, value: str) -> str:
-        return label(self.locale, "role", value)
+        return self.label(AccountRole, value)
+
+    def signin_notice(self, value: str) -> str:
+        return self.label(SignInNotice, value)
+
+    def reason(self, text: str | None, status: str | None = None) -> str:
+        """A stored ``code: text`` reason as a label. Without a code this version knows,
+        the status says enough: a provider error, an expired validity, or nothing recorded."""
+        code = reason_code(text)
+        if code is None:
+            head = (text or "").split(":", 1)[0].strip()
+            word = head.removeprefix("notice ").strip() if head.startswith("notice ") else status
+            if word in (MessageStatus.FAILED, MessageStatus.UNDELIVERED):
+                code = ReasonCode.PROVIDER_ERROR
+            elif word == MessageStatus.EXPIRED:
+                code = ReasonCode.VALID_UNTIL
+            else:
+                return self.t("reason_unknown")
+        return self.label(ReasonCode, code)
 
     # --- tasks ---------------------------------------------------------------------------
     def phone(self, phone: str, whole: bool) -> str:
@@ -102,15 +238,16 @@ class Formatter:
 
     def actor(self, actor: str) -> str:
         kind, _, ident = actor.partition(":")
-        if kind == "manager":
-            return ident
-        if kind in ("flow", "system", "webhook", "import", "cli"):
-            return self.t(f"actor_{kind}")
-        return actor
+        if kind == ActorType.MANAGER:
+            return ident  # a manager is shown by their id
+        try:
+            return self.label(ActorType, ActorType(kind))
+        except ValueError:
+            return actor
 
     def why(self, task: TaskRow) -> str:
         d = task.details
-        if task.kind == "plan_fit":
+        if task.kind == TaskKind.PLAN_FIT:
             return self.t(
                 "why_plan_fit",
                 current=d.get("current_plan", "?"),
@@ -119,28 +256,36 @@ class Formatter:
                 suggested_cost=self.money(d.get("suggested_monthly_cost")),
                 saving=self.money(d.get("monthly_saving")),
             )
-        if task.kind == "callback":
+        if task.kind == TaskKind.CALLBACK:
             if task.attempt > 1:
                 return self.t("why_callback_retry", n=task.attempt)
             return self.t("why_callback", due=d.get("due_on", self.day(task.due_on)))
-        if task.kind == "birthday":
+        if task.kind == TaskKind.BIRTHDAY:
             return self.t("why_birthday", day=d.get("birthday_on", self.day(task.due_on)))
-        if task.kind == "grace_followup":
+        if task.kind == TaskKind.GRACE_FOLLOWUP:
             return self.t("why_grace", balance=self.money(d.get("balance")))
-        return str(d.get("reason", ""))
+        return self._local_text(d.get("reason_text"), d.get("reason"))
+
+    def _local_text(self, texts: Any, fallback: Any) -> str:
+        """A rule file's text per locale (a care task's reason) in the viewer's language."""
+        if isinstance(texts, Mapping) and texts:
+            for candidate in (self.locale, self.locale.split("-")[0]):
+                if candidate in texts:
+                    return str(texts[candidate])
+        return str(fallback or "")
 
     def notice(self, task: TaskRow) -> str:
         state = task.notice_state
-        if state == "no_notice":
+        if state == NoticeState.NO_NOTICE:
             reason = task.details.get("no_notice_reason") or task.notice_reason
             if reason:
-                return self.t("notice_no_notice", reason=str(reason).split(":", 1)[0])
+                return self.t("notice_no_notice", reason=self.reason(str(reason)))
             return self.t("notice_no_notice_plain")
-        if state == "waiting":
+        if state == NoticeState.WAITING:
             return self.t("notice_waiting", at=self.dt(task.notice_scheduled_for))
-        if state in ("sent", "delivered"):
-            return self.t(f"notice_{state}", at=self.dt(task.notice_sent_at))
-        return self.t(f"notice_{state}") if f"notice_{state}" in MESSAGES else state
+        if state in (NoticeState.SENT, NoticeState.DELIVERED):
+            return self.t(labels.key(NoticeState, state), at=self.dt(task.notice_sent_at))
+        return self.label(NoticeState, state)
 
     def usage_points(self, task: TaskRow) -> list[tuple[str, tuple[float, float, float]]]:
         allowance = task.allowance
@@ -152,7 +297,7 @@ class Formatter:
 
         return [
             (
-                f"{u.month:%m}" + ("月" if self.locale == "zh-CN" else ""),
+                self.month(u.month),
                 (
                     share(u.voice_minutes, allowance.voice_minutes),
                     share(u.data_mb, allowance.data_mb),
@@ -162,16 +307,11 @@ class Formatter:
             for u in task.usage
         ]
 
-    def usage_desc(self, task: TaskRow) -> str:
+    def usage_desc(self, points: list[tuple[str, tuple[float, float, float]]]) -> str:
+        """The usage chart's description for a screen reader (``usage_points``' numbers)."""
         parts = [
-            self.t(
-                "usage_desc",
-                month=label_,
-                voice=f"{v * 100:.0f}",
-                data=f"{d * 100:.0f}",
-                sms=f"{s * 100:.0f}",
-            )
-            for label_, (v, d, s) in self.usage_points(task)
+            self.t("usage_desc", month=label_, voice=self.pct(v), data=self.pct(d), sms=self.pct(s))
+            for label_, (v, d, s) in points
         ]
         return "; ".join(parts) if parts else self.t("usage_none")
 
@@ -182,39 +322,51 @@ class Formatter:
             text += f" · {self.journey(entry.journey)}"  # which of the customer's calls
         return text
 
+    def message_reason(self, entry: Entry) -> str:
+        """Why a message on the timeline was not sent or not delivered ("" when it was)."""
+        failed = entry.status in (MessageStatus.FAILED, MessageStatus.UNDELIVERED)
+        if not entry.reason and not failed:
+            return ""
+        text = self.reason(entry.reason, entry.status)
+        if entry.error_code and reason_code(entry.reason) is None:
+            return self.t("reason_with_code", reason=text, code=entry.error_code)
+        return text
+
     def _event(self, entry: Entry) -> str:
         d = entry.details
         if entry.kind == "message":
             return self.t(
                 "message_entry",
-                channel=self.t(f"channel_{entry.channel}"),
-                template=label(self.locale, "template", entry.template),
+                channel=self.label(Channel, entry.channel),
+                template=self.template(entry.template),
                 status=self.msg_status(entry.status),
             )
-        key = f"ev_{entry.kind}"
-        if entry.kind == "task.done":
+        if entry.kind.startswith(JOURNEY_ACTION_PREFIX):
+            name = entry.kind.removeprefix(JOURNEY_ACTION_PREFIX)
+            return self.t("ev_journey", journey=self.journey(name))
+        if entry.kind.startswith(GRACE_ACTION_PREFIX):
+            status = entry.kind.removeprefix(GRACE_ACTION_PREFIX)
+            return self.t("ev_grace", status=self.grace_status(status))
+        try:
+            action = AuditAction(entry.kind)
+        except ValueError:
+            return self.t("ev_other", action=entry.kind)
+        key = labels.key(AuditAction, action)
+        if action == AuditAction.TASK_DONE:
             text = self.t(key, outcome=self.outcome(d.get("outcome")))
             if d.get("satisfaction"):
                 text += f" · {self.t('satisfaction')}: {d['satisfaction']}"
             return text
-        if entry.kind == "task.rescheduled":
+        if action == AuditAction.TASK_RESCHEDULED:
             return self.t(
                 key, **{"from": d.get("from"), "to": d.get("to"), "reason": d.get("reason")}
             )
-        if entry.kind == "task.retry_scheduled":
+        if action == AuditAction.TASK_RETRY_SCHEDULED:
             return self.t(key, due_on=d.get("due_on"))
-        if entry.kind == "ledger.credit":
+        if action in (AuditAction.LEDGER_CREDIT, AuditAction.LEDGER_REVERSAL):
             return self.t(
                 key,
                 amount=self.money(d.get("amount")),
                 balance_after=self.money(d.get("balance_after")),
             )
-        if entry.kind.startswith("journey."):
-            return self.t("ev_journey", journey=self.journey(entry.kind.split(".", 1)[1]))
-        if entry.kind.startswith("grace."):
-            return self.t(
-                "ev_grace", status=label(self.locale, "grace", entry.kind.split(".", 1)[1])
-            )
-        if key in MESSAGES:
-            return self.t(key)
-        return self.t("ev_other", action=entry.kind)
+        return self.t(key)

@@ -9,6 +9,7 @@ from starlette.datastructures import FormData
 
 from crm import staff_sessions
 from crm.accounts import LoginThrottled, authenticate, sign_out
+from crm.statuses import SignInNotice, values
 from vipcare.web.deps import (
     CsrfRejected,
     Viewer,
@@ -22,7 +23,7 @@ from vipcare.web.deps import (
     render,
     viewer,
 )
-from vipcare.web.i18n import LOCALES
+from vipcare.web.i18n import LOCALES, N_
 from vipcare.web.security import LANG_COOKIE, LOGIN_COOKIE, SESSION_COOKIE
 
 router = APIRouter()
@@ -63,13 +64,8 @@ def _login_page(
 def login_form(
     request: Request, web: WebConfig = Depends(config), next: str = "/", notice: str = ""
 ) -> HTMLResponse:
-    known = {
-        "expired": "session_expired",
-        "signed_out": "signed_out",
-        "password_changed": "session_ended_password",
-        "role_changed": "session_ended_role",
-    }
-    return _login_page(request, web, notice=known.get(notice), next_path=next)
+    explained = notice if notice in values(SignInNotice) else None
+    return _login_page(request, web, notice=explained, next_path=next)
 
 
 @router.post("/login", response_model=None)
@@ -97,11 +93,11 @@ async def login(request: Request, web: WebConfig = Depends(config)) -> Response:
         opened = await run_in_threadpool(check)
     except LoginThrottled as exc:
         minutes = max(1, (exc.retry_after + 59) // 60)
-        page = _login_page(request, web, 429, ("login_throttled", minutes), login=login_id)
+        page = _login_page(request, web, 429, (N_("login_throttled"), minutes), login=login_id)
         page.headers["Retry-After"] = str(exc.retry_after)
         return page
     if opened is None:
-        return _login_page(request, web, 401, ("login_failed", 0), login=login_id)
+        return _login_page(request, web, 401, (N_("login_failed"), 0), login=login_id)
     target = next_path if next_path != "/login" else "/"
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(

@@ -30,6 +30,7 @@ from vipcare.web.deps import (
     supervisor,
 )
 from vipcare.web.fmt import Formatter
+from vipcare.web.i18n import N_
 
 router = APIRouter()
 WINDOW_DAYS = 30
@@ -81,13 +82,12 @@ def team_page(
         message_days=days,
         by_status=by_status,
         status_labels=status_labels,
-        status_colours=charts.STATUS_COLOURS,
         messages_chart=charts.stacked_daily_bars(
             days,
             {status_labels[s]: v for s, v in by_status.items()},
             fmt.t("chart_messages"),
             ", ".join(f"{status_labels[s]} {sum(v)}" for s, v in by_status.items()),
-            colours={status_labels[s]: charts.STATUS_COLOURS.get(s, charts.BAR) for s in by_status},
+            colours={status_labels[s]: charts.status_colour(s) for s in by_status},
         ),
         by_tier=by_tier,
         tier_chart=charts.horizontal_bars(
@@ -235,7 +235,7 @@ def qa_page(
         manager=manager or "",
         reviewed=reviewed or "",
         query=query,
-        share=f"{web.ruleset.call_qa.share * 100:.0f}",
+        share=fmt.pct(web.ruleset.call_qa.share),
         yesterday=(today - timedelta(days=1)).isoformat(),
         criteria=QA_CRITERIA,
         flash=flash,
@@ -393,9 +393,9 @@ def qa_review(
     values["note"] = str(form.get("note", "")).strip()
     scores = {c: s for c in QA_CRITERIA if (s := score(values[c])) is not None}
     if len(scores) != len(QA_CRITERIA):
-        return _review_page(request, web, who, sample_id, 400, "err_scores", values)
+        return _review_page(request, web, who, sample_id, 400, N_("err_scores"), values)
     if len(values["note"]) > 2000:
-        return _review_page(request, web, who, sample_id, 400, "err_note_long", values)
+        return _review_page(request, web, who, sample_id, 400, N_("err_note_long"), values)
     try:
         with web.write() as session:
             qa.review(
@@ -410,5 +410,5 @@ def qa_review(
     except NotFound:
         raise HTTPException(404) from None
     except qa.QaError:
-        return _review_page(request, web, who, sample_id, 409, "err_qa_done", values)
+        return _review_page(request, web, who, sample_id, 409, N_("err_qa_done"), values)
     return RedirectResponse(f"/qa?msg=reviewed&id={sample_id}", status_code=303)

@@ -27,6 +27,7 @@ from crm.audit import Actor
 from crm.errors import InvalidTransition, NotFound
 from crm.models import TASK_KINDS, TASK_OUTCOMES, TASK_STATUSES, Manager
 from crm.phones import mask
+from crm.statuses import RescheduleRefusal, TaskKind, TaskOutcome, TaskStatus
 from crm.timeline import customer_card, timeline
 from crm.worklist import (
     TaskCursor,
@@ -41,6 +42,7 @@ from crm.worklist import (
 )
 from vipcare.calls import reschedule_call
 from vipcare.errors import describe_error
+from vipcare.web import labels
 from vipcare.web.csvout import csv_response
 from vipcare.web.deps import (
     PageNumber,
@@ -54,10 +56,13 @@ from vipcare.web.deps import (
     viewer,
 )
 from vipcare.web.fmt import Formatter
+from vipcare.web.i18n import N_
 
 router = APIRouter()
 log = logging.getLogger(__name__)
 NOTE_MAX = 2000
+OPEN_FILTER = "open"
+"""The task list's status filter for every task still to call (awaiting its SMS or ready)."""
 
 
 def _manager_scope(web: WebConfig, who: Viewer, ref: str | None) -> tuple[int, str, str]:
@@ -159,7 +164,7 @@ def list_query(
     page: PageNumber = 1,
 ) -> ListQuery:
     """The task list's filters from the query string (the page and its CSV share them)."""
-    if status and status not in (*TASK_STATUSES, "open"):
+    if status and status not in (*TASK_STATUSES, OPEN_FILTER):
         raise HTTPException(400, detail="bad status")
     if kind and kind not in TASK_KINDS:
         raise HTTPException(400, detail="bad kind")
@@ -179,8 +184,8 @@ def _filter(web: WebConfig, who: Viewer, q: ListQuery) -> TaskFilter:
         manager_id = _manager_scope(web, who, q.manager)[0] if q.manager else None
     return TaskFilter(
         manager_id=manager_id,
-        status=None if q.status == "open" else q.status,
-        open_only=q.status == "open",
+        status=None if q.status == OPEN_FILTER else q.status,
+        open_only=q.status == OPEN_FILTER,
         kind=q.kind,
         since=q.since,
         until=q.until,
@@ -215,8 +220,9 @@ def tasks_page(
         first=(q.page - 1) * size + 1 if rows else 0,
         last=(q.page - 1) * size + len(rows),
         has_next=q.page * size < total,
-        statuses=("open", *TASK_STATUSES),
-        kinds=TASK_KINDS,
+        open_filter=OPEN_FILTER,
+        statuses=list(TaskStatus),
+        kinds=list(TaskKind),
         managers=managers,
     )
 
@@ -363,7 +369,7 @@ def _task_page(
         task=row,
         can_work=who.owns(row.manager_id) and row.is_open,
         whole_phone=who.owns(row.customer_manager_id),
-        outcomes=TASK_OUTCOMES,
+        outcomes=list(TaskOutcome),
         reached=tasks.REACHED,
         next_free=next_free,
         recent=recent,
@@ -391,7 +397,7 @@ def _own_open_task(web: WebConfig, who: Viewer, task_id: int) -> TaskRow:
     if who.is_supervisor:
         row = _load_task(web, who, task_id)
         if not who.owns(row.manager_id):
-            raise HTTPException(403, detail="supervisor_read_only")
+            raise HTTPException(403, detail=N_("supervisor_read_only"))
         return row
     return _load_task(web, who, task_id)
 
@@ -412,16 +418,16 @@ def complete_task(
     errors: dict[str, str] = {}
     satisfaction: int | None = None
     if outcome not in TASK_OUTCOMES:
-        errors["outcome"] = "err_outcome"
+        errors["outcome"] = N_("err_outcome")
     if raw_sat:
         satisfaction = score(raw_sat)
         if satisfaction is not None:
             if outcome in TASK_OUTCOMES and outcome not in tasks.REACHED:
-                errors["satisfaction"] = "err_satisfaction_reached"
+                errors["satisfaction"] = N_("err_satisfaction_reached")
         else:
-            errors["satisfaction"] = "err_satisfaction"
+            errors["satisfaction"] = N_("err_satisfaction")
     if len(note) > NOTE_MAX:
-        errors["note"] = "err_note_long"
+        errors["note"] = N_("err_note_long")
     if not errors:
         try:
             with web.write() as session:
@@ -439,7 +445,9 @@ def complete_task(
                 )
         except InvalidTransition as exc:
             errors["form"] = (
-                "not_ready_yet" if exc.current == "awaiting_notice" else "err_task_changed"
+                N_("not_ready_yet")
+                if exc.current == TaskStatus.AWAITING_NOTICE
+                else N_("err_task_changed")
             )
         except NotFound:
             raise HTTPException(404) from None
@@ -483,7 +491,7 @@ def reschedule_task(
     try:
         to = date.fromisoformat(raw_day)
     except ValueError:
-        errors["to"] = "err_date"
+        errors["to"] = N_("err_date")
     else:
         try:
             with web.write() as session:
@@ -499,9 +507,11 @@ def reschedule_task(
                     manager_ref=who.account.manager_ref,
                 )
         except tasks.RescheduleError as exc:
-            errors["reason" if exc.code == "reason" else "to"] = f"err_reschedule_{exc.code}"
+            refusal = RescheduleRefusal(exc.code)
+            field = "reason" if refusal == RescheduleRefusal.REASON else "to"
+            errors[field] = labels.key(RescheduleRefusal, refusal)
         except InvalidTransition:
-            errors["form"] = "err_task_changed"
+            errors["form"] = N_("err_task_changed")
         except NotFound:
             raise HTTPException(404) from None
         else:
